@@ -1,0 +1,129 @@
+import { Worker } from 'node:worker_threads';
+import type { DeltaSummary, EngineOptions, FromWorker, ModelInfo, ToWorker } from './protocol.js';
+import { EngineError, type EngineErrorCode, type GenerateEvent, type GenerateRequest } from './types.js';
+
+/** The engine as the HTTP side sees it. */
+export interface Engine {
+  readonly info: ModelInfo;
+  /** Streams a generation's events; ends after its 'done' (or throws on 'error'). */
+  generate(request: GenerateRequest, signal?: AbortSignal): AsyncIterable<GenerateEvent>;
+  registerPeftDirectory(name: string, dir: string): Promise<DeltaSummary>;
+  unregisterDelta(name: string): Promise<void>;
+  stats(): Promise<{ waiting: number; running: number; residentSlots: number }>;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the engine worker and resolves once the model is loaded.
+ *
+ * @example const engine = await startEngine({ modelDir, cacheDir, device: 'cpu', ... });
+ */
+export async function startEngine(options: EngineOptions): Promise<Engine> {
+  const worker = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: options });
+  const client = new WorkerEngine(worker);
+  await client.ready;
+  return client;
+}
+
+/** Omit distributed over a union, so each message keeps its own fields. */
+type WithoutCallId<T> = T extends unknown ? Omit<T, 'callId'> : never;
+
+class WorkerEngine implements Engine {
+  info!: ModelInfo;
+  readonly ready: Promise<void>;
+  private readonly streams = new Map<string, (event: GenerateEvent) => void>();
+  private readonly calls = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private nextCall = 1;
+  private closed = false;
+
+  constructor(private readonly worker: Worker) {
+    this.ready = new Promise((resolve, reject) => {
+      worker.on('message', (message: FromWorker) => {
+        if (message.type === 'ready') {
+          this.info = message.info;
+          resolve();
+        } else if (message.type === 'fatal') {
+          reject(new Error(`engine failed to start: ${message.message}`));
+        } else this.dispatch(message);
+      });
+      worker.on('error', reject);
+      worker.on('exit', (code) => {
+        if (!this.closed) reject(new Error(`engine worker exited with code ${code}`));
+        this.failAll('the engine stopped');
+      });
+    });
+  }
+
+  private dispatch(message: FromWorker): void {
+    if (message.type === 'event') this.streams.get(message.event.id)?.(message.event);
+    else if (message.type === 'reply') {
+      const call = this.calls.get(message.callId);
+      this.calls.delete(message.callId);
+      if (!call) return;
+      if (message.ok) call.resolve(message.value);
+      else call.reject(new EngineError(message.code as EngineErrorCode, message.message));
+    }
+  }
+
+  private failAll(reason: string): void {
+    for (const [id, push] of this.streams) push({ type: 'error', id, code: 'internal_error', message: reason });
+    for (const call of this.calls.values()) call.reject(new Error(reason));
+    this.calls.clear();
+  }
+
+  private post(message: ToWorker): void {
+    this.worker.postMessage(message);
+  }
+
+  private call<T>(message: WithoutCallId<Extract<ToWorker, { callId: number }>>): Promise<T> {
+    const callId = this.nextCall++;
+    return new Promise<T>((resolve, reject) => {
+      this.calls.set(callId, { resolve: resolve as (v: unknown) => void, reject });
+      this.post({ ...message, callId } as ToWorker);
+    });
+  }
+
+  async *generate(request: GenerateRequest, signal?: AbortSignal): AsyncIterable<GenerateEvent> {
+    const queue: GenerateEvent[] = [];
+    let notify: (() => void) | null = null;
+    this.streams.set(request.id, (event) => {
+      queue.push(event);
+      notify?.();
+    });
+    const onAbort = () => this.post({ type: 'cancel', id: request.id });
+    signal?.addEventListener('abort', onAbort, { once: true });
+    this.post({ type: 'generate', request });
+    try {
+      for (;;) {
+        while (!queue.length) await new Promise<void>((resolve) => (notify = resolve));
+        const event = queue.shift()!;
+        if (event.type === 'error') throw new EngineError(event.code as EngineErrorCode, event.message);
+        yield event;
+        if (event.type === 'done') return;
+      }
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      this.streams.delete(request.id);
+      // A consumer that stops early (client gone) frees the row at the next step.
+      if (!queue.some((e) => e.type === 'done')) this.post({ type: 'cancel', id: request.id });
+    }
+  }
+
+  registerPeftDirectory(name: string, dir: string): Promise<DeltaSummary> {
+    return this.call({ type: 'register_peft_dir', name, dir });
+  }
+
+  unregisterDelta(name: string): Promise<void> {
+    return this.call({ type: 'unregister_delta', name });
+  }
+
+  stats(): Promise<{ waiting: number; running: number; residentSlots: number }> {
+    return this.call({ type: 'stats' });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    this.post({ type: 'shutdown' });
+    await new Promise((resolve) => this.worker.once('exit', resolve));
+  }
+}

@@ -1,0 +1,124 @@
+import os from 'node:os';
+import ort from 'onnxruntime-node';
+import type { ArchitectureSpec } from '../model/architecture.js';
+import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
+import * as G from '../model/lower-inference.js';
+import { checkFeeds, float32, int32, int64 } from './feeds.js';
+import { prepareInferenceGraph } from './graph-cache.js';
+import { KvCache } from './kv-cache.js';
+import { loraMask, LoraSlotStacks, slotRange } from './lora-slots.js';
+
+export type Device = 'cpu' | 'webgpu' | 'cuda';
+
+export interface RuntimeOptions {
+  modelDir: string;
+  cacheDir: string;
+  device: Device;
+  /** Sequences that can hold a KV-cache row at once (the largest decode batch). */
+  maxRows: number;
+  /** Longest sequence (prompt + completion) a row can hold. */
+  maxContext: number;
+  /** Resident delta slots. */
+  deltaSlots: number;
+  /** Largest LoRA rank a slot holds; smaller ranks are zero-padded. */
+  maxRank: number;
+  threads?: number;
+}
+
+/** One forward pass: `tokens.length` consecutive cache rows, each with the same number of new tokens. */
+export interface ForwardPass {
+  firstRow: number;
+  tokens: number[][];
+  /** Tokens already in each row's cache (the position of its first new token). */
+  pastLengths: number[];
+  /** Delta slot per row, -1 for the base model. */
+  slots: number[];
+  /** 'last': logits of each row's last token; 'all': of every token, row-major. */
+  logits: 'last' | 'all';
+}
+
+const EXECUTION_PROVIDERS: Record<Device, string[]> = { cpu: ['cpu'], webgpu: ['webgpu'], cuda: ['cuda'] };
+
+/**
+ * The backbone on one device: the ORT session, the KV cache and the resident delta slots.
+ * `forward()` is the only place that calls `session.run()`.
+ */
+export class ModelRuntime {
+  private constructor(
+    readonly checkpoint: Checkpoint,
+    readonly session: ort.InferenceSession,
+    readonly cache: KvCache,
+    readonly slots: LoraSlotStacks,
+    readonly options: RuntimeOptions,
+  ) {}
+
+  get arch(): ArchitectureSpec {
+    return this.checkpoint.arch;
+  }
+
+  static async create(options: RuntimeOptions): Promise<ModelRuntime> {
+    const checkpoint = openCheckpoint(options.modelDir);
+    const { arch } = checkpoint;
+    const maxContext = Math.min(options.maxContext, arch.maxPositions);
+    const modelPath = prepareInferenceGraph(checkpoint, options.cacheDir, maxContext);
+    const session = await ort.InferenceSession.create(modelPath, {
+      executionProviders: EXECUTION_PROVIDERS[options.device],
+      graphOptimizationLevel: 'all',
+      intraOpNumThreads: options.threads ?? os.availableParallelism(),
+      interOpNumThreads: 1,
+      executionMode: 'sequential',
+    });
+    const cache = new KvCache({ layers: arch.numLayers, rows: options.maxRows, kvHeads: arch.numKvHeads, maxLength: maxContext, headDim: arch.headDim });
+    const modules = G.loraModules(arch).map((p) => ({ modulePath: p.modulePath, inFeatures: p.inFeatures, outFeatures: p.outFeatures }));
+    const slots = new LoraSlotStacks(modules, options.deltaSlots, options.maxRank);
+    return new ModelRuntime(checkpoint, session, cache, slots, { ...options, maxContext });
+  }
+
+  async forward(pass: ForwardPass): Promise<Float32Array> {
+    const batch = pass.tokens.length;
+    const seq = pass.tokens[0]!.length;
+    if (pass.tokens.some((t) => t.length !== seq)) throw new Error('every row of a forward pass needs the same number of tokens');
+    const totals = pass.pastLengths.map((p) => p + seq);
+    if (Math.max(...totals) > this.options.maxContext) throw new Error(`sequence exceeds the context of ${this.options.maxContext} tokens`);
+    const feeds: Record<string, ort.Tensor> = {
+      [G.GRAPH_INPUTS.inputIds]: int64(pass.tokens.flat(), [batch, seq]),
+      [G.GRAPH_INPUTS.positionIds]: int64(pass.pastLengths.flatMap((p) => Array.from({ length: seq }, (_, i) => p + i)), [batch, seq]),
+      [G.GRAPH_INPUTS.seqlensK]: int32(totals.map((t) => t - 1), [batch]),
+      [G.GRAPH_INPUTS.totalSequenceLength]: int32([Math.max(...totals)], []),
+      [G.GRAPH_INPUTS.logitsIndex]: int64(pass.logits === 'all' ? range(batch * seq) : range(batch).map((r) => r * seq + seq - 1), [pass.logits === 'all' ? batch * seq : batch]),
+    };
+    const fetches: Record<string, ort.Tensor> = {};
+    for (let layer = 0; layer < this.arch.numLayers; layer++) {
+      const view = this.cache.view(layer, pass.firstRow, batch);
+      const key = float32(view.key, view.dims);
+      const value = float32(view.value, view.dims);
+      feeds[G.pastKey(layer)] = key;
+      feeds[G.pastValue(layer)] = value;
+      fetches[G.presentKey(layer)] = key;
+      fetches[G.presentValue(layer)] = value;
+    }
+    this.addDeltaFeeds(feeds, pass.slots.flatMap((s) => Array<number>(seq).fill(s)));
+    checkFeeds(this.session.inputNames, feeds);
+    const out = await this.session.run(feeds, { ...fetches, logits: null as unknown as ort.Tensor });
+    return out.logits!.data as Float32Array;
+  }
+
+  private addDeltaFeeds(feeds: Record<string, ort.Tensor>, tokenSlots: number[]): void {
+    const { lo, hi } = slotRange(tokenSlots);
+    const rows = (hi - lo) * this.slots.maxRank;
+    feeds[G.GRAPH_INPUTS.loraMask] = float32(loraMask(tokenSlots, lo, hi, this.slots.maxRank), [tokenSlots.length, rows]);
+    for (const m of this.slots.modules) {
+      const { a, b } = this.slots.range(m.modulePath, lo, hi);
+      feeds[G.loraA(m.modulePath)] = float32(a, [rows, m.inFeatures]);
+      feeds[G.loraB(m.modulePath)] = float32(b, [rows, m.outFeatures]);
+    }
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+function range(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i);
+}

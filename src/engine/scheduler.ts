@@ -1,0 +1,194 @@
+import type { LoraDelta } from '../deltas/peft-lora.js';
+import type { ModelRuntime } from './model-runtime.js';
+import { logSoftmax, topK } from './sampler.js';
+import { Sequence } from './sequence.js';
+import { SlotTable } from './slot-table.js';
+import { EngineError, type FinishReason, type GenerateEvent, type GenerateRequest, type TokenLogprob } from './types.js';
+
+export interface SchedulerOptions {
+  /** Prompt tokens prefilled per step, so a long prompt cannot stall running streams. */
+  prefillChunk: number;
+  maxQueue: number;
+}
+
+/** Where the scheduler finds a delta's weights when it must make it resident. */
+export interface DeltaSource {
+  lookup(name: string): LoraDelta | undefined;
+}
+
+/**
+ * Iteration-level continuous batching. Rows [0, decoding.length) of the KV cache hold decoding
+ * sequences; at most one sequence prefills, in the row right after them. Each step runs one
+ * prefill chunk (if any) and one decode step for every decoding row; sequences join and leave
+ * between steps, and a leaving row is back-filled so the decode batch stays one contiguous range.
+ */
+export class Scheduler {
+  private readonly waiting: Sequence[] = [];
+  private readonly decoding: Sequence[] = [];
+  private prefilling: Sequence | null = null;
+  readonly slotTable: SlotTable;
+
+  constructor(
+    private readonly runtime: ModelRuntime,
+    private readonly deltas: DeltaSource,
+    private readonly emit: (event: GenerateEvent) => void,
+    private readonly options: SchedulerOptions,
+  ) {
+    this.slotTable = new SlotTable(runtime.slots.slots);
+  }
+
+  get idle(): boolean {
+    return !this.prefilling && this.decoding.length === 0 && this.waiting.length === 0;
+  }
+
+  get stats() {
+    return { waiting: this.waiting.length, running: this.decoding.length + (this.prefilling ? 1 : 0), residentSlots: this.slotTable.occupants.filter(Boolean).length };
+  }
+
+  submit(request: GenerateRequest): void {
+    if (request.delta !== null && !this.deltas.lookup(request.delta)) throw new EngineError('delta_not_found', `delta '${request.delta}' is not registered`);
+    const limit = this.runtime.options.maxContext;
+    if (request.promptIds.length + Math.max(request.maxTokens, 0) > limit && request.promptIds.length >= limit) {
+      throw new EngineError('context_length_exceeded', `prompt has ${request.promptIds.length} tokens; the context holds ${limit}`);
+    }
+    if (this.waiting.length >= this.options.maxQueue) throw new EngineError('queue_full', `the queue holds ${this.options.maxQueue} requests`);
+    this.waiting.push(new Sequence(request));
+  }
+
+  cancel(id: string): void {
+    for (const seq of [...this.waiting, ...this.decoding, this.prefilling]) if (seq?.id === id) seq.cancelled = true;
+  }
+
+  /** Runs one iteration: retire, admit, one prefill chunk, one decode step. */
+  async step(): Promise<void> {
+    this.retireAbandoned();
+    this.admit();
+    if (this.prefilling) await this.prefillChunk(this.prefilling);
+    if (this.decoding.length) await this.decodeStep();
+  }
+
+  private retireAbandoned(): void {
+    for (const seq of [...this.waiting]) {
+      if (seq.cancelled || seq.expired) {
+        this.waiting.splice(this.waiting.indexOf(seq), 1);
+        this.finish(seq, seq.cancelled ? 'cancelled' : 'deadline');
+      }
+    }
+    for (const seq of [...this.decoding, ...(this.prefilling ? [this.prefilling] : [])]) {
+      if (seq.cancelled || seq.expired) this.finish(seq, seq.cancelled ? 'cancelled' : 'deadline');
+    }
+  }
+
+  private admit(): void {
+    if (this.prefilling || this.decoding.length >= this.runtime.options.maxRows) return;
+    for (let i = 0; i < this.waiting.length; i++) {
+      const seq = this.waiting[i]!;
+      const slot = seq.request.delta === null ? -1 : this.acquireSlot(seq.request.delta);
+      if (slot === undefined) continue; // every slot pinned by running sequences; try the next request
+      this.waiting.splice(i, 1);
+      seq.slot = slot;
+      seq.row = this.decoding.length;
+      this.prefilling = seq;
+      return;
+    }
+  }
+
+  /** Makes a delta resident and pins it; undefined when no slot can be freed now. */
+  private acquireSlot(name: string): number | undefined {
+    let slot = this.slotTable.find(name);
+    if (slot < 0) {
+      const victim = this.slotTable.chooseVictim();
+      if (!victim) return undefined;
+      slot = victim.slot;
+      this.runtime.slots.write(slot, this.deltas.lookup(name)!.modules);
+      this.slotTable.assign(slot, name);
+    }
+    this.slotTable.pin(slot);
+    return slot;
+  }
+
+  private async prefillChunk(seq: Sequence): Promise<void> {
+    const chunk = seq.pending.splice(0, this.options.prefillChunk);
+    const wantAll = seq.request.promptLogprobs;
+    const logits = await this.runtime.forward({ firstRow: seq.row, tokens: [chunk], pastLengths: [seq.cached], slots: [seq.slot], logits: wantAll ? 'all' : 'last' });
+    const vocab = this.runtime.arch.vocabSize;
+    if (wantAll) this.emitPromptLogprobs(seq, chunk, logits, vocab);
+    seq.cached += chunk.length;
+    if (seq.pending.length) return;
+    this.prefilling = null;
+    const last = wantAll ? logits.subarray((chunk.length - 1) * vocab) : logits;
+    this.decoding.push(seq);
+    if (seq.request.maxTokens <= 0) return this.finish(seq, 'length');
+    this.accept(seq, last);
+  }
+
+  /** Prompt logprobs: position i's logits score prompt token i + 1; the first token has none. */
+  private emitPromptLogprobs(seq: Sequence, chunk: number[], logits: Float32Array, vocab: number): void {
+    const prompt = seq.request.promptIds;
+    const out: (TokenLogprob | null)[] = seq.cached === 0 ? [null] : [];
+    for (let i = 0; i < chunk.length; i++) {
+      const nextIndex = seq.cached + i + 1;
+      if (nextIndex >= prompt.length) break;
+      const lp = logSoftmax(logits.subarray(i * vocab, (i + 1) * vocab));
+      const token = prompt[nextIndex]!;
+      out.push({ token, logprob: lp[token]!, top: seq.request.topLogprobs ? topK(lp, seq.request.topLogprobs) : undefined });
+    }
+    this.emit({ type: 'prompt', id: seq.id, logprobs: out });
+  }
+
+  private async decodeStep(): Promise<void> {
+    const rows = [...this.decoding];
+    const logits = await this.runtime.forward({
+      firstRow: 0,
+      tokens: rows.map((s) => [s.nextToken]),
+      pastLengths: rows.map((s) => s.cached),
+      slots: rows.map((s) => s.slot),
+      logits: 'last',
+    });
+    const vocab = this.runtime.arch.vocabSize;
+    rows.forEach((seq, r) => {
+      seq.cached++;
+      this.accept(seq, logits.subarray(r * vocab, (r + 1) * vocab));
+    });
+  }
+
+  /** Samples the next token and decides whether the sequence goes on. */
+  private accept(seq: Sequence, logits: Float32Array): void {
+    const sampled = seq.sampler.sample(logits, seq.request.topLogprobs);
+    if (seq.request.stopTokenIds.includes(sampled.token)) return this.finish(seq, 'stop');
+    seq.generated.push(sampled.token);
+    seq.nextToken = sampled.token;
+    this.emit({ type: 'token', id: seq.id, token: sampled.token, logprob: sampled.logprob, top: sampled.top });
+    const full = seq.cached + 1 >= this.runtime.options.maxContext;
+    if (seq.generated.length >= seq.request.maxTokens || full) this.finish(seq, 'length');
+  }
+
+  private finish(seq: Sequence, reason: FinishReason): void {
+    this.release(seq);
+    this.emit({ type: 'done', id: seq.id, finishReason: reason, promptTokens: seq.request.promptIds.length, completionTokens: seq.generated.length });
+  }
+
+  /** Frees the sequence's row and slot pin, back-filling the row so decoding rows stay contiguous. */
+  private release(seq: Sequence): void {
+    if (seq.slot >= 0) this.slotTable.unpin(seq.slot);
+    const cache = this.runtime.cache;
+    if (this.prefilling === seq) {
+      this.prefilling = null;
+    } else {
+      const index = this.decoding.indexOf(seq);
+      if (index < 0) return;
+      const last = this.decoding.pop()!;
+      if (last !== seq) {
+        cache.moveRow(last.row, seq.row, last.cached);
+        last.row = seq.row;
+        this.decoding[index] = last;
+      }
+      if (this.prefilling) {
+        cache.moveRow(this.prefilling.row, this.decoding.length, this.prefilling.cached);
+        this.prefilling.row = this.decoding.length;
+      }
+    }
+    seq.row = -1;
+    seq.slot = -1;
+  }
+}

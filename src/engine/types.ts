@@ -1,0 +1,43 @@
+import type { SamplingParams } from './sampler.js';
+
+/** What the engine generates for one sequence; token ids in, token ids out. */
+export interface GenerateRequest {
+  id: string;
+  promptIds: number[];
+  /** Delta name as registered with the engine, or null for the base model. */
+  delta: string | null;
+  maxTokens: number;
+  sampling: SamplingParams;
+  /** Generation ends (finish_reason 'stop') when one of these is sampled; it is not emitted. */
+  stopTokenIds: number[];
+  /** Report log-probabilities of the prompt tokens (echo with logprobs). */
+  promptLogprobs: boolean;
+  /** How many most-likely alternatives to report per token (0: none). */
+  topLogprobs: number;
+  /** Epoch milliseconds after which the request is abandoned. */
+  deadline?: number;
+}
+
+export interface TokenLogprob {
+  token: number;
+  logprob: number;
+  top?: { token: number; logprob: number }[];
+}
+
+export type FinishReason = 'stop' | 'length' | 'cancelled' | 'deadline';
+
+export type GenerateEvent =
+  | { type: 'prompt'; id: string; logprobs: (TokenLogprob | null)[] }
+  | { type: 'token'; id: string; token: number; logprob: number; top?: { token: number; logprob: number }[] }
+  | { type: 'done'; id: string; finishReason: FinishReason; promptTokens: number; completionTokens: number }
+  | { type: 'error'; id: string; code: string; message: string };
+
+/** Error codes the engine reports; the server maps them to HTTP statuses in one place. */
+export type EngineErrorCode = 'delta_not_found' | 'context_length_exceeded' | 'queue_full' | 'internal_error' | 'invalid_delta';
+
+export class EngineError extends Error {
+  constructor(readonly code: EngineErrorCode, message: string) {
+    super(message);
+    this.name = 'EngineError';
+  }
+}

@@ -1,0 +1,193 @@
+import { GraphBuilder } from '../graph/builder.js';
+import { inlineTensor, type Graph } from '../graph/ir.js';
+import { allProjections, type ArchitectureSpec, type BlockSpec, type NormSpec, type ProjectionSpec } from './architecture.js';
+import type { Checkpoint } from './checkpoint.js';
+import { ropeTables } from './rope.js';
+
+/**
+ * Lowers an architecture to the inference graph: one forward over `batch` rows of `seq` new tokens
+ * each, attending over a shared-buffer KV cache, with per-row LoRA deltas.
+ *
+ * Graph interface (names are the engine's contract, see engine/feeds.ts):
+ *   input_ids, position_ids  int64 [batch, seq]
+ *   seqlens_k                int32 [batch]   total length - 1 per row (GroupQueryAttention)
+ *   total_sequence_length    int32 []        max total length in the batch
+ *   logits_index             int64 [n]       flattened token positions whose logits are returned
+ *   past_key.L/past_value.L  f32 [batch, kv_heads, max_cache, head_dim]; fetch present_* into the same memory
+ *   lora_mask                f32 [tokens, lora_rows]  mask[t, s*R + r] = 1 when token t uses slot s
+ *   lora_A.<module>          f32 [lora_rows, in]      the resident slot range's A, rank-padded
+ *   lora_B.<module>          f32 [lora_rows, out]     the same slots' B, scaling folded in
+ * Per projection: y = x W^T + b + ((x A^T) * mask) B — rows without a delta have a zero mask.
+ */
+export interface InferenceGraphOptions {
+  /** Maps a weight name to the initializer file location the session will see. */
+  weightFile: (file: string) => string;
+  /** Cache length every row's KV buffer has (positions beyond it cannot be attended). */
+  maxCacheLength: number;
+}
+
+export const GRAPH_INPUTS = {
+  inputIds: 'input_ids',
+  positionIds: 'position_ids',
+  seqlensK: 'seqlens_k',
+  totalSequenceLength: 'total_sequence_length',
+  logitsIndex: 'logits_index',
+  loraMask: 'lora_mask',
+} as const;
+
+export const pastKey = (layer: number) => `past_key.${layer}`;
+export const pastValue = (layer: number) => `past_value.${layer}`;
+export const presentKey = (layer: number) => `present_key.${layer}`;
+export const presentValue = (layer: number) => `present_value.${layer}`;
+export const loraA = (modulePath: string) => `lora_A.${modulePath}`;
+export const loraB = (modulePath: string) => `lora_B.${modulePath}`;
+
+export function lowerInferenceGraph(ckpt: Checkpoint, options: InferenceGraphOptions): Graph {
+  return new InferenceLowering(ckpt, options).build();
+}
+
+class InferenceLowering {
+  private readonly b = new GraphBuilder('deltaserve_inference');
+  private readonly arch: ArchitectureSpec;
+  private readonly weightNames = new Map<string, string>();
+  private mask = '';
+
+  constructor(private readonly ckpt: Checkpoint, private readonly options: InferenceGraphOptions) {
+    this.arch = ckpt.arch;
+  }
+
+  build(): Graph {
+    const { b, arch } = this;
+    const I = GRAPH_INPUTS;
+    const ids = b.input(I.inputIds, 'int64', ['batch', 'seq']);
+    const positions = b.input(I.positionIds, 'int64', ['batch', 'seq']);
+    const seqlens = b.input(I.seqlensK, 'int32', ['batch']);
+    const total = b.input(I.totalSequenceLength, 'int32', []);
+    const logitsIndex = b.input(I.logitsIndex, 'int64', ['n_logits']);
+    this.mask = b.input(I.loraMask, 'float32', ['tokens', 'lora_rows']);
+
+    let hidden = b.op1('Gather', [this.weight(arch.embedTokens), ids]); // [B, S, H]
+    if (arch.positions.kind === 'learned') hidden = b.op1('Add', [hidden, b.op1('Gather', [this.weight(arch.positions.weight), positions])]);
+    hidden = b.op1('Reshape', [hidden, b.constant('int64', [2], [-1, arch.hiddenSize])]); // [T, H]
+    const rope = this.ropeCaches();
+    arch.blocks.forEach((block, layer) => {
+      hidden = this.block(block, layer, hidden, { positions, seqlens, total, rope });
+    });
+    const last = b.op1('Gather', [hidden, logitsIndex], { axis: 0 }); // [n, H]
+    const normed = this.norm(arch.finalNorm, last);
+    const logits = b.op1('Gemm', [normed, this.weight(arch.lmHead)], { transB: 1 }); // [n, V]
+    b.output(logits, 'logits', 'float32', ['n_logits', arch.vocabSize]);
+    return b.build();
+  }
+
+  private ropeCaches(): { cos: string; sin: string } | undefined {
+    const { arch, b } = this;
+    if (arch.positions.kind !== 'rope') return undefined;
+    const length = Math.max(this.options.maxCacheLength, 1);
+    const { cos, sin } = ropeTables(arch.positions.invFreq, length, arch.positions.attentionScaling);
+    const dims = [length, arch.headDim / 2];
+    return { cos: b.initializer('rope_cos', inlineTensor('float32', dims, cos)), sin: b.initializer('rope_sin', inlineTensor('float32', dims, sin)) };
+  }
+
+  private block(block: BlockSpec, layer: number, x: string, ctx: { positions: string; seqlens: string; total: string; rope?: { cos: string; sin: string } }): string {
+    const { b, arch } = this;
+    const h = this.norm(block.inputNorm, x);
+    let q: string, k: string, v: string;
+    if ('qkv' in block.attention) {
+      const qkv = this.linear(block.attention.qkv, h);
+      [q, k, v] = b.op('Split', [qkv, b.constant('int64', [3], [arch.hiddenSize, arch.hiddenSize, arch.hiddenSize])], { axis: 1 }, { outputs: 3 }) as [string, string, string];
+    } else {
+      q = this.linear(block.attention.q, h);
+      k = this.linear(block.attention.k, h);
+      v = this.linear(block.attention.v, h);
+    }
+    const batched = (t: string, width: number) => b.op1('Reshape', [t, this.batchShape(ctx.positions, width)]);
+    let q3 = batched(q, arch.numHeads * arch.headDim); // [B, S, Hq*D]
+    let k3 = batched(k, arch.numKvHeads * arch.headDim); // [B, S, Hkv*D]
+    const v3 = batched(v, arch.numKvHeads * arch.headDim);
+    if (ctx.rope) {
+      q3 = b.op1('RotaryEmbedding', [q3, ctx.positions, ctx.rope.cos, ctx.rope.sin], { interleaved: 0 }, { domain: 'com.microsoft' });
+      k3 = b.op1('RotaryEmbedding', [k3, ctx.positions, ctx.rope.cos, ctx.rope.sin], { interleaved: 0 }, { domain: 'com.microsoft' });
+    }
+    const [attn] = b.op(
+      'GroupQueryAttention',
+      [q3, k3, v3, b.input(pastKey(layer), 'float32', ['batch', arch.numKvHeads, 'max_cache', arch.headDim]), b.input(pastValue(layer), 'float32', ['batch', arch.numKvHeads, 'max_cache', arch.headDim]), ctx.seqlens, ctx.total],
+      { num_heads: arch.numHeads, kv_num_heads: arch.numKvHeads },
+      { domain: 'com.microsoft', outputs: [`attn.${layer}`, presentKey(layer), presentValue(layer)] },
+    );
+    const kvShape = ['batch', arch.numKvHeads, 'max_cache', arch.headDim];
+    b.output(presentKey(layer), presentKey(layer), 'float32', kvShape);
+    b.output(presentValue(layer), presentValue(layer), 'float32', kvShape);
+    const attn2d = b.op1('Reshape', [attn!, b.constant('int64', [2], [-1, arch.numHeads * arch.headDim])]);
+    const afterAttn = b.op1('Add', [x, this.linear(block.o, attn2d)]);
+    const m = this.norm(block.postAttentionNorm, afterAttn);
+    let mlpOut: string;
+    if (block.mlp.kind === 'gated-silu') {
+      const gate = this.linear(block.mlp.gate, m);
+      const up = this.linear(block.mlp.up, m);
+      const act = b.op1('Mul', [b.op1('Mul', [gate, b.op1('Sigmoid', [gate])]), up]);
+      mlpOut = this.linear(block.mlp.down, act);
+    } else {
+      const fc = this.linear(block.mlp.fc, m);
+      mlpOut = this.linear(block.mlp.proj, b.op1('FastGelu', [fc], {}, { domain: 'com.microsoft' }));
+    }
+    return b.op1('Add', [afterAttn, mlpOut]);
+  }
+
+  private readonly batchShapes = new Map<number, string>();
+
+  /** [batch, seq, width] from position_ids' shape, for reshaping [tokens, width] activations. */
+  private batchShape(positions: string, width: number): string {
+    const { b } = this;
+    let shape = this.batchShapes.get(width);
+    if (!shape) {
+      const batchSeq = b.op1('Shape', [positions]); // [2] = (batch, seq)
+      shape = b.op1('Concat', [batchSeq, b.constant('int64', [1], [width])], { axis: 0 });
+      this.batchShapes.set(width, shape);
+    }
+    return shape;
+  }
+
+  private norm(spec: NormSpec, x: string): string {
+    const { b } = this;
+    if (spec.kind === 'rms') return b.op1('SimplifiedLayerNormalization', [x, this.weight(spec.weight)], { axis: -1, epsilon: { float: spec.eps } });
+    return b.op1('LayerNormalization', [x, this.weight(spec.weight), this.weight(spec.bias!)], { axis: -1, epsilon: { float: spec.eps } });
+  }
+
+  /** y = x W^T + b + ((x A^T) * mask) B, all on [tokens, features]. */
+  private linear(p: ProjectionSpec, x: string): string {
+    const { b } = this;
+    const inputs = [x, this.weight(p.weight)];
+    if (p.bias) inputs.push(this.weight(p.bias));
+    const base = b.op1('Gemm', inputs, { transB: p.layout === 'out_in' ? 1 : 0 });
+    const a = b.input(loraA(p.modulePath), 'float32', ['lora_rows', p.inFeatures]);
+    const bMat = b.input(loraB(p.modulePath), 'float32', ['lora_rows', p.outFeatures]);
+    const shrunk = b.op1('Mul', [b.op1('Gemm', [x, a], { transB: 1 }), this.mask]); // [T, rows]
+    return b.op1('Gemm', [shrunk, bMat, base]); // [T, out]
+  }
+
+  /** An initializer pointing into the checkpoint file, cast to float32 when stored as F16/BF16. */
+  private weight(name: string): string {
+    const known = this.weightNames.get(name);
+    if (known) return known;
+    const location = this.ckpt.weights.get(name)!;
+    const { entry } = location;
+    const dtype = entry.dtype === 'F32' ? 'float32' : entry.dtype === 'F16' ? 'float16' : 'bfloat16';
+    const init = this.b.initializer(name, {
+      kind: 'external',
+      dtype,
+      dims: entry.shape,
+      location: this.options.weightFile(location.file),
+      offset: entry.fileOffset,
+      length: entry.byteLength,
+    });
+    const value = dtype === 'float32' ? init : this.b.op1('Cast', [init], { to: 1 });
+    this.weightNames.set(name, value);
+    return value;
+  }
+}
+
+/** Every projection module path in graph order (the LoRA inputs the engine must feed). */
+export function loraModules(arch: ArchitectureSpec): ProjectionSpec[] {
+  return allProjections(arch).flat();
+}

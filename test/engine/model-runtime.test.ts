@@ -1,0 +1,72 @@
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { readPeftDirectory } from '../../src/deltas/peft-lora.js';
+import { ModelRuntime } from '../../src/engine/model-runtime.js';
+import { FIXTURE, loadReference, logSoftmax, maxAbsDiff, tempDir } from '../helpers.js';
+
+const ref = loadReference();
+const VOCAB = 512;
+
+describe('ModelRuntime on the PEFT fixture', () => {
+  let rt: ModelRuntime;
+  before(async () => {
+    rt = await ModelRuntime.create({ modelDir: path.join(FIXTURE, 'base'), cacheDir: tempDir(), device: 'cpu', maxRows: 4, maxContext: 64, deltaSlots: 3, maxRank: 16 });
+    const lora = readPeftDirectory(path.join(FIXTURE, 'lora_all_r8'), 'lora_all_r8', rt.arch, 16);
+    rt.slots.write(1, lora.modules);
+  });
+  after(() => rt.release());
+
+  const rowLogprobs = (logits: Float32Array, row: number, pos: number) => logSoftmax(logits.subarray((row * 8 + pos) * VOCAB, (row * 8 + pos + 1) * VOCAB));
+
+  for (const [label, slot, expected] of [['base', -1, ref.base], ['lora_all_r8', 1, ref.lora_all_r8]] as const) {
+    it(`${label}: prompt logprobs match PEFT within 1e-4`, async () => {
+      const logits = await rt.forward({ firstRow: 0, tokens: ref.input_ids, pastLengths: [0, 0], slots: [slot, slot], logits: 'all' });
+      for (let row = 0; row < 2; row++) {
+        for (let pos = 0; pos < 8; pos++) {
+          const diff = maxAbsDiff(rowLogprobs(logits, row, pos), logSoftmax(expected.logits[row]![pos]!));
+          assert.ok(diff <= 1e-4, `row ${row} pos ${pos}: max abs diff ${diff}`);
+        }
+      }
+    });
+  }
+
+  it('a batch mixing the base and a delta gives each row its own logits', async () => {
+    const mixed = await rt.forward({ firstRow: 0, tokens: ref.input_ids, pastLengths: [0, 0], slots: [-1, 1], logits: 'all' });
+    const base = await rt.forward({ firstRow: 2, tokens: [ref.input_ids[0]!], pastLengths: [0], slots: [-1], logits: 'all' });
+    const lora = await rt.forward({ firstRow: 3, tokens: [ref.input_ids[1]!], pastLengths: [0], slots: [1], logits: 'all' });
+    assert.ok(maxAbsDiff(mixed.subarray(0, 8 * VOCAB), base) <= 1e-5);
+    assert.ok(maxAbsDiff(mixed.subarray(8 * VOCAB), lora) <= 1e-5);
+  });
+
+  it('incremental decode with the KV cache equals full recomputation', async () => {
+    const ids = ref.input_ids[1]!;
+    const full = await rt.forward({ firstRow: 0, tokens: [ids], pastLengths: [0], slots: [1], logits: 'all' });
+    await rt.forward({ firstRow: 1, tokens: [ids.slice(0, 3)], pastLengths: [0], slots: [1], logits: 'last' });
+    await rt.forward({ firstRow: 1, tokens: [ids.slice(3, 6)], pastLengths: [3], slots: [1], logits: 'last' });
+    for (let pos = 6; pos < 8; pos++) {
+      const step = await rt.forward({ firstRow: 1, tokens: [[ids[pos]!]], pastLengths: [pos], slots: [1], logits: 'last' });
+      assert.ok(maxAbsDiff(step, full.subarray(pos * VOCAB, (pos + 1) * VOCAB)) <= 1e-5, `position ${pos}`);
+    }
+  });
+
+  for (const [label, slot, expected] of [['base', -1, ref.base], ['lora_all_r8', 1, ref.lora_all_r8]] as const) {
+    it(`${label}: greedy 12-token continuations equal PEFT's`, async () => {
+      const rows = ref.input_ids.map((ids) => [...ids]);
+      let logits = await rt.forward({ firstRow: 0, tokens: rows, pastLengths: [0, 0], slots: [slot, slot], logits: 'last' });
+      const generated: number[][] = [[], []];
+      for (let step = 0; step < 12; step++) {
+        const next = [0, 1].map((r) => argmax(logits.subarray(r * VOCAB, (r + 1) * VOCAB)));
+        next.forEach((t, r) => generated[r]!.push(t));
+        logits = await rt.forward({ firstRow: 0, tokens: next.map((t) => [t]), pastLengths: [8 + step, 8 + step], slots: [slot, slot], logits: 'last' });
+      }
+      assert.deepEqual(generated, expected.greedy_12);
+    });
+  }
+});
+
+function argmax(values: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < values.length; i++) if (values[i]! > values[best]!) best = i;
+  return best;
+}
