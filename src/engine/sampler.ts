@@ -30,33 +30,76 @@ export class Sampler {
    * @example new Sampler({ temperature: 0, topP: 1, topK: 0 }).sample(logits, 5).token
    */
   sample(logits: Float32Array, topLogprobs = 0): SampledToken {
-    const logprobs = logSoftmax(logits);
     const token = this.params.temperature <= 0 ? argmax(logits) : this.draw(logits);
-    const top = topLogprobs > 0 ? topK(logprobs, topLogprobs) : undefined;
-    return { token, logprob: logprobs[token]!, top };
+    const lse = logSumExp(logits, 1);
+    const top = topLogprobs > 0 ? topK(logits, topLogprobs).map((t) => ({ token: t.token, logprob: t.logprob - lse })) : undefined;
+    return { token, logprob: logits[token]! - lse, top };
   }
 
+  /** Samples from softmax(logits / T) restricted to top-k and the top-p nucleus, without sorting the vocabulary. */
   private draw(logits: Float32Array): number {
     const { temperature, topP, topK: k } = this.params;
-    let candidates = Array.from(logits.keys()).sort((a, b) => logits[b]! - logits[a]! || a - b);
-    if (k > 0) candidates = candidates.slice(0, k);
-    const max = logits[candidates[0]!]!;
-    const weights = candidates.map((t) => Math.exp((logits[t]! - max) / temperature));
-    const total = weights.reduce((a, b) => a + b, 0);
+    const scaled = Float64Array.from(logits, (v) => v / temperature);
+    const max = scaled.reduce((m, v) => (v > m ? v : m), -Infinity);
+    const weights = scaled.map((v) => Math.exp(v - max));
+    if (k <= 0 && topP >= 1) return pick(weights, this.random());
+    const candidates = k > 0 ? topK(weights, k).map((t) => t.token) : nucleusCandidates(weights, topP);
     let kept = candidates.length;
     if (topP < 1) {
+      const total = k > 0 ? candidates.reduce((s, t) => s + weights[t]!, 0) : weights.reduce((a, b) => a + b, 0);
       let mass = 0;
       kept = 0;
-      while (kept < candidates.length && mass < topP * total) mass += weights[kept++]!;
+      while (kept < candidates.length && mass < topP * total) mass += weights[candidates[kept++]!]!;
     }
-    const keptTotal = weights.slice(0, kept).reduce((a, b) => a + b, 0);
-    let u = this.random() * keptTotal;
-    for (let i = 0; i < kept; i++) {
-      u -= weights[i]!;
-      if (u <= 0) return candidates[i]!;
-    }
-    return candidates[kept - 1]!;
+    const restricted = new Float64Array(kept);
+    for (let i = 0; i < kept; i++) restricted[i] = weights[candidates[i]!]!;
+    return candidates[pick(restricted, this.random())]!;
   }
+}
+
+/** Index drawn with probability proportional to weights[i]. */
+function pick(weights: Float64Array, u: number): number {
+  let total = 0;
+  for (let i = 0; i < weights.length; i++) total += weights[i]!;
+  let remaining = u * total;
+  for (let i = 0; i < weights.length; i++) {
+    remaining -= weights[i]!;
+    if (remaining <= 0) return i;
+  }
+  return weights.length - 1;
+}
+
+/**
+ * Tokens sorted by weight that surely contain the top-p nucleus: the tokens above a small
+ * fraction of the largest weight, unless their mass falls short of topP, then the whole vocabulary.
+ */
+function nucleusCandidates(weights: Float64Array, topP: number): number[] {
+  let total = 0;
+  let max = 0;
+  for (const w of weights) {
+    total += w;
+    if (w > max) max = w;
+  }
+  const sortDesc = (ids: number[]) => ids.sort((a, b) => weights[b]! - weights[a]! || a - b);
+  const bound = max * 1e-6;
+  const large: number[] = [];
+  let mass = 0;
+  for (let t = 0; t < weights.length; t++) {
+    if (weights[t]! >= bound) {
+      large.push(t);
+      mass += weights[t]!;
+    }
+  }
+  if (mass >= topP * total) return sortDesc(large);
+  return sortDesc(Array.from(weights.keys()));
+}
+
+function logSumExp(values: ArrayLike<number>, scale: number): number {
+  let max = -Infinity;
+  for (let i = 0; i < values.length; i++) if (values[i]! * scale > max) max = values[i]! * scale;
+  let sum = 0;
+  for (let i = 0; i < values.length; i++) sum += Math.exp(values[i]! * scale - max);
+  return max + Math.log(sum);
 }
 
 export function logSoftmax(logits: Float32Array): Float64Array {
@@ -76,8 +119,8 @@ export function argmax(values: ArrayLike<number>): number {
   return best;
 }
 
-/** The k most likely tokens, most likely first (ties by lower id). */
-export function topK(logprobs: Float64Array, k: number): { token: number; logprob: number }[] {
+/** The k largest values with their indices, largest first (ties by lower index). */
+export function topK(logprobs: ArrayLike<number>, k: number): { token: number; logprob: number }[] {
   const best: { token: number; logprob: number }[] = [];
   for (let t = 0; t < logprobs.length; t++) {
     const lp = logprobs[t]!;

@@ -146,10 +146,10 @@ export class Scheduler {
       logits: 'last',
     });
     const vocab = this.runtime.arch.vocabSize;
-    rows.forEach((seq, r) => {
-      seq.cached++;
-      this.accept(seq, logits.subarray(r * vocab, (r + 1) * vocab));
-    });
+    // Every row's KV entry for this step is written now: count it before any row finishes, since
+    // a finishing row back-fills its place with the last row, copying `cached` positions.
+    for (const seq of rows) seq.cached++;
+    rows.forEach((seq, r) => this.accept(seq, logits.subarray(r * vocab, (r + 1) * vocab)));
   }
 
   /** Samples the next token and decides whether the sequence goes on. */

@@ -48,7 +48,9 @@ function describeLlama(config: HfConfig, tensorNames: ReadonlySet<string>): Arch
       },
     };
   });
-  const tied = config.tie_word_embeddings === true || !tensorNames.has('lm_head.weight');
+  // An explicit `tie_word_embeddings: false` needs lm_head.weight (a missing one is a load error,
+  // not a silent tie); only when the config does not say do we infer tying from the tensors.
+  const tied = config.tie_word_embeddings === true || (config.tie_word_embeddings === undefined && !tensorNames.has('lm_head.weight'));
   return {
     family: config.model_type,
     hiddenSize: hidden,

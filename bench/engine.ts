@@ -1,0 +1,95 @@
+/**
+ * npm run bench [-- --device cpu|webgpu] [--out FILE]
+ * Prefill and decode throughput of a SmolLM2-135M-shaped Llama (random weights, generated locally),
+ * base-only vs every row a different rank-16 all-linear LoRA, plus a replica's cold start.
+ */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { ModelRuntime, type Device } from '../src/engine/model-runtime.js';
+import { ensureSyntheticCheckpoint, randomLora, SMOLLM2_135M_CONFIG } from './synthetic.js';
+
+const { values } = parseArgs({ options: { device: { type: 'string', default: 'cpu' }, out: { type: 'string' }, steps: { type: 'string', default: '8' } } });
+const device = values.device as Device;
+const steps = Number(values.steps);
+const cacheRoot = path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'deltaserve');
+const modelDir = ensureSyntheticCheckpoint(path.join(cacheRoot, 'bench', 'smollm2-135m-shape'), SMOLLM2_135M_CONFIG);
+
+interface Row { phase: 'prefill' | 'decode'; batch: number; deltas: 'none' | 'mixed'; tokens_per_s: number; ms_per_step: number }
+
+const coldStart = measureColdStart();
+const rt = await ModelRuntime.create({ modelDir, cacheDir: cacheRoot, device, maxRows: 32, maxContext: 1024, deltaSlots: 32, maxRank: 16 });
+for (let s = 0; s < 32; s++) rt.slots.write(s, randomLora(rt.arch, `bench-${s}`, 16, s + 1).modules);
+const rows: Row[] = [];
+const promptLength = 128;
+const prompt = Array.from({ length: promptLength }, (_, i) => (i * 7919) % rt.arch.vocabSize);
+
+for (const deltas of ['none', 'mixed'] as const) {
+  const slot = deltas === 'none' ? -1 : 0;
+  await rt.forward({ firstRow: 0, tokens: [prompt], pastLengths: [0], slots: [slot], logits: 'last' });
+  const reps = 3;
+  const t = performance.now();
+  for (let i = 0; i < reps; i++) await rt.forward({ firstRow: 0, tokens: [prompt], pastLengths: [0], slots: [slot], logits: 'last' });
+  const ms = (performance.now() - t) / reps;
+  rows.push({ phase: 'prefill', batch: 1, deltas, tokens_per_s: (promptLength * 1000) / ms, ms_per_step: ms });
+}
+
+for (const batch of [1, 8, 32]) {
+  for (let r = 0; r < batch; r++) await rt.forward({ firstRow: r, tokens: [prompt], pastLengths: [0], slots: [-1], logits: 'last' });
+  for (const deltas of ['none', 'mixed'] as const) {
+    const slots = Array.from({ length: batch }, (_, r) => (deltas === 'mixed' ? r : -1));
+    // Every step appends one position per row; rewinding keeps each configuration on the same cache length.
+    const decode = (position: number) => rt.forward({ firstRow: 0, tokens: slots.map((_, r) => [(r * 31 + position) % rt.arch.vocabSize]), pastLengths: slots.map(() => position), slots, logits: 'last' });
+    await decode(promptLength);
+    const t = performance.now();
+    for (let i = 0; i < steps; i++) await decode(promptLength + i);
+    const ms = (performance.now() - t) / steps;
+    rows.push({ phase: 'decode', batch, deltas, tokens_per_s: (batch * 1000) / ms, ms_per_step: ms });
+  }
+}
+await rt.release();
+
+const rate = (phase: string, batch: number, deltas: string) => rows.find((r) => r.phase === phase && r.batch === batch && r.deltas === deltas)!.tokens_per_s;
+const ratios = {
+  mixed_vs_base_decode_b8: rate('decode', 8, 'mixed') / rate('decode', 8, 'none'),
+  mixed_vs_base_decode_b32: rate('decode', 32, 'mixed') / rate('decode', 32, 'none'),
+  decode_b8_vs_b1_base: rate('decode', 8, 'none') / rate('decode', 1, 'none'),
+  decode_b8_vs_b1_mixed: rate('decode', 8, 'mixed') / rate('decode', 1, 'mixed'),
+};
+const cpus = os.cpus();
+const report = {
+  model: 'SmolLM2-135M-shaped Llama (random weights): hidden 576, 30 layers, 9 heads, 3 KV heads, vocab 49152, tied',
+  device,
+  cpus: `${cpus.length} x ${cpus[0]?.model ?? 'unknown'}`,
+  node: process.version,
+  prompt_tokens: promptLength,
+  lora: 'rank 16, all 7 projections, a different delta per row',
+  rows,
+  ratios,
+  cold_start: coldStart,
+  targets: { mixed_vs_base_decode_b8: '>= 0.85', decode_b8_vs_b1_base: '>= 5', cold_start_ms: '<= 5000' },
+};
+
+console.log(`\n${report.model}\ndevice ${device}, ${report.cpus}, node ${process.version}\n`);
+console.log('phase    batch  deltas  tokens/s   ms/step');
+for (const r of rows) console.log(`${r.phase.padEnd(8)} ${String(r.batch).padStart(5)}  ${r.deltas.padEnd(6)} ${r.tokens_per_s.toFixed(1).padStart(9)} ${r.ms_per_step.toFixed(1).padStart(9)}`);
+console.log('\nratios');
+for (const [k, v] of Object.entries(ratios)) console.log(`  ${k.padEnd(28)} ${v.toFixed(2)}`);
+console.log(`cold start: ${coldStart.first_ms.toFixed(0)} ms with an empty graph cache, ${coldStart.cached_ms.toFixed(0)} ms with the graph cached`);
+if (values.out) {
+  fs.mkdirSync(path.dirname(path.resolve(values.out)), { recursive: true });
+  fs.writeFileSync(values.out, JSON.stringify(report, null, 2));
+  console.log(`wrote ${values.out}`);
+}
+
+/** Two fresh processes: the first builds the graph into an empty cache, the second reuses it. */
+function measureColdStart(): { first_ms: number; cached_ms: number; engine_load_ms: number } {
+  const cacheDir = fs.mkdtempSync(path.join(os.tmpdir(), 'deltaserve-cold-'));
+  const run = () => JSON.parse(execFileSync(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname ?? path.dirname(new URL(import.meta.url).pathname), 'cold-start.ts'), modelDir, cacheDir, device], { encoding: 'utf8' }).trim().split('\n').pop()!);
+  const first = run();
+  const cached = run();
+  fs.rmSync(cacheDir, { recursive: true, force: true });
+  return { first_ms: first.readyMs, cached_ms: cached.readyMs, engine_load_ms: cached.engineLoadMs };
+}
