@@ -2,6 +2,14 @@ import { Worker } from 'node:worker_threads';
 import type { DeltaSummary, EngineOptions, FromWorker, ModelInfo, ToWorker } from './protocol.js';
 import { EngineError, type EngineErrorCode, type GenerateEvent, type GenerateRequest } from './types.js';
 
+/** Scheduler counters: queued requests, rows decoding, rows in use (incl. prefill), occupied delta slots. */
+export interface EngineStats {
+  waiting: number;
+  decoding: number;
+  running: number;
+  residentSlots: number;
+}
+
 /** The engine as the HTTP side sees it. */
 export interface Engine {
   readonly info: ModelInfo;
@@ -9,7 +17,7 @@ export interface Engine {
   generate(request: GenerateRequest, signal?: AbortSignal): AsyncIterable<GenerateEvent>;
   registerPeftDirectory(name: string, dir: string): Promise<DeltaSummary>;
   unregisterDelta(name: string): Promise<void>;
-  stats(): Promise<{ waiting: number; running: number; residentSlots: number }>;
+  stats(): Promise<EngineStats>;
   close(): Promise<void>;
 }
 
@@ -117,7 +125,7 @@ class WorkerEngine implements Engine {
     return this.call({ type: 'unregister_delta', name });
   }
 
-  stats(): Promise<{ waiting: number; running: number; residentSlots: number }> {
+  stats(): Promise<EngineStats> {
     return this.call({ type: 'stats' });
   }
 

@@ -1,8 +1,8 @@
 /**
  * The KV cache: one JS-owned buffer per layer for keys and one for values, [rows, kvHeads, maxLength, headDim].
  * A sequence owns a row for its lifetime. A forward pass over rows [first, first+count) feeds a
- * zero-copy view of that range as past_* and fetches present_* into the same memory, so
- * GroupQueryAttention appends the new keys/values in place and no step copies the cache.
+ * zero-copy view of that range as past_*; the graph returns only the new tokens' keys/values,
+ * which `append` writes at their positions, so no step copies the cache.
  */
 export interface KvCacheShape {
   layers: number;
@@ -37,6 +37,27 @@ export class KvCache {
     const end = (first + count) * this.rowStride;
     const { kvHeads, maxLength, headDim } = this.shape;
     return { key: this.keys[layer]!.subarray(begin, end), value: this.values[layer]!.subarray(begin, end), dims: [count, kvHeads, maxLength, headDim] };
+  }
+
+  /**
+   * Writes new keys/values [count, seq, kvHeads*headDim] of rows [first, first+count) at positions
+   * pastLengths[r] .. pastLengths[r] + seq - 1.
+   */
+  append(layer: number, first: number, pastLengths: readonly number[], seq: number, keys: Float32Array, values: Float32Array): void {
+    const { kvHeads, headDim } = this.shape;
+    const width = kvHeads * headDim;
+    for (const [target, source] of [[this.keys[layer]!, keys], [this.values[layer]!, values]] as const) {
+      for (let r = 0; r < pastLengths.length; r++) {
+        for (let s = 0; s < seq; s++) {
+          const from = (r * seq + s) * width;
+          const position = pastLengths[r]! + s;
+          for (let h = 0; h < kvHeads; h++) {
+            const to = (first + r) * this.rowStride + h * this.headStride + position * headDim;
+            target.set(source.subarray(from + h * headDim, from + (h + 1) * headDim), to);
+          }
+        }
+      }
+    }
   }
 
   /** Copies the first `length` positions of row `from` into row `to` (compaction when a row frees up). */

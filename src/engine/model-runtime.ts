@@ -87,19 +87,19 @@ export class ModelRuntime {
       [G.GRAPH_INPUTS.totalSequenceLength]: int32([Math.max(...totals)], []),
       [G.GRAPH_INPUTS.logitsIndex]: int64(pass.logits === 'all' ? range(batch * seq) : range(batch).map((r) => r * seq + seq - 1), [pass.logits === 'all' ? batch * seq : batch]),
     };
-    const fetches: Record<string, ort.Tensor> = {};
     for (let layer = 0; layer < this.arch.numLayers; layer++) {
       const view = this.cache.view(layer, pass.firstRow, batch);
-      const key = float32(view.key, view.dims);
-      const value = float32(view.value, view.dims);
-      feeds[G.pastKey(layer)] = key;
-      feeds[G.pastValue(layer)] = value;
-      fetches[G.presentKey(layer)] = key;
-      fetches[G.presentValue(layer)] = value;
+      feeds[G.pastKey(layer)] = float32(view.key, view.dims);
+      feeds[G.pastValue(layer)] = float32(view.value, view.dims);
     }
     this.addDeltaFeeds(feeds, pass.slots.flatMap((s) => Array<number>(seq).fill(s)));
     checkFeeds(this.session.inputNames, feeds);
-    const out = await this.session.run(feeds, { ...fetches, logits: null as unknown as ort.Tensor });
+    const out = await this.session.run(feeds);
+    for (let layer = 0; layer < this.arch.numLayers; layer++) {
+      const keys = out[G.newKey(layer)]!.data as Float32Array;
+      const values = out[G.newValue(layer)]!.data as Float32Array;
+      this.cache.append(layer, pass.firstRow, pass.pastLengths, seq, keys, values);
+    }
     return out.logits!.data as Float32Array;
   }
 

@@ -11,7 +11,7 @@ export interface SamplingParams {
 
 export interface SampledToken {
   token: number;
-  /** log-probability of the token under the model's (unmodified) distribution. */
+  /** log-probability of the token under the model's (unmodified) distribution; NaN when not asked for. */
   logprob: number;
   top?: { token: number; logprob: number }[];
 }
@@ -27,10 +27,14 @@ export class Sampler {
   /**
    * Picks the next token from one row of logits and reports its log-probability.
    *
-   * @example new Sampler({ temperature: 0, topP: 1, topK: 0 }).sample(logits, 5).token
+   * Log-probabilities cost a pass over the vocabulary, so they are computed only when asked for.
+   *
+   * @example new Sampler({ temperature: 0, topP: 1, topK: 0 }).sample(logits, { logprobs: true, top: 5 }).token
    */
-  sample(logits: Float32Array, topLogprobs = 0): SampledToken {
+  sample(logits: Float32Array, want: { logprobs: boolean; top: number } = { logprobs: false, top: 0 }): SampledToken {
     const token = this.params.temperature <= 0 ? argmax(logits) : this.draw(logits);
+    if (!want.logprobs && want.top <= 0) return { token, logprob: NaN };
+    const topLogprobs = want.top;
     const lse = logSumExp(logits, 1);
     const top = topLogprobs > 0 ? topK(logits, topLogprobs).map((t) => ({ token: t.token, logprob: t.logprob - lse })) : undefined;
     return { token, logprob: logits[token]! - lse, top };

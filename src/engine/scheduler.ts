@@ -42,7 +42,7 @@ export class Scheduler {
   }
 
   get stats() {
-    return { waiting: this.waiting.length, running: this.decoding.length + (this.prefilling ? 1 : 0), residentSlots: this.slotTable.occupants.filter(Boolean).length };
+    return { waiting: this.waiting.length, decoding: this.decoding.length, running: this.decoding.length + (this.prefilling ? 1 : 0), residentSlots: this.slotTable.occupants.filter(Boolean).length };
   }
 
   submit(request: GenerateRequest): void {
@@ -154,7 +154,7 @@ export class Scheduler {
 
   /** Samples the next token and decides whether the sequence goes on. */
   private accept(seq: Sequence, logits: Float32Array): void {
-    const sampled = seq.sampler.sample(logits, seq.request.topLogprobs);
+    const sampled = seq.sampler.sample(logits, { logprobs: seq.request.tokenLogprobs, top: seq.request.topLogprobs });
     if (seq.request.stopTokenIds.includes(sampled.token)) return this.finish(seq, 'stop');
     seq.generated.push(sampled.token);
     seq.nextToken = sampled.token;

@@ -12,6 +12,8 @@ export interface GenerateRequest {
   stopTokenIds: number[];
   /** Report log-probabilities of the prompt tokens (echo with logprobs). */
   promptLogprobs: boolean;
+  /** Report each generated token's log-probability. */
+  tokenLogprobs: boolean;
   /** How many most-likely alternatives to report per token (0: none). */
   topLogprobs: number;
   /** Epoch milliseconds after which the request is abandoned. */

@@ -13,7 +13,11 @@ import { ropeTables } from './rope.js';
  *   seqlens_k                int32 [batch]   total length - 1 per row (GroupQueryAttention)
  *   total_sequence_length    int32 []        max total length in the batch
  *   logits_index             int64 [n]       flattened token positions whose logits are returned
- *   past_key.L/past_value.L  f32 [batch, kv_heads, max_cache, head_dim]; fetch present_* into the same memory
+ *   past_key.L/past_value.L  f32 [batch, kv_heads, max_cache, head_dim]  zero-copy views of the engine's cache
+ * Outputs: logits [n, vocab], and new_key.L/new_value.L [batch, seq, kv_heads*head_dim] (after rotary),
+ * which the engine writes into its cache. Only these small tensors leave the graph: onnxruntime-node
+ * copies every output into a fresh JS array, even a preallocated one, so a graph that returned the
+ * whole cache would copy it on every step.
  *   lora_mask                f32 [tokens, lora_rows]  mask[t, s*R + r] = 1 when token t uses slot s
  *   lora_A.<module>          f32 [lora_rows, in]      the resident slot range's A, rank-padded
  *   lora_B.<module>          f32 [lora_rows, out]     the same slots' B, scaling folded in
@@ -37,8 +41,8 @@ export const GRAPH_INPUTS = {
 
 export const pastKey = (layer: number) => `past_key.${layer}`;
 export const pastValue = (layer: number) => `past_value.${layer}`;
-export const presentKey = (layer: number) => `present_key.${layer}`;
-export const presentValue = (layer: number) => `present_value.${layer}`;
+export const newKey = (layer: number) => `new_key.${layer}`;
+export const newValue = (layer: number) => `new_value.${layer}`;
 export const loraA = (modulePath: string) => `lora_A.${modulePath}`;
 export const loraB = (modulePath: string) => `lora_B.${modulePath}`;
 
@@ -113,11 +117,11 @@ class InferenceLowering {
       'GroupQueryAttention',
       [q3, k3, v3, b.input(pastKey(layer), 'float32', ['batch', arch.numKvHeads, 'max_cache', arch.headDim]), b.input(pastValue(layer), 'float32', ['batch', arch.numKvHeads, 'max_cache', arch.headDim]), ctx.seqlens, ctx.total],
       { num_heads: arch.numHeads, kv_num_heads: arch.numKvHeads },
-      { domain: 'com.microsoft', outputs: [`attn.${layer}`, presentKey(layer), presentValue(layer)] },
+      { domain: 'com.microsoft', outputs: 3 },
     );
-    const kvShape = ['batch', arch.numKvHeads, 'max_cache', arch.headDim];
-    b.output(presentKey(layer), presentKey(layer), 'float32', kvShape);
-    b.output(presentValue(layer), presentValue(layer), 'float32', kvShape);
+    const kvWidth = arch.numKvHeads * arch.headDim;
+    b.output(k3, newKey(layer), 'float32', ['batch', 'seq', kvWidth]);
+    b.output(v3, newValue(layer), 'float32', ['batch', 'seq', kvWidth]);
     const attn2d = b.op1('Reshape', [attn!, b.constant('int64', [2], [-1, arch.numHeads * arch.headDim])]);
     const afterAttn = b.op1('Add', [x, this.linear(block.o, attn2d)]);
     const m = this.norm(block.postAttentionNorm, afterAttn);

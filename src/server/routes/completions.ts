@@ -96,6 +96,7 @@ function planChoices(state: ServerState, engine: Engine, body: CompletionRequest
         },
         stopTokenIds: engine.info.eosTokenIds,
         promptLogprobs: echo && logprobs !== null,
+        tokenLogprobs: logprobs !== null,
         topLogprobs: logprobs ?? 0,
       };
       return { index: p * n + j, request, stop: typeof body.stop === 'string' ? [body.stop] : (body.stop ?? []), echo, logprobs };
