@@ -28,7 +28,8 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   return parsed.data;
 }
 
-async function main(): Promise<void> {
+/** Runs the server until SIGTERM/SIGINT; exits 2 on a bad configuration, 1 when startup fails. */
+export async function main(): Promise<void> {
   let config: Config;
   try {
     config = parseConfig(process.argv.slice(2), process.env);

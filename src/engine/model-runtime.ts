@@ -61,13 +61,7 @@ export class ModelRuntime {
     const { arch } = checkpoint;
     const maxContext = Math.min(options.maxContext, arch.maxPositions);
     const modelPath = prepareInferenceGraph(checkpoint, options.cacheDir, maxContext);
-    const session = await ort.InferenceSession.create(modelPath, {
-      executionProviders: EXECUTION_PROVIDERS[options.device],
-      graphOptimizationLevel: 'all',
-      intraOpNumThreads: options.threads ?? os.availableParallelism(),
-      interOpNumThreads: 1,
-      executionMode: 'sequential',
-    });
+    const session = await createSession(modelPath, options);
     const cache = new KvCache({ layers: arch.numLayers, rows: options.maxRows, kvHeads: arch.numKvHeads, maxLength: maxContext, headDim: arch.headDim });
     const modules = G.loraModules(arch).map((p) => ({ modulePath: p.modulePath, inFeatures: p.inFeatures, outFeatures: p.outFeatures }));
     const slots = new LoraSlotStacks(modules, options.deltaSlots, options.maxRank);
@@ -116,6 +110,28 @@ export class ModelRuntime {
 
   async release(): Promise<void> {
     await this.session.release();
+  }
+}
+
+const DEVICE_HINTS: Record<Device, string> = {
+  cpu: '',
+  webgpu: 'WebGPU needs a Vulkan loader (libvulkan1) and a GPU driver, or Mesa lavapipe for a software device',
+  cuda: 'the CUDA execution provider is only present when installed with ONNXRUNTIME_NODE_INSTALL=cuda12 on a CUDA 12 + cuDNN 9 machine',
+};
+
+async function createSession(modelPath: string, options: RuntimeOptions): Promise<ort.InferenceSession> {
+  try {
+    return await ort.InferenceSession.create(modelPath, {
+      executionProviders: EXECUTION_PROVIDERS[options.device],
+      graphOptimizationLevel: 'all',
+      intraOpNumThreads: options.threads ?? os.availableParallelism(),
+      interOpNumThreads: 1,
+      executionMode: 'sequential',
+    });
+  } catch (err) {
+    if (options.device === 'cpu') throw err;
+    const reason = (err as Error).message.split('\n')[0]!.slice(0, 300);
+    throw new Error(`device '${options.device}' is not available: ${reason} (${DEVICE_HINTS[options.device]})`, { cause: err });
   }
 }
 

@@ -1,0 +1,50 @@
+/**
+ * The fixture numerics on the WebGPU execution provider (`npm run test:webgpu`). Needs a WebGPU
+ * adapter: a GPU with a Vulkan driver, or Mesa's lavapipe (.ci/run installs it), with
+ * XDG_RUNTIME_DIR set. Kept out of `npm test` so the CPU suite runs on any machine.
+ */
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { readPeftDirectory } from '../../src/deltas/peft-lora.js';
+import { ModelRuntime } from '../../src/engine/model-runtime.js';
+import { FIXTURE, loadReference, logSoftmax, maxAbsDiff, tempDir } from '../helpers.js';
+
+const ref = loadReference();
+const VOCAB = 512;
+
+describe('webgpu: the PEFT fixture', () => {
+  let rt: ModelRuntime;
+  before(async () => {
+    rt = await ModelRuntime.create({ modelDir: path.join(FIXTURE, 'base'), cacheDir: tempDir(), device: 'webgpu', maxRows: 2, maxContext: 32, deltaSlots: 2, maxRank: 16 });
+    rt.slots.write(1, readPeftDirectory(path.join(FIXTURE, 'lora_all_r8'), 'lora_all_r8', rt.arch, 16).modules);
+  });
+  after(() => rt.release());
+
+  for (const [label, slot, expected] of [['base', -1, ref.base], ['lora_all_r8', 1, ref.lora_all_r8]] as const) {
+    it(`${label}: prompt logprobs within 1e-4 and greedy continuations equal PEFT's`, async () => {
+      const logits = await rt.forward({ firstRow: 0, tokens: ref.input_ids, pastLengths: [0, 0], slots: [slot, slot], logits: 'all' });
+      for (let row = 0; row < 2; row++) {
+        for (let pos = 0; pos < 8; pos++) {
+          const at = (row * 8 + pos) * VOCAB;
+          const diff = maxAbsDiff(logSoftmax(logits.subarray(at, at + VOCAB)), logSoftmax(expected.logits[row]![pos]!));
+          assert.ok(diff <= 1e-4, `row ${row} pos ${pos}: ${diff}`);
+        }
+      }
+      let last = await rt.forward({ firstRow: 0, tokens: ref.input_ids, pastLengths: [0, 0], slots: [slot, slot], logits: 'last' });
+      const generated: number[][] = [[], []];
+      for (let step = 0; step < 12; step++) {
+        const next = [0, 1].map((r) => argmax(last.subarray(r * VOCAB, (r + 1) * VOCAB)));
+        next.forEach((t, r) => generated[r]!.push(t));
+        last = await rt.forward({ firstRow: 0, tokens: next.map((t) => [t]), pastLengths: [8 + step, 8 + step], slots: [slot, slot], logits: 'last' });
+      }
+      assert.deepEqual(generated, expected.greedy_12);
+    });
+  }
+});
+
+function argmax(values: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < values.length; i++) if (values[i]! > values[best]!) best = i;
+  return best;
+}
