@@ -8,6 +8,7 @@ import { ApiError } from '../errors.js';
 import { runChoice, type ChoicePiece, type ChoicePlan, type LogprobsBlock } from '../generation.js';
 import { CompletionRequest } from '../schemas.js';
 import { parseJsonBody } from '../body.js';
+import { requireEngine, resolveModel } from '../resolve.js';
 
 /** POST /v1/completions (OpenAI legacy completions). */
 export function completionRoutes(state: ServerState): Hono {
@@ -41,18 +42,6 @@ export function completionRoutes(state: ServerState): Hono {
     });
   });
   return app;
-}
-
-export function requireEngine(state: ServerState): Engine {
-  if (!state.engine) throw new ApiError(503, 'the model is still loading; retry shortly', null, 'model_loading', { 'Retry-After': '1' });
-  return state.engine;
-}
-
-/** `model` names the base or a delta; anything else is 404 (the same answer as a delta the caller may not see). */
-export function resolveModel(state: ServerState, model: string): string | null {
-  if (model === state.modelName) return null;
-  if (state.deltas.get(model)) return model;
-  throw new ApiError(404, `model '${model}' does not exist`, 'model', 'model_not_found');
 }
 
 function promptIdLists(state: ServerState, prompt: CompletionRequest['prompt']): number[][] {
