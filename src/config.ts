@@ -29,6 +29,7 @@ export const ConfigSchema = z.object({
   prefillChunk: positiveInt.default(256).describe('prompt tokens prefilled per scheduler step'),
   maxQueue: positiveInt.default(256).describe('requests waiting before 429'),
   maxBodyBytes: positiveInt.default(4 * 1024 * 1024),
+  requestTimeoutMs: z.coerce.number().int().min(0).default(300_000).describe('a generation still running this long after it arrived is abandoned (0: never)'),
   threads: positiveInt.optional().describe('ORT intra-op threads; all cores when absent'),
 });
 

@@ -29,6 +29,7 @@ export interface TokenLogprob {
 export type FinishReason = 'stop' | 'length' | 'cancelled' | 'deadline';
 
 export type GenerateEvent =
+  | { type: 'queued'; id: string }
   | { type: 'prompt'; id: string; logprobs: (TokenLogprob | null)[] }
   | { type: 'token'; id: string; token: number; logprob: number; top?: { token: number; logprob: number }[] }
   | { type: 'done'; id: string; finishReason: FinishReason; promptTokens: number; completionTokens: number }

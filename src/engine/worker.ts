@@ -39,7 +39,8 @@ async function main(): Promise<void> {
   function handle(message: ToWorker): void {
     switch (message.type) {
       case 'generate':
-        return scheduler.submit(message.request);
+        scheduler.submit(message.request);
+        return send({ type: 'event', event: { type: 'queued', id: message.request.id } });
       case 'cancel':
         return scheduler.cancel(message.id);
       case 'register_peft_dir': {

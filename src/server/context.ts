@@ -12,6 +12,8 @@ export interface ServerState {
   deltas: DeltaCatalog;
   /** Largest accepted request body in bytes. */
   maxBodyBytes: number;
+  /** Abandon a generation this long after it arrived (0: never). */
+  requestTimeoutMs: number;
   startedAt: number;
 }
 

@@ -18,6 +18,7 @@ export const CompletionRequest = z
     logprobs: z.number().int().min(0).max(20).nullish(),
     return_token_ids: z.boolean().nullish(),
     stream: z.boolean().nullish(),
+    stream_options: z.object({ include_usage: z.boolean().nullish() }).nullish(),
     user: z.string().nullish(),
   });
 

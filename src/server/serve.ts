@@ -32,6 +32,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     tokenizer: hasTokenizer ? TextTokenizer.fromDirectory(modelDir) : undefined,
     chatTemplate: ChatTemplate.fromDirectory(modelDir),
     maxBodyBytes: config.maxBodyBytes,
+    requestTimeoutMs: config.requestTimeoutMs,
     startedAt: Date.now(),
   };
   const app = createApp(state);

@@ -1,0 +1,65 @@
+import crypto from 'node:crypto';
+import type { Engine } from '../engine/client.js';
+import type { GenerateRequest } from '../engine/types.js';
+import { ApiError } from './errors.js';
+import type { ChoicePlan } from './generation.js';
+
+/** Sampling and output options shared by completions and chat completions, already defaulted. */
+export interface PlanOptions {
+  delta: string | null;
+  maxTokens: number;
+  /** Field name to blame for a too-large max_tokens. */
+  maxTokensParam: string;
+  temperature: number;
+  topP: number;
+  topK: number;
+  n: number;
+  seed?: number;
+  stop: string[];
+  echo: boolean;
+  /** Alternatives per token when logprobs are on; null: off. */
+  logprobs: number | null;
+  deadline?: number;
+}
+
+/**
+ * One engine request per prompt x n. Choice j of a seeded request uses seed + j, so choices
+ * differ from each other yet each is reproducible on its own, batched or not.
+ */
+export function planChoices(engine: Engine, prompts: number[][], options: PlanOptions): ChoicePlan[] {
+  const maxContext = engine.info.maxContext;
+  return prompts.flatMap((promptIds, p) => {
+    if (promptIds.length >= maxContext) throw new ApiError(400, `prompt has ${promptIds.length} tokens; the context holds ${maxContext}`, 'prompt', 'context_length_exceeded');
+    if (promptIds.length + options.maxTokens > maxContext) {
+      throw new ApiError(400, `${options.maxTokensParam} ${options.maxTokens} plus the prompt's ${promptIds.length} tokens exceeds the context of ${maxContext}`, options.maxTokensParam, 'context_length_exceeded');
+    }
+    return Array.from({ length: options.n }, (_, j): ChoicePlan => {
+      const request: GenerateRequest = {
+        id: crypto.randomUUID(),
+        promptIds,
+        delta: options.delta,
+        maxTokens: options.maxTokens,
+        sampling: { temperature: options.temperature, topP: options.topP, topK: options.topK, seed: options.seed === undefined ? undefined : options.seed + j },
+        stopTokenIds: engine.info.eosTokenIds,
+        promptLogprobs: options.echo && options.logprobs !== null,
+        tokenLogprobs: options.logprobs !== null,
+        topLogprobs: options.logprobs ?? 0,
+        deadline: options.deadline,
+      };
+      return { index: p * options.n + j, request, stop: options.stop, echo: options.echo, logprobs: options.logprobs };
+    });
+  });
+}
+
+/** Checks token ids against the vocabulary; `param` names the field in errors. */
+export function checkTokenIds(lists: number[][], vocab: number, param: string): void {
+  lists.forEach((ids, i) => {
+    if (ids.length === 0) throw new ApiError(400, `${param} must not be empty`, param);
+    const bad = ids.find((t) => t >= vocab);
+    if (bad !== undefined) throw new ApiError(400, `${param}${lists.length > 1 ? `[${i}]` : ''} has token id ${bad}, outside the vocabulary of ${vocab}`, param);
+  });
+}
+
+export function stopList(stop: string | string[] | null | undefined): string[] {
+  return (typeof stop === 'string' ? [stop] : (stop ?? [])).filter((s) => s.length > 0);
+}
