@@ -1,10 +1,15 @@
 import { Hono } from 'hono';
 import crypto from 'node:crypto';
+import { authenticate } from './auth.js';
 import type { ServerState } from './context.js';
 import { errorBody, handleError } from './errors.js';
+import { openApiDocument } from './openapi.js';
+import { chatRoutes } from './routes/chat.js';
 import { completionRoutes } from './routes/completions.js';
 import { healthRoutes } from './routes/health.js';
 import { modelRoutes } from './routes/models.js';
+
+const PACKAGE_VERSION = '0.1.0';
 
 /**
  * The HTTP app. Routes read the shared state; the engine arrives once the model is loaded.
@@ -19,9 +24,14 @@ export function createApp(state: ServerState): Hono {
     c.header('x-request-id', requestId);
     await next();
   });
+  // Every /v1 route needs a key when there is an auth file; health routes never do.
+  app.use('/v1/*', authenticate({ table: state.auth }));
   app.route('/', healthRoutes(state));
+  const openapi = openApiDocument(PACKAGE_VERSION);
+  app.get('/openapi.json', (c) => c.json(openapi));
   app.route('/', modelRoutes(state));
   app.route('/', completionRoutes(state));
+  app.route('/', chatRoutes(state));
   app.notFound((c) => c.json(errorBody(404, `no route for ${c.req.method} ${c.req.path}`), 404));
   app.onError(handleError);
   return app;

@@ -2,6 +2,7 @@ import type { Engine } from '../engine/client.js';
 import type { DeltaCatalog } from '../deltas/catalog.js';
 import type { ChatTemplate } from '../model/chat-template.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
+import type { AuthTable } from './auth.js';
 
 /** What routes need from the running server; `engine` is undefined until the model is loaded. */
 export interface ServerState {
@@ -10,6 +11,8 @@ export interface ServerState {
   tokenizer?: TextTokenizer;
   chatTemplate?: ChatTemplate | null;
   deltas: DeltaCatalog;
+  /** API keys → tenants; null is open single-tenant mode (every request is the default tenant). */
+  auth: AuthTable | null;
   /** Largest accepted request body in bytes. */
   maxBodyBytes: number;
   /** Abandon a generation this long after it arrived (0: never). */
@@ -20,5 +23,9 @@ export interface ServerState {
 declare module 'hono' {
   interface ContextVariableMap {
     requestId: string;
+    /** The tenant the request acts as (set by the authenticate middleware on /v1 routes). */
+    tenant: string;
+    /** The key is an admin key (always true in open mode). */
+    isAdmin: boolean;
   }
 }

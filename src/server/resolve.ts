@@ -1,3 +1,4 @@
+import { deltaKey, isVisible, type DeltaRecord } from '../deltas/catalog.js';
 import type { Engine } from '../engine/client.js';
 import type { ServerState } from './context.js';
 import { ApiError } from './errors.js';
@@ -7,10 +8,52 @@ export function requireEngine(state: ServerState): Engine {
   return state.engine;
 }
 
-/** `model` names the base or a delta; anything else is 404 (the same answer as a delta the caller may not see). */
-export function resolveModel(state: ServerState, model: string): string | null {
-  if (model === state.modelName) return null;
-  if (state.deltas.get(model)) return model;
-  throw new ApiError(404, `model '${model}' does not exist`, 'model', 'model_not_found');
+/** The versions a delta has; the delta store brings real ones later, until then every delta is version 1. */
+const CURRENT_VERSION = '1';
+
+/** The one answer for a model that does not exist *or that the caller may not see*: nothing tells them apart. */
+function notFound(model: string, detail?: string): ApiError {
+  return new ApiError(404, `model '${model}' does not exist${detail ? `: ${detail}` : ''}`, 'model', 'model_not_found');
 }
 
+/**
+ * Resolves the request's `model` for `tenant`: null for the base model, otherwise the engine key
+ * of the delta (`owner/name`, what the engine registered it under).
+ *
+ * Forms, after the base model's exact name (which always wins):
+ * - `name`: the tenant's own delta `name` if it has one; otherwise the one public delta called
+ *   `name` of another tenant; several such public deltas is a 400 asking for `owner/name`.
+ * - `owner/name`: delta `name` in `owner`'s namespace; the tenant's own (`owner` = tenant) or a
+ *   public one.
+ * - either form with `@version`: `@1` is the registered delta; any other version is 404 naming it
+ *   (only once the delta itself is visible, so a version never reveals a hidden delta).
+ *
+ * A delta the tenant may not see answers exactly as one that does not exist:
+ * 404 `model 'X' does not exist`, param `model`, code `model_not_found`.
+ */
+export function resolveModel(state: ServerState, model: string, tenant: string): string | null {
+  if (model === state.modelName) return null;
+  const at = model.lastIndexOf('@');
+  const ref = at >= 0 ? model.slice(0, at) : model;
+  const version = at >= 0 ? model.slice(at + 1) : null;
+  const record = findVisible(state, ref, tenant, model);
+  if (!record) throw notFound(model);
+  if (version !== null && version !== CURRENT_VERSION) throw notFound(model, `delta '${ref}' has no version '${version}'`);
+  return deltaKey(record.owner, record.name);
+}
+
+function findVisible(state: ServerState, ref: string, tenant: string, model: string): DeltaRecord | undefined {
+  const slash = ref.indexOf('/');
+  if (slash >= 0) {
+    const record = state.deltas.get(ref.slice(0, slash), ref.slice(slash + 1));
+    return record && isVisible(record, tenant) ? record : undefined;
+  }
+  const own = state.deltas.get(tenant, ref);
+  if (own) return own;
+  const shared = state.deltas.find(ref).filter((r) => isVisible(r, tenant));
+  if (shared.length > 1) {
+    const names = shared.map((r) => `'${r.owner}/${r.name}'`).join(', ');
+    throw new ApiError(400, `model '${model}' is ambiguous: several tenants share a public delta called '${ref}'; name one of ${names}`, 'model', 'model_ambiguous');
+  }
+  return shared[0];
+}

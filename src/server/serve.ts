@@ -1,13 +1,14 @@
 import path from 'node:path';
 import { serve, type ServerType } from '@hono/node-server';
-import type { Config } from '../config.js';
-import { DeltaCatalog } from '../deltas/catalog.js';
+import { DEFAULT_TENANT, type Config } from '../config.js';
+import { DeltaCatalog, deltaKey } from '../deltas/catalog.js';
 import { startEngine, type Engine } from '../engine/client.js';
 import { ChatTemplate } from '../model/chat-template.js';
 import { EMBEDDED_MODEL_NAME, ensureEmbeddedModel } from '../model/embedded.js';
 import { TextTokenizer } from '../model/tokenizer.js';
 import fs from 'node:fs';
 import { createApp } from './app.js';
+import { loadAuthFile, type AuthTable } from './auth.js';
 import type { ServerState } from './context.js';
 
 export interface RunningServer {
@@ -18,17 +19,28 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+export interface StartOptions {
+  /**
+   * The API keys, already loaded (the CLI loads the file first to report a bad one before
+   * anything starts); when absent, `config.auth` is loaded here, and no auth file means open mode.
+   */
+  auth?: AuthTable | null;
+}
+
 /**
  * Starts HTTP first (liveness answers at once), then the engine; readiness turns 200 when the
- * model is loaded and every --delta is registered. A startup failure rejects `ready`.
+ * model is loaded and every --delta is registered. A startup failure rejects `ready`; a bad auth
+ * file rejects before anything listens.
  */
-export async function startServer(config: Config): Promise<RunningServer> {
+export async function startServer(config: Config, options: StartOptions = {}): Promise<RunningServer> {
+  const auth = options.auth !== undefined ? options.auth : config.auth ? loadAuthFile(config.auth) : null;
   const modelDir = config.model ?? ensureEmbeddedModel(config.cacheDir);
   const modelName = config.modelName ?? (config.model ? path.basename(path.resolve(config.model)) : EMBEDDED_MODEL_NAME);
   const hasTokenizer = fs.existsSync(path.join(modelDir, 'tokenizer.json'));
   const state: ServerState = {
     modelName,
     deltas: new DeltaCatalog(),
+    auth,
     tokenizer: hasTokenizer ? TextTokenizer.fromDirectory(modelDir) : undefined,
     chatTemplate: ChatTemplate.fromDirectory(modelDir),
     maxBodyBytes: config.maxBodyBytes,
@@ -42,8 +54,11 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const ready = (async () => {
     const engine = await startEngine({ ...config, modelDir });
     for (const d of config.delta) {
-      const summary = await engine.registerPeftDirectory(d.name, d.dir);
-      state.deltas.add({ name: d.name, owner: d.tenant ?? 'default', public: false, rank: summary.rank, modules: summary.modules, createdAt: Date.now() });
+      // Engine keys are owner/name: two tenants may both have a delta called `support`.
+      const owner = d.tenant ?? DEFAULT_TENANT;
+      const isPublic = config.publicDeltas.some((p) => p.owner === owner && p.name === d.name);
+      const summary = await engine.registerPeftDirectory(deltaKey(owner, d.name), d.dir);
+      state.deltas.add({ name: d.name, owner, public: isPublic, rank: summary.rank, modules: summary.modules, createdAt: Date.now() });
     }
     state.engine = engine;
     return engine;

@@ -16,7 +16,7 @@ export function completionRoutes(state: ServerState): Hono {
     const started = performance.now();
     const engine = requireEngine(state);
     const body = CompletionRequest.parse(await parseJsonBody(c, state.maxBodyBytes));
-    const delta = resolveModel(state, body.model);
+    const delta = resolveModel(state, body.model, c.get('tenant'));
     const prompts = promptIdLists(state, body.prompt);
     const echo = body.echo ?? false;
     const maxTokens = body.max_tokens ?? 16;
