@@ -6,7 +6,7 @@ import { startServer } from './server/serve.js';
 const USAGE = `usage: deltaserve [--model DIR] [--model-name NAME] [--delta [TENANT/]NAME=PEFT_DIR]... [--public-delta [TENANT/]NAME]...
                   [--auth FILE] [--port N] [--host H] [--device cpu|webgpu|cuda] [--cache-dir DIR] [--max-rows N]
                   [--max-context N] [--delta-slots N] [--max-rank N] [--prefill-chunk N] [--max-queue N]
-                  [--max-body-bytes N] [--threads N]
+                  [--max-body-bytes N] [--threads N] [--request-timeout-ms N]
   --delta [TENANT/]NAME=DIR   a PEFT LoRA adapter owned by TENANT ('${DEFAULT_TENANT}' without a prefix)
   --public-delta [TENANT/]NAME  let every tenant use that --delta (others name it TENANT/NAME, or NAME when unambiguous)
   --auth FILE                 API keys as SHA-256 hashes: {"tenants": {"acme": {"keys": ["sha256:<hex>"]}},
