@@ -6,7 +6,7 @@ import { lowerInferenceGraph } from '../model/lower-inference.js';
 import { serializeModel } from '../graph/onnx/serialize.js';
 
 /** Bump when the lowering changes so cached graphs from older builds are not reused. */
-const LOWERING_VERSION = 2;
+const LOWERING_VERSION = 3;
 
 /**
  * Builds (or reuses) the ONNX inference graph for a checkpoint in a cache directory.

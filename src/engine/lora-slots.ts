@@ -1,10 +1,10 @@
 /**
  * Resident LoRA slot stacks: for every projection, A and B of every slot laid out so that any
  * contiguous slot range is one zero-copy view the graph can read:
- *   A[slot*R + r, :]  = lora_A[r, :]                    [slots*R, in]
- *   B[slot*R + r, :]  = scale * lora_B[:, r]            [slots*R, out]
+ *   A[slot, i, r] = lora_A[r, i]                 [slots, in, R]
+ *   B[slot, r, o] = scale * lora_B[o, r]         [slots, R, out]
  * Ranks below R are zero-padded, which is exact. Batched semantics (the oracle in lora-slots.test):
- *   y[t] += ((x[t] @ A[range]^T) * mask[t]) @ B[range],  mask[t, (s-lo)*R + r] = 1 iff token t uses slot s.
+ *   y[t] += x[t] @ A[slot(t)] @ B[slot(t)]  for every token t that uses a slot.
  */
 export interface LoraModuleWeights {
   /** lora_A [r, in], row-major. */
@@ -49,7 +49,9 @@ export class LoraSlotStacks {
       bSlot.fill(0);
       const w = weights.get(m.modulePath);
       if (!w) continue;
-      aSlot.set(w.a.subarray(0, w.rank * m.inFeatures));
+      for (let r = 0; r < w.rank; r++) {
+        for (let i = 0; i < m.inFeatures; i++) aSlot[i * R + r] = w.a[r * m.inFeatures + i]!;
+      }
       for (let r = 0; r < w.rank; r++) {
         const row = bSlot.subarray(r * m.outFeatures, (r + 1) * m.outFeatures);
         for (let o = 0; o < m.outFeatures; o++) row[o] = w.scale * w.b[o * w.rank + r]!;
@@ -73,18 +75,28 @@ export class LoraSlotStacks {
 }
 
 /**
- * The per-token mask for slot range [lo, hi): tokenSlots[t] is the slot of token t, or -1 for none.
- * Returned row-major [tokens, (hi - lo) * R].
+ * Groups a pass's tokens by slot for the graph's gathered LoRA: for slot range [lo, hi), `gather`
+ * [hi - lo, cells] lists each slot's tokens (spare cells repeat token 0, computed and discarded),
+ * and `scatter` [tokens] points each token at its cell, or at the zero row after the last cell
+ * when it has no delta.
+ *
+ * @example loraGrouping([2, -1, 2, 3], 2, 4) // gather [[0, 2], [3, 0]], cells 2, scatter [0, 4, 1, 2]
  */
-export function loraMask(tokenSlots: ArrayLike<number>, lo: number, hi: number, maxRank: number): Float32Array {
-  const width = (hi - lo) * maxRank;
-  const mask = new Float32Array(tokenSlots.length * width);
-  for (let t = 0; t < tokenSlots.length; t++) {
-    const s = tokenSlots[t]!;
-    if (s < 0) continue;
-    mask.fill(1, t * width + (s - lo) * maxRank, t * width + (s - lo + 1) * maxRank);
-  }
-  return mask;
+export function loraGrouping(tokenSlots: ArrayLike<number>, lo: number, hi: number): { gather: number[]; cells: number; scatter: number[] } {
+  const groups: number[][] = Array.from({ length: hi - lo }, () => []);
+  for (let t = 0; t < tokenSlots.length; t++) if (tokenSlots[t]! >= 0) groups[tokenSlots[t]! - lo]!.push(t);
+  const cells = Math.max(0, ...groups.map((g) => g.length));
+  const zeroRow = (hi - lo) * cells;
+  const scatter = Array<number>(tokenSlots.length).fill(zeroRow);
+  const gather: number[] = [];
+  groups.forEach((tokens, s) => {
+    for (let j = 0; j < cells; j++) {
+      const t = tokens[j];
+      gather.push(t ?? 0);
+      if (t !== undefined) scatter[t] = s * cells + j;
+    }
+  });
+  return { gather, cells, scatter };
 }
 
 /** The smallest contiguous slot range covering every used slot; [0, 0) when none is used. */

@@ -6,7 +6,7 @@ import * as G from '../model/lower-inference.js';
 import { checkFeeds, float32, int32, int64 } from './feeds.js';
 import { prepareInferenceGraph } from './graph-cache.js';
 import { KvCache } from './kv-cache.js';
-import { loraMask, LoraSlotStacks, slotRange } from './lora-slots.js';
+import { loraGrouping, LoraSlotStacks, slotRange } from './lora-slots.js';
 
 export type Device = 'cpu' | 'webgpu' | 'cuda';
 
@@ -99,12 +99,14 @@ export class ModelRuntime {
 
   private addDeltaFeeds(feeds: Record<string, ort.Tensor>, tokenSlots: number[]): void {
     const { lo, hi } = slotRange(tokenSlots);
-    const rows = (hi - lo) * this.slots.maxRank;
-    feeds[G.GRAPH_INPUTS.loraMask] = float32(loraMask(tokenSlots, lo, hi, this.slots.maxRank), [tokenSlots.length, rows]);
+    const { gather, cells, scatter } = loraGrouping(tokenSlots, lo, hi);
+    const R = this.slots.maxRank;
+    feeds[G.GRAPH_INPUTS.loraGather] = int64(gather, [hi - lo, cells]);
+    feeds[G.GRAPH_INPUTS.loraScatter] = int64(scatter, [tokenSlots.length]);
     for (const m of this.slots.modules) {
       const { a, b } = this.slots.range(m.modulePath, lo, hi);
-      feeds[G.loraA(m.modulePath)] = float32(a, [rows, m.inFeatures]);
-      feeds[G.loraB(m.modulePath)] = float32(b, [rows, m.outFeatures]);
+      feeds[G.loraA(m.modulePath)] = float32(a, [hi - lo, m.inFeatures, R]);
+      feeds[G.loraB(m.modulePath)] = float32(b, [hi - lo, R, m.outFeatures]);
     }
   }
 

@@ -18,10 +18,13 @@ import { ropeTables } from './rope.js';
  * which the engine writes into its cache. Only these small tensors leave the graph: onnxruntime-node
  * copies every output into a fresh JS array, even a preallocated one, so a graph that returned the
  * whole cache would copy it on every step.
- *   lora_mask                f32 [tokens, lora_rows]  mask[t, s*R + r] = 1 when token t uses slot s
- *   lora_A.<module>          f32 [lora_rows, in]      the resident slot range's A, rank-padded
- *   lora_B.<module>          f32 [lora_rows, out]     the same slots' B, scaling folded in
- * Per projection: y = x W^T + b + ((x A^T) * mask) B — rows without a delta have a zero mask.
+ *   lora_gather              int64 [slots, cells]     token index of each (slot, cell); spare cells repeat token 0
+ *   lora_scatter             int64 [tokens]           token t's flattened cell, or slots*cells (a zero row) without a delta
+ *   lora_A.<module>          f32 [slots, in, R]       the resident slot range's A, rank-padded
+ *   lora_B.<module>          f32 [slots, R, out]      the same slots' B, scaling folded in
+ * Per projection (grouped by slot, so each slot's A and B are read once and only the tokens that
+ * use a slot are multiplied by it):
+ *   y[t] = x[t] W^T + b + (x[gather[s]] @ A[s] @ B[s])[cell of t]
  */
 export interface InferenceGraphOptions {
   /** Maps a weight name to the initializer file location the session will see. */
@@ -36,7 +39,8 @@ export const GRAPH_INPUTS = {
   seqlensK: 'seqlens_k',
   totalSequenceLength: 'total_sequence_length',
   logitsIndex: 'logits_index',
-  loraMask: 'lora_mask',
+  loraGather: 'lora_gather',
+  loraScatter: 'lora_scatter',
 } as const;
 
 export const pastKey = (layer: number) => `past_key.${layer}`;
@@ -54,7 +58,11 @@ class InferenceLowering {
   private readonly b = new GraphBuilder('deltaserve_inference');
   private readonly arch: ArchitectureSpec;
   private readonly weightNames = new Map<string, string>();
-  private mask = '';
+  private loraGather = '';
+  private loraScatter = '';
+  /** Per activation: its rows gathered into [slots, cells, features], shared by projections with that input. */
+  private readonly gathered = new Map<string, string>();
+  private readonly zeroRows = new Map<number, string>();
 
   constructor(private readonly ckpt: Checkpoint, private readonly options: InferenceGraphOptions) {
     this.arch = ckpt.arch;
@@ -68,7 +76,8 @@ class InferenceLowering {
     const seqlens = b.input(I.seqlensK, 'int32', ['batch']);
     const total = b.input(I.totalSequenceLength, 'int32', []);
     const logitsIndex = b.input(I.logitsIndex, 'int64', ['n_logits']);
-    this.mask = b.input(I.loraMask, 'float32', ['tokens', 'lora_rows']);
+    this.loraGather = b.input(I.loraGather, 'int64', ['lora_slots', 'lora_cells']);
+    this.loraScatter = b.input(I.loraScatter, 'int64', ['tokens']);
 
     let hidden = b.op1('Gather', [this.weight(arch.embedTokens), ids]); // [B, S, H]
     if (arch.positions.kind === 'learned') hidden = b.op1('Add', [hidden, b.op1('Gather', [this.weight(arch.positions.weight), positions])]);
@@ -158,16 +167,38 @@ class InferenceLowering {
     return b.op1('LayerNormalization', [x, this.weight(spec.weight), this.weight(spec.bias!)], { axis: -1, epsilon: { float: spec.eps } });
   }
 
-  /** y = x W^T + b + ((x A^T) * mask) B, all on [tokens, features]. */
+  /** y = x W^T + b + per-slot (x A) B, on [tokens, features]. */
   private linear(p: ProjectionSpec, x: string): string {
     const { b } = this;
     const inputs = [x, this.weight(p.weight)];
     if (p.bias) inputs.push(this.weight(p.bias));
     const base = b.op1('Gemm', inputs, { transB: p.layout === 'out_in' ? 1 : 0 });
-    const a = b.input(loraA(p.modulePath), 'float32', ['lora_rows', p.inFeatures]);
-    const bMat = b.input(loraB(p.modulePath), 'float32', ['lora_rows', p.outFeatures]);
-    const shrunk = b.op1('Mul', [b.op1('Gemm', [x, a], { transB: 1 }), this.mask]); // [T, rows]
-    return b.op1('Gemm', [shrunk, bMat, base]); // [T, out]
+    const a = b.input(loraA(p.modulePath), 'float32', ['lora_slots', p.inFeatures, 'lora_rank']);
+    const bMat = b.input(loraB(p.modulePath), 'float32', ['lora_slots', 'lora_rank', p.outFeatures]);
+    const shrunk = b.op1('MatMul', [this.gatheredRows(x), a]); // [slots, cells, R]
+    const expanded = b.op1('MatMul', [shrunk, bMat]); // [slots, cells, out]
+    const flat = b.op1('Reshape', [expanded, b.constant('int64', [2], [-1, p.outFeatures])]); // [slots*cells, out]
+    const padded = b.op1('Concat', [flat, this.zeroRow(p.outFeatures)], { axis: 0 }); // + a zero row for tokens without a delta
+    const delta = b.op1('Gather', [padded, this.loraScatter], { axis: 0 }); // [T, out]
+    return b.op1('Add', [base, delta]);
+  }
+
+  private gatheredRows(x: string): string {
+    let rows = this.gathered.get(x);
+    if (!rows) {
+      rows = this.b.op1('Gather', [x, this.loraGather], { axis: 0 }); // [slots, cells, in]
+      this.gathered.set(x, rows);
+    }
+    return rows;
+  }
+
+  private zeroRow(width: number): string {
+    let zero = this.zeroRows.get(width);
+    if (!zero) {
+      zero = this.b.initializer('lora_zero_row', inlineTensor('float32', [1, width], new Float32Array(width)));
+      this.zeroRows.set(width, zero);
+    }
+    return zero;
   }
 
   /** An initializer pointing into the checkpoint file, cast to float32 when stored as F16/BF16. */
