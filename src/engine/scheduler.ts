@@ -17,15 +17,17 @@ export interface DeltaSource {
 }
 
 /**
- * Iteration-level continuous batching. Rows [0, decoding.length) of the KV cache hold decoding
- * sequences; at most one sequence prefills, in the row right after them. Each step runs one
- * prefill chunk (if any) and one decode step for every decoding row; sequences join and leave
- * between steps, and a leaving row is back-filled so the decode batch stays one contiguous range.
+ * Iteration-level continuous batching. Rows [0, d) of the KV cache hold the d decoding sequences
+ * and rows [d, d + p) the p prefilling ones, in admission order. Each step prefills up to
+ * `prefillChunk` prompt tokens, first sequence first, then runs one decode step for every decoding
+ * row. Because prefills finish in order, the one that finishes is always at row d and joins the
+ * decode range where it is; a decoding row that leaves is back-filled by the last one and the
+ * prefill block slides down a row, so the decode batch stays one contiguous range.
  */
 export class Scheduler {
   private readonly waiting: Sequence[] = [];
   private readonly decoding: Sequence[] = [];
-  private prefilling: Sequence | null = null;
+  private readonly prefilling: Sequence[] = [];
   readonly slotTable: SlotTable;
 
   constructor(
@@ -38,11 +40,11 @@ export class Scheduler {
   }
 
   get idle(): boolean {
-    return !this.prefilling && this.decoding.length === 0 && this.waiting.length === 0;
+    return this.prefilling.length === 0 && this.decoding.length === 0 && this.waiting.length === 0;
   }
 
   get stats() {
-    return { waiting: this.waiting.length, decoding: this.decoding.length, running: this.decoding.length + (this.prefilling ? 1 : 0), residentSlots: this.slotTable.occupants.filter(Boolean).length };
+    return { waiting: this.waiting.length, decoding: this.decoding.length, running: this.decoding.length + this.prefilling.length, residentSlots: this.slotTable.occupants.filter(Boolean).length };
   }
 
   submit(request: GenerateRequest): void {
@@ -56,14 +58,15 @@ export class Scheduler {
   }
 
   cancel(id: string): void {
-    for (const seq of [...this.waiting, ...this.decoding, this.prefilling]) if (seq?.id === id) seq.cancelled = true;
+    for (const seq of [...this.waiting, ...this.decoding, ...this.prefilling]) if (seq.id === id) seq.cancelled = true;
   }
 
   /** Runs one iteration: retire, admit, one prefill chunk, one decode step. */
   async step(): Promise<void> {
     this.retireAbandoned();
     this.admit();
-    if (this.prefilling) await this.prefillChunk(this.prefilling);
+    let budget = this.options.prefillChunk;
+    while (budget > 0 && this.prefilling.length) budget -= await this.prefillChunk(this.prefilling[0]!, budget);
     if (this.decoding.length) await this.decodeStep();
   }
 
@@ -74,22 +77,21 @@ export class Scheduler {
         this.finish(seq, seq.cancelled ? 'cancelled' : 'deadline');
       }
     }
-    for (const seq of [...this.decoding, ...(this.prefilling ? [this.prefilling] : [])]) {
+    for (const seq of [...this.decoding, ...this.prefilling]) {
       if (seq.cancelled || seq.expired) this.finish(seq, seq.cancelled ? 'cancelled' : 'deadline');
     }
   }
 
   private admit(): void {
-    if (this.prefilling || this.decoding.length >= this.runtime.options.maxRows) return;
     for (let i = 0; i < this.waiting.length; i++) {
+      if (this.decoding.length + this.prefilling.length >= this.runtime.options.maxRows) return;
       const seq = this.waiting[i]!;
       const slot = seq.request.delta === null ? -1 : this.acquireSlot(seq.request.delta);
       if (slot === undefined) continue; // every slot pinned by running sequences; try the next request
-      this.waiting.splice(i, 1);
+      this.waiting.splice(i--, 1);
       seq.slot = slot;
-      seq.row = this.decoding.length;
-      this.prefilling = seq;
-      return;
+      seq.row = this.decoding.length + this.prefilling.length;
+      this.prefilling.push(seq);
     }
   }
 
@@ -107,19 +109,21 @@ export class Scheduler {
     return slot;
   }
 
-  private async prefillChunk(seq: Sequence): Promise<void> {
-    const chunk = seq.pending.splice(0, this.options.prefillChunk);
+  /** Prefills up to `budget` tokens of the first prefilling sequence; returns how many it used. */
+  private async prefillChunk(seq: Sequence, budget: number): Promise<number> {
+    const chunk = seq.pending.splice(0, budget);
     const wantAll = seq.request.promptLogprobs;
     const logits = await this.runtime.forward({ firstRow: seq.row, tokens: [chunk], pastLengths: [seq.cached], slots: [seq.slot], logits: wantAll ? 'all' : 'last' });
     const vocab = this.runtime.arch.vocabSize;
     if (wantAll) this.emitPromptLogprobs(seq, chunk, logits, vocab);
     seq.cached += chunk.length;
-    if (seq.pending.length) return;
-    this.prefilling = null;
+    if (seq.pending.length) return chunk.length;
+    this.prefilling.shift();
     const last = wantAll ? logits.subarray((chunk.length - 1) * vocab) : logits;
     this.decoding.push(seq);
-    if (seq.request.maxTokens <= 0) return this.finish(seq, 'length');
-    this.accept(seq, last);
+    if (seq.request.maxTokens <= 0) this.finish(seq, 'length');
+    else this.accept(seq, last);
+    return chunk.length;
   }
 
   /** Prompt logprobs: position i's logits score prompt token i + 1; the first token has none. */
@@ -168,12 +172,14 @@ export class Scheduler {
     this.emit({ type: 'done', id: seq.id, finishReason: reason, promptTokens: seq.request.promptIds.length, completionTokens: seq.generated.length });
   }
 
-  /** Frees the sequence's row and slot pin, back-filling the row so decoding rows stay contiguous. */
+  /** Frees the sequence's row and slot pin, keeping decoding rows and the prefill block contiguous. */
   private release(seq: Sequence): void {
     if (seq.slot >= 0) this.slotTable.unpin(seq.slot);
     const cache = this.runtime.cache;
-    if (this.prefilling === seq) {
-      this.prefilling = null;
+    const prefillIndex = this.prefilling.indexOf(seq);
+    if (prefillIndex >= 0) {
+      this.prefilling.splice(prefillIndex, 1);
+      this.slidePrefills(prefillIndex);
     } else {
       const index = this.decoding.indexOf(seq);
       if (index < 0) return;
@@ -183,12 +189,21 @@ export class Scheduler {
         last.row = seq.row;
         this.decoding[index] = last;
       }
-      if (this.prefilling) {
-        cache.moveRow(this.prefilling.row, this.decoding.length, this.prefilling.cached);
-        this.prefilling.row = this.decoding.length;
-      }
+      this.slidePrefills(0);
     }
     seq.row = -1;
     seq.slot = -1;
+  }
+
+  /** Moves prefilling sequences from index `from` on down to their rows, d + index. */
+  private slidePrefills(from: number): void {
+    for (let i = from; i < this.prefilling.length; i++) {
+      const seq = this.prefilling[i]!;
+      const row = this.decoding.length + i;
+      if (seq.row !== row) {
+        this.runtime.cache.moveRow(seq.row, row, seq.cached);
+        seq.row = row;
+      }
+    }
   }
 }

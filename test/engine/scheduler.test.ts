@@ -1,0 +1,71 @@
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { readPeftDirectory, type LoraDelta } from '../../src/deltas/peft-lora.js';
+import { ModelRuntime } from '../../src/engine/model-runtime.js';
+import { Scheduler } from '../../src/engine/scheduler.js';
+import type { GenerateEvent, GenerateRequest } from '../../src/engine/types.js';
+import { FIXTURE, tempDir } from '../helpers.js';
+
+/** Runs requests through a scheduler until idle; returns each request's generated tokens and finish reason. */
+async function run(rt: ModelRuntime, deltas: Map<string, LoraDelta>, requests: GenerateRequest[], options: { prefillChunk: number; cancelAfter?: Record<string, number> }) {
+  const out = new Map<string, { tokens: number[]; finish?: string }>(requests.map((r) => [r.id, { tokens: [] }]));
+  let scheduler: Scheduler;
+  const emit = (e: GenerateEvent) => {
+    const entry = out.get(e.id)!;
+    if (e.type === 'token') {
+      entry.tokens.push(e.token);
+      if (options.cancelAfter?.[e.id] === entry.tokens.length) scheduler.cancel(e.id);
+    }
+    if (e.type === 'done') entry.finish = e.finishReason;
+  };
+  scheduler = new Scheduler(rt, { lookup: (n) => deltas.get(n) }, emit, { prefillChunk: options.prefillChunk, maxQueue: 100 });
+  for (const r of requests) scheduler.submit(r);
+  for (let i = 0; !scheduler.idle && i < 10_000; i++) await scheduler.step();
+  return out;
+}
+
+const request = (id: string, promptIds: number[], delta: string | null, maxTokens: number): GenerateRequest => ({
+  id,
+  promptIds,
+  delta,
+  maxTokens,
+  sampling: { temperature: 0, topP: 1, topK: 0 },
+  stopTokenIds: [],
+  promptLogprobs: false,
+  tokenLogprobs: false,
+  topLogprobs: 0,
+});
+
+describe('Scheduler: rows join and leave mid-flight without disturbing each other', () => {
+  let rt: ModelRuntime;
+  const deltas = new Map<string, LoraDelta>();
+  before(async () => {
+    rt = await ModelRuntime.create({ modelDir: path.join(FIXTURE, 'base'), cacheDir: tempDir(), device: 'cpu', maxRows: 3, maxContext: 64, deltaSlots: 2, maxRank: 8, threads: 1 });
+    deltas.set('lora', readPeftDirectory(path.join(FIXTURE, 'lora_all_r8'), 'lora', rt.arch, 8));
+  });
+  after(() => rt.release());
+
+  it('7 requests of mixed lengths through 3 rows and 5-token prefill chunks equal each request alone', async () => {
+    const requests = Array.from({ length: 7 }, (_, i) =>
+      request(`r${i}`, Array.from({ length: 3 + ((i * 5) % 11) }, (_, j) => (i * 37 + j * 11) % 512), i % 3 === 0 ? null : 'lora', 2 + ((i * 3) % 7)),
+    );
+    const together = await run(rt, deltas, requests, { prefillChunk: 5 });
+    for (const r of requests) {
+      const alone = await run(rt, deltas, [r], { prefillChunk: 64 });
+      assert.deepEqual(together.get(r.id), alone.get(r.id), r.id);
+      assert.equal(together.get(r.id)!.tokens.length, r.maxTokens);
+    }
+  });
+
+  it('cancelled sequences free their rows; the survivors are unaffected', async () => {
+    const requests = Array.from({ length: 5 }, (_, i) => request(`c${i}`, [5 + i, 17, 42, 100 + i], i % 2 ? 'lora' : null, 8));
+    const together = await run(rt, deltas, requests, { prefillChunk: 3, cancelAfter: { c0: 2, c3: 4 } });
+    assert.equal(together.get('c0')!.finish, 'cancelled');
+    assert.equal(together.get('c3')!.finish, 'cancelled');
+    for (const id of ['c1', 'c2', 'c4']) {
+      const alone = await run(rt, deltas, [requests.find((r) => r.id === id)!], { prefillChunk: 64 });
+      assert.deepEqual(together.get(id), alone.get(id), id);
+    }
+  });
+});
