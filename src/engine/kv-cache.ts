@@ -41,14 +41,14 @@ export class KvCache {
 
   /**
    * Writes new keys/values [count, seq, kvHeads*headDim] of rows [first, first+count) at positions
-   * pastLengths[r] .. pastLengths[r] + seq - 1.
+   * pastLengths[r] .. pastLengths[r] + lengths[r] - 1 (positions past a row's length are padding).
    */
-  append(layer: number, first: number, pastLengths: readonly number[], seq: number, keys: Float32Array, values: Float32Array): void {
+  append(layer: number, first: number, pastLengths: readonly number[], lengths: readonly number[], seq: number, keys: Float32Array, values: Float32Array): void {
     const { kvHeads, headDim } = this.shape;
     const width = kvHeads * headDim;
     for (const [target, source] of [[this.keys[layer]!, keys], [this.values[layer]!, values]] as const) {
       for (let r = 0; r < pastLengths.length; r++) {
-        for (let s = 0; s < seq; s++) {
+        for (let s = 0; s < lengths[r]!; s++) {
           const from = (r * seq + s) * width;
           const position = pastLengths[r]! + s;
           for (let h = 0; h < kvHeads; h++) {

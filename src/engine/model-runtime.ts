@@ -25,7 +25,10 @@ export interface RuntimeOptions {
   threads?: number;
 }
 
-/** One forward pass: `tokens.length` consecutive cache rows, each with the same number of new tokens. */
+/**
+ * One forward pass over `tokens.length` consecutive cache rows. Rows carry the same number of new
+ * tokens, except in a first prefill (every pastLength 0), where shorter rows are right-padded.
+ */
 export interface ForwardPass {
   firstRow: number;
   tokens: number[][];
@@ -33,7 +36,7 @@ export interface ForwardPass {
   pastLengths: number[];
   /** Delta slot per row, -1 for the base model. */
   slots: number[];
-  /** 'last': logits of each row's last token; 'all': of every token, row-major. */
+  /** 'last': logits of each row's last token; 'all': of every position, row-major [rows, longest row]. */
   logits: 'last' | 'all';
 }
 
@@ -70,29 +73,31 @@ export class ModelRuntime {
 
   async forward(pass: ForwardPass): Promise<Float32Array> {
     const batch = pass.tokens.length;
-    const seq = pass.tokens[0]!.length;
-    if (pass.tokens.some((t) => t.length !== seq)) throw new Error('every row of a forward pass needs the same number of tokens');
-    const totals = pass.pastLengths.map((p) => p + seq);
-    if (Math.max(...totals) > this.options.maxContext) throw new Error(`sequence exceeds the context of ${this.options.maxContext} tokens`);
+    const lengths = pass.tokens.map((t) => t.length);
+    const seq = Math.max(...lengths);
+    if (lengths.some((n) => n !== seq) && pass.pastLengths.some((p) => p !== 0)) throw new Error('rows of different lengths are only allowed in a first prefill');
+    const totals = pass.pastLengths.map((p, r) => p + lengths[r]!);
+    if (Math.max(...pass.pastLengths) + seq > this.options.maxContext) throw new Error(`sequence exceeds the context of ${this.options.maxContext} tokens`);
     const feeds: Record<string, ort.Tensor> = {
-      [G.GRAPH_INPUTS.inputIds]: int64(pass.tokens.flat(), [batch, seq]),
+      [G.GRAPH_INPUTS.inputIds]: int64(pass.tokens.flatMap((t) => padded(t, seq)), [batch, seq]),
       [G.GRAPH_INPUTS.positionIds]: int64(pass.pastLengths.flatMap((p) => Array.from({ length: seq }, (_, i) => p + i)), [batch, seq]),
+      // GroupQueryAttention masks each row beyond its own length, so padding is never attended.
       [G.GRAPH_INPUTS.seqlensK]: int32(totals.map((t) => t - 1), [batch]),
-      [G.GRAPH_INPUTS.totalSequenceLength]: int32([Math.max(...totals)], []),
-      [G.GRAPH_INPUTS.logitsIndex]: int64(pass.logits === 'all' ? range(batch * seq) : range(batch).map((r) => r * seq + seq - 1), [pass.logits === 'all' ? batch * seq : batch]),
+      [G.GRAPH_INPUTS.totalSequenceLength]: int32([Math.max(...pass.pastLengths) + seq], []),
+      [G.GRAPH_INPUTS.logitsIndex]: int64(pass.logits === 'all' ? range(batch * seq) : lengths.map((n, r) => r * seq + n - 1), [pass.logits === 'all' ? batch * seq : batch]),
     };
     for (let layer = 0; layer < this.arch.numLayers; layer++) {
       const view = this.cache.view(layer, pass.firstRow, batch);
       feeds[G.pastKey(layer)] = float32(view.key, view.dims);
       feeds[G.pastValue(layer)] = float32(view.value, view.dims);
     }
-    this.addDeltaFeeds(feeds, pass.slots.flatMap((s) => Array<number>(seq).fill(s)));
+    this.addDeltaFeeds(feeds, pass.slots.flatMap((s, r) => padded(Array<number>(lengths[r]!).fill(s), seq, -1)));
     checkFeeds(this.session.inputNames, feeds);
     const out = await this.session.run(feeds);
     for (let layer = 0; layer < this.arch.numLayers; layer++) {
       const keys = out[G.newKey(layer)]!.data as Float32Array;
       const values = out[G.newValue(layer)]!.data as Float32Array;
-      this.cache.append(layer, pass.firstRow, pass.pastLengths, seq, keys, values);
+      this.cache.append(layer, pass.firstRow, pass.pastLengths, lengths, seq, keys, values);
     }
     return out.logits!.data as Float32Array;
   }
@@ -135,6 +140,10 @@ async function createSession(modelPath: string, options: RuntimeOptions): Promis
     const reason = (err as Error).message.split('\n')[0]!.slice(0, 300);
     throw new Error(`device '${options.device}' is not available: ${reason} (${DEVICE_HINTS[options.device]})`, { cause: err });
   }
+}
+
+function padded(values: number[], length: number, fill = 0): number[] {
+  return values.length === length ? values : [...values, ...Array<number>(length - values.length).fill(fill)];
 }
 
 function range(n: number): number[] {

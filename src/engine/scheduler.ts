@@ -66,6 +66,8 @@ export class Scheduler {
     this.retireAbandoned();
     this.admit();
     let budget = this.options.prefillChunk;
+    const together = this.wholePromptsWithin(budget);
+    if (together.length > 1) budget -= await this.prefillTogether(together);
     while (budget > 0 && this.prefilling.length) budget -= await this.prefillChunk(this.prefilling[0]!, budget);
     if (this.decoding.length) await this.decodeStep();
   }
@@ -124,6 +126,35 @@ export class Scheduler {
     if (seq.request.maxTokens <= 0) this.finish(seq, 'length');
     else this.accept(seq, last);
     return chunk.length;
+  }
+
+  /** The leading prefilling sequences whose whole prompts fit the budget and can share one padded pass. */
+  private wholePromptsWithin(budget: number): Sequence[] {
+    const out: Sequence[] = [];
+    for (const seq of this.prefilling) {
+      if (seq.cached > 0 || seq.request.promptLogprobs || seq.pending.length > budget) break;
+      budget -= seq.pending.length;
+      out.push(seq);
+    }
+    return out;
+  }
+
+  /** Prefills several whole prompts in one right-padded pass; they then join the decode rows in order. */
+  private async prefillTogether(batch: Sequence[]): Promise<number> {
+    const tokens = batch.map((seq) => seq.pending);
+    const logits = await this.runtime.forward({ firstRow: batch[0]!.row, tokens, pastLengths: batch.map(() => 0), slots: batch.map((seq) => seq.slot), logits: 'last' });
+    const vocab = this.runtime.arch.vocabSize;
+    for (const seq of batch) {
+      seq.cached = seq.pending.length;
+      seq.pending = [];
+    }
+    batch.forEach((seq, i) => {
+      this.prefilling.shift();
+      this.decoding.push(seq);
+      if (seq.request.maxTokens <= 0) this.finish(seq, 'length');
+      else this.accept(seq, logits.subarray(i * vocab, (i + 1) * vocab));
+    });
+    return tokens.reduce((sum, t) => sum + t.length, 0);
   }
 
   /** Prompt logprobs: position i's logits score prompt token i + 1; the first token has none. */

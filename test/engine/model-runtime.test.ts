@@ -39,6 +39,21 @@ describe('ModelRuntime on the PEFT fixture', () => {
     assert.ok(maxAbsDiff(mixed.subarray(8 * VOCAB), lora) <= 1e-5);
   });
 
+  it('a first prefill of rows with different lengths (right-padded) equals each row alone, and decoding continues', async () => {
+    const short = ref.input_ids[0]!.slice(0, 5);
+    const long = ref.input_ids[1]!;
+    const together = await rt.forward({ firstRow: 0, tokens: [short, long], pastLengths: [0, 0], slots: [1, -1], logits: 'last' });
+    const aloneShort = await rt.forward({ firstRow: 2, tokens: [short], pastLengths: [0], slots: [1], logits: 'last' });
+    const aloneLong = await rt.forward({ firstRow: 3, tokens: [long], pastLengths: [0], slots: [-1], logits: 'last' });
+    assert.ok(maxAbsDiff(together.subarray(0, VOCAB), aloneShort) <= 1e-5);
+    assert.ok(maxAbsDiff(together.subarray(VOCAB), aloneLong) <= 1e-5);
+    const next = await rt.forward({ firstRow: 0, tokens: [[7], [9]], pastLengths: [5, 8], slots: [1, -1], logits: 'last' });
+    const nextShort = await rt.forward({ firstRow: 2, tokens: [[7]], pastLengths: [5], slots: [1], logits: 'last' });
+    const nextLong = await rt.forward({ firstRow: 3, tokens: [[9]], pastLengths: [8], slots: [-1], logits: 'last' });
+    assert.ok(maxAbsDiff(next.subarray(0, VOCAB), nextShort) <= 1e-5);
+    assert.ok(maxAbsDiff(next.subarray(VOCAB), nextLong) <= 1e-5);
+  });
+
   it('incremental decode with the KV cache equals full recomputation', async () => {
     const ids = ref.input_ids[1]!;
     const full = await rt.forward({ firstRow: 0, tokens: [ids], pastLengths: [0], slots: [1], logits: 'all' });

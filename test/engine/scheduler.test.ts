@@ -58,6 +58,15 @@ describe('Scheduler: rows join and leave mid-flight without disturbing each othe
     }
   });
 
+  it('short prompts prefilled together in one padded pass decode as they would alone', async () => {
+    const requests = Array.from({ length: 6 }, (_, i) => request(`s${i}`, Array.from({ length: 2 + (i % 4) }, (_, j) => (i * 53 + j * 29) % 512), i % 2 ? 'lora' : null, 3 + (i % 3)));
+    const together = await run(rt, deltas, requests, { prefillChunk: 16 });
+    for (const r of requests) {
+      const alone = await run(rt, deltas, [r], { prefillChunk: 1 });
+      assert.deepEqual(together.get(r.id), alone.get(r.id), r.id);
+    }
+  });
+
   it('cancelled sequences free their rows; the survivors are unaffected', async () => {
     const requests = Array.from({ length: 5 }, (_, i) => request(`c${i}`, [5 + i, 17, 42, 100 + i], i % 2 ? 'lora' : null, 8));
     const together = await run(rt, deltas, requests, { prefillChunk: 3, cancelAfter: { c0: 2, c3: 4 } });
