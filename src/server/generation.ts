@@ -4,6 +4,9 @@ import { ApiError } from './errors.js';
 import { IncrementalDecoder, type TextTokenizer } from '../model/tokenizer.js';
 import { StopMatcher } from './stop-matcher.js';
 
+/** Response header with the server-measured time to first token of a non-streamed request, in ms. */
+export const TTFT_HEADER = 'x-deltaserve-ttft-ms';
+
 /** One choice to generate: the engine request plus what the HTTP layer does with the tokens. */
 export interface ChoicePlan {
   index: number;
@@ -135,6 +138,16 @@ export interface ChoiceResult {
   logprobs?: LogprobsBlock;
   finishReason: 'stop' | 'length';
   completionTokens: number;
+}
+
+/**
+ * Drains every choice of a non-streamed request; returns the results and when the first token
+ * of any choice arrived (performance.now(), 0 if none did), for the server-measured TTFT.
+ */
+export async function collectChoices(choices: AsyncGenerator<ChoicePiece>[], plans: ChoicePlan[]): Promise<{ results: ChoiceResult[]; firstTokenAt: number }> {
+  let firstTokenAt = 0;
+  const results = await Promise.all(choices.map((pieces, i) => collectChoice(pieces, plans[i]!, () => (firstTokenAt ||= performance.now()))));
+  return { results, firstTokenAt };
 }
 
 /** Drains a choice's pieces into one result; `onFirstToken` fires when its first token arrives. */

@@ -60,6 +60,24 @@ export function checkTokenIds(lists: number[][], vocab: number, param: string): 
   });
 }
 
-export function stopList(stop: string | string[] | null | undefined): string[] {
-  return (typeof stop === 'string' ? [stop] : (stop ?? [])).filter((s) => s.length > 0);
+/** The request fields both endpoints share, with OpenAI's defaults (temperature 1, top_p 1, n 1). */
+export interface SamplingFields {
+  temperature?: number | null;
+  top_p?: number | null;
+  top_k?: number | null;
+  n?: number | null;
+  seed?: number | null;
+  stop?: string | string[] | null;
+}
+
+export function samplingOptions(body: SamplingFields): Pick<PlanOptions, 'temperature' | 'topP' | 'topK' | 'n' | 'seed' | 'stop'> {
+  const stop = typeof body.stop === 'string' ? [body.stop] : (body.stop ?? []);
+  return {
+    temperature: body.temperature ?? 1,
+    topP: body.top_p ?? 1,
+    topK: body.top_k ?? 0,
+    n: body.n ?? 1,
+    seed: body.seed ?? undefined,
+    stop: stop.filter((s) => s.length > 0),
+  };
 }

@@ -2,25 +2,29 @@ import { z } from 'zod';
 
 const tokenIds = z.array(z.number().int().nonnegative()).min(1);
 
+/** Sampling and output fields both generation endpoints take, with OpenAI's ranges. */
+const generationFields = {
+  model: z.string().min(1),
+  temperature: z.number().min(0).max(2).nullish(),
+  top_p: z.number().gt(0).max(1).nullish(),
+  top_k: z.number().int().min(-1).nullish(),
+  n: z.number().int().min(1).max(16).nullish(),
+  seed: z.number().int().nullish(),
+  stop: z.union([z.string(), z.array(z.string()).max(8)]).nullish(),
+  return_token_ids: z.boolean().nullish(),
+  stream: z.boolean().nullish(),
+  stream_options: z.object({ include_usage: z.boolean().nullish() }).nullish(),
+  user: z.string().nullish(),
+};
+
 /** POST /v1/completions, OpenAI's legacy completions plus vLLM's return_token_ids; unknown fields are ignored as OpenAI does. */
-export const CompletionRequest = z
-  .object({
-    model: z.string().min(1),
-    prompt: z.union([z.string(), tokenIds, z.array(z.string()).min(1), z.array(tokenIds).min(1)]),
-    max_tokens: z.number().int().min(0).nullish(),
-    temperature: z.number().min(0).max(2).nullish(),
-    top_p: z.number().gt(0).max(1).nullish(),
-    top_k: z.number().int().min(-1).nullish(),
-    n: z.number().int().min(1).max(16).nullish(),
-    seed: z.number().int().nullish(),
-    stop: z.union([z.string(), z.array(z.string()).max(8)]).nullish(),
-    echo: z.boolean().nullish(),
-    logprobs: z.number().int().min(0).max(20).nullish(),
-    return_token_ids: z.boolean().nullish(),
-    stream: z.boolean().nullish(),
-    stream_options: z.object({ include_usage: z.boolean().nullish() }).nullish(),
-    user: z.string().nullish(),
-  });
+export const CompletionRequest = z.object({
+  ...generationFields,
+  prompt: z.union([z.string(), tokenIds, z.array(z.string()).min(1), z.array(tokenIds).min(1)]),
+  max_tokens: z.number().int().min(0).nullish(),
+  echo: z.boolean().nullish(),
+  logprobs: z.number().int().min(0).max(20).nullish(),
+});
 
 export type CompletionRequest = z.infer<typeof CompletionRequest>;
 
@@ -35,22 +39,12 @@ export const ChatMessage = z.object({
 
 /** POST /v1/chat/completions, OpenAI chat completions plus top_k and return_token_ids. */
 export const ChatCompletionRequest = z.object({
-  model: z.string().min(1),
+  ...generationFields,
   messages: z.array(ChatMessage).min(1),
   max_tokens: z.number().int().min(1).nullish(),
   max_completion_tokens: z.number().int().min(1).nullish(),
-  temperature: z.number().min(0).max(2).nullish(),
-  top_p: z.number().gt(0).max(1).nullish(),
-  top_k: z.number().int().min(-1).nullish(),
-  n: z.number().int().min(1).max(16).nullish(),
-  seed: z.number().int().nullish(),
-  stop: z.union([z.string(), z.array(z.string()).max(8)]).nullish(),
   logprobs: z.boolean().nullish(),
   top_logprobs: z.number().int().min(0).max(20).nullish(),
-  return_token_ids: z.boolean().nullish(),
-  stream: z.boolean().nullish(),
-  stream_options: z.object({ include_usage: z.boolean().nullish() }).nullish(),
-  user: z.string().nullish(),
 });
 
 export type ChatCompletionRequest = z.infer<typeof ChatCompletionRequest>;

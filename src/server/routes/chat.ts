@@ -4,8 +4,8 @@ import { streamSSE } from 'hono/streaming';
 import { parseJsonBody } from '../body.js';
 import type { ServerState } from '../context.js';
 import { ApiError } from '../errors.js';
-import { collectChoice, startChoices, type ChoicePiece, type LogprobsBlock } from '../generation.js';
-import { checkTokenIds, planChoices, stopList } from '../plan.js';
+import { collectChoices, startChoices, TTFT_HEADER, type ChoicePiece, type LogprobsBlock } from '../generation.js';
+import { checkTokenIds, planChoices, samplingOptions } from '../plan.js';
 import { requireEngine, resolveModel } from '../resolve.js';
 import { ChatCompletionRequest } from '../schemas.js';
 import { usage } from './completions.js';
@@ -26,12 +26,7 @@ export function chatRoutes(state: ServerState): Hono {
       delta,
       maxTokens: body.max_completion_tokens ?? body.max_tokens ?? Math.min(engine.info.maxContext - promptIds.length, 1024),
       maxTokensParam,
-      temperature: body.temperature ?? 1,
-      topP: body.top_p ?? 1,
-      topK: body.top_k ?? 0,
-      n: body.n ?? 1,
-      seed: body.seed ?? undefined,
-      stop: stopList(body.stop),
+      ...samplingOptions(body),
       echo: false,
       logprobs: body.logprobs ? (body.top_logprobs ?? 0) : null,
       deadline: state.requestTimeoutMs ? Date.now() + state.requestTimeoutMs : undefined,
@@ -39,9 +34,8 @@ export function chatRoutes(state: ServerState): Hono {
     const meta = { id: `chatcmpl-${crypto.randomUUID()}`, created: Math.floor(Date.now() / 1000), model: body.model };
     const choices = await startChoices(engine, state.tokenizer, plans, c.req.raw.signal);
     if (body.stream) return streamChat(c, choices, meta, { includeUsage: body.stream_options?.include_usage ?? false, promptTokens: promptIds.length });
-    let firstToken = 0;
-    const results = await Promise.all(choices.map((pieces, i) => collectChoice(pieces, plans[i]!, () => (firstToken ||= performance.now()))));
-    if (firstToken) c.header('x-deltaserve-ttft-ms', (firstToken - started).toFixed(1));
+    const { results, firstTokenAt } = await collectChoices(choices, plans);
+    if (firstTokenAt) c.header(TTFT_HEADER, (firstTokenAt - started).toFixed(1));
     return c.json({
       ...meta,
       object: 'chat.completion',

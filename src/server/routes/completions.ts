@@ -3,8 +3,8 @@ import { Hono, type Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import type { ServerState } from '../context.js';
 import { ApiError } from '../errors.js';
-import { collectChoice, startChoices, type ChoicePiece } from '../generation.js';
-import { checkTokenIds, planChoices, stopList } from '../plan.js';
+import { collectChoices, startChoices, TTFT_HEADER, type ChoicePiece } from '../generation.js';
+import { checkTokenIds, planChoices, samplingOptions } from '../plan.js';
 import { CompletionRequest } from '../schemas.js';
 import { parseJsonBody } from '../body.js';
 import { requireEngine, resolveModel } from '../resolve.js';
@@ -25,12 +25,7 @@ export function completionRoutes(state: ServerState): Hono {
       delta,
       maxTokens,
       maxTokensParam: 'max_tokens',
-      temperature: body.temperature ?? 1,
-      topP: body.top_p ?? 1,
-      topK: body.top_k ?? 0,
-      n: body.n ?? 1,
-      seed: body.seed ?? undefined,
-      stop: stopList(body.stop),
+      ...samplingOptions(body),
       echo,
       logprobs: body.logprobs ?? null,
       deadline: state.requestTimeoutMs ? Date.now() + state.requestTimeoutMs : undefined,
@@ -39,9 +34,8 @@ export function completionRoutes(state: ServerState): Hono {
     const signal = c.req.raw.signal;
     const choices = await startChoices(engine, state.tokenizer, plans, signal);
     if (body.stream) return streamCompletion(c, choices, meta, body.stream_options?.include_usage ?? false);
-    let firstToken = 0;
-    const results = await Promise.all(choices.map((pieces, i) => collectChoice(pieces, plans[i]!, () => (firstToken ||= performance.now()))));
-    if (firstToken) c.header('x-deltaserve-ttft-ms', (firstToken - started).toFixed(1));
+    const { results, firstTokenAt } = await collectChoices(choices, plans);
+    if (firstTokenAt) c.header(TTFT_HEADER, (firstTokenAt - started).toFixed(1));
     return c.json({
       ...meta,
       object: 'text_completion',
