@@ -143,6 +143,7 @@ try {
       port: 0,
       host: '127.0.0.1',
       cacheDir,
+      dataDir: freshDataDir(cacheDir),
       maxRows: int('max-rows', 1),
       deltaSlots: int('delta-slots', 1),
       maxContext: int('max-context', 2),
@@ -334,4 +335,11 @@ function round(x: number, digits: number): number {
 
 function roundAll<T extends Record<string, number>>(o: T): T {
   return Object.fromEntries(Object.entries(o).map(([k, v]) => [k, Number.isNaN(v) ? null : round(v, 1)])) as T;
+}
+
+/** A fresh, empty delta store per run (the harness registers its adapters anew each time). */
+function freshDataDir(cacheDir: string): string {
+  const dir = path.join(cacheDir, 'loadtest', 'data');
+  fs.rmSync(dir, { recursive: true, force: true });
+  return dir;
 }

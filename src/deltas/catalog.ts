@@ -9,15 +9,21 @@ export interface DeltaRecord {
   rank: number;
   modules: number;
   createdAt: number;
+  /** The latest version; `name` alone means this one. */
+  version: number;
+  /** Every stored version, oldest first (`name@N` pins one). */
+  versions: number[];
 }
 
 /**
- * The key a delta is registered under in the engine: `owner/name`. Tenant and delta names never
- * contain `/`, so the key is unique even when several tenants use the same name.
+ * The key a delta version is registered under in the engine: `owner/name@version`. Tenant and
+ * delta names contain neither `/` nor `@`, so the key is unique even when tenants share a name.
  */
-export function deltaKey(owner: string, name: string): string {
-  return `${owner}/${name}`;
+export function deltaKey(owner: string, name: string, version: number): string {
+  return `${owner}/${name}@${version}`;
 }
+
+const recordKey = (owner: string, name: string) => `${owner}/${name}`;
 
 /** The deltas this server can serve, keyed by owner and name. */
 export class DeltaCatalog {
@@ -25,12 +31,12 @@ export class DeltaCatalog {
 
   /** Adds a delta, replacing one with the same owner and name. */
   add(record: DeltaRecord): void {
-    this.records.set(deltaKey(record.owner, record.name), record);
+    this.records.set(recordKey(record.owner, record.name), record);
   }
 
   /** The delta `name` in `owner`'s namespace. */
   get(owner: string, name: string): DeltaRecord | undefined {
-    return this.records.get(deltaKey(owner, name));
+    return this.records.get(recordKey(owner, name));
   }
 
   /** Every delta called `name`, whoever owns it (visible to the caller or not), oldest first. */
@@ -44,7 +50,7 @@ export class DeltaCatalog {
   }
 
   remove(owner: string, name: string): boolean {
-    return this.records.delete(deltaKey(owner, name));
+    return this.records.delete(recordKey(owner, name));
   }
 
   /** Every delta, oldest first. */

@@ -15,7 +15,8 @@ export interface Engine {
   readonly info: ModelInfo;
   /** Streams a generation's events; ends after its 'done' (or throws on 'error'). */
   generate(request: GenerateRequest, signal?: AbortSignal): AsyncIterable<GenerateEvent>;
-  registerPeftDirectory(name: string, dir: string): Promise<DeltaSummary>;
+  /** Validates a PEFT adapter's two files against the backbone; registers it under `name` unless dryRun. */
+  registerPeft(name: string, files: { config: Uint8Array; weights: Uint8Array }, options?: { dryRun?: boolean }): Promise<DeltaSummary>;
   unregisterDelta(name: string): Promise<void>;
   stats(): Promise<EngineStats>;
   close(): Promise<void>;
@@ -117,8 +118,9 @@ class WorkerEngine implements Engine {
     }
   }
 
-  registerPeftDirectory(name: string, dir: string): Promise<DeltaSummary> {
-    return this.call({ type: 'register_peft_dir', name, dir });
+  registerPeft(name: string, files: { config: Uint8Array; weights: Uint8Array }, options: { dryRun?: boolean } = {}): Promise<DeltaSummary> {
+    const config = new TextDecoder().decode(files.config);
+    return this.call({ type: 'register_peft', name, config, weights: files.weights, dryRun: options.dryRun ?? false });
   }
 
   unregisterDelta(name: string): Promise<void> {

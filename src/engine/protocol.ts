@@ -36,7 +36,8 @@ export interface DeltaSummary {
 export type ToWorker =
   | { type: 'generate'; request: GenerateRequest }
   | { type: 'cancel'; id: string }
-  | { type: 'register_peft_dir'; callId: number; name: string; dir: string }
+  /** Validates a PEFT adapter against the backbone and (unless dryRun) registers it under `name`. */
+  | { type: 'register_peft'; callId: number; name: string; config: string; weights: Uint8Array; dryRun: boolean }
   | { type: 'unregister_delta'; callId: number; name: string }
   | { type: 'stats'; callId: number }
   | { type: 'shutdown' };

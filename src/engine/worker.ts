@@ -1,5 +1,5 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { readPeftDirectory, type LoraDelta } from '../deltas/peft-lora.js';
+import { parsePeftLora, type LoraDelta } from '../deltas/peft-lora.js';
 import { ModelRuntime } from './model-runtime.js';
 import type { DeltaSummary, EngineOptions, FromWorker, ToWorker } from './protocol.js';
 import { Scheduler } from './scheduler.js';
@@ -43,11 +43,12 @@ async function main(): Promise<void> {
         return send({ type: 'event', event: { type: 'queued', id: message.request.id } });
       case 'cancel':
         return scheduler.cancel(message.id);
-      case 'register_peft_dir': {
-        const delta = readPeftDirectory(message.dir, message.name, arch, options.maxRank);
-        deltas.set(message.name, delta);
-        const slot = scheduler.slotTable.find(message.name);
-        if (slot >= 0) scheduler.slotTable.evict(message.name);
+      case 'register_peft': {
+        const delta = parsePeftLora(message.name, message.config, message.weights, arch, options.maxRank);
+        if (!message.dryRun) {
+          deltas.set(message.name, delta);
+          scheduler.slotTable.evict(message.name);
+        }
         const summary: DeltaSummary = { name: delta.name, rank: delta.maxRank, modules: delta.modules.size };
         return send({ type: 'reply', callId: message.callId, ok: true, value: summary });
       }

@@ -6,6 +6,7 @@ import { errorBody, handleError } from './errors.js';
 import { openApiDocument } from './openapi.js';
 import { chatRoutes } from './routes/chat.js';
 import { completionRoutes } from './routes/completions.js';
+import { deltaRoutes } from './routes/deltas.js';
 import { healthRoutes } from './routes/health.js';
 import { modelRoutes } from './routes/models.js';
 
@@ -32,6 +33,7 @@ export function createApp(state: ServerState): Hono {
   app.route('/', modelRoutes(state));
   app.route('/', completionRoutes(state));
   app.route('/', chatRoutes(state));
+  app.route('/', deltaRoutes(state));
   app.notFound((c) => c.json(errorBody(404, `no route for ${c.req.method} ${c.req.path}`), 404));
   app.onError(handleError);
   return app;

@@ -1,5 +1,6 @@
 import type { Engine } from '../engine/client.js';
 import type { DeltaCatalog } from '../deltas/catalog.js';
+import type { DeltaService } from './delta-service.js';
 import type { ChatTemplate } from '../model/chat-template.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import type { AuthTable } from './auth.js';
@@ -13,6 +14,10 @@ export interface ServerState {
   deltas: DeltaCatalog;
   /** API keys → tenants; null is open single-tenant mode (every request is the default tenant). */
   auth: AuthTable | null;
+  /** Uploads, stored versions and their registration; undefined until the engine is loaded. */
+  deltaService?: DeltaService;
+  /** Largest delta upload in bytes. */
+  maxDeltaBytes: number;
   /** Largest accepted request body in bytes. */
   maxBodyBytes: number;
   /** Abandon a generation this long after it arrived (0: never). */

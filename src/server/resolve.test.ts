@@ -7,7 +7,7 @@ import { resolveModel } from './resolve.js';
 
 function catalog(entries: [owner: string, name: string, isPublic: boolean][]): DeltaCatalog {
   const c = new DeltaCatalog();
-  entries.forEach(([owner, name, isPublic], i) => c.add({ owner, name, public: isPublic, rank: 8, modules: 1, createdAt: i }));
+  entries.forEach(([owner, name, isPublic], i) => c.add({ owner, name, public: isPublic, rank: 8, modules: 1, createdAt: i, version: 1, versions: [1] }));
   return c;
 }
 
@@ -49,22 +49,22 @@ describe('resolveModel', () => {
   });
 
   it('own deltas by plain name or owner/name; the engine key is owner/name', () => {
-    resolves('sql', 'acme', 'acme/sql');
-    resolves('acme/sql', 'acme', 'acme/sql');
-    resolves('chat', 'globex', 'globex/chat');
+    resolves('sql', 'acme', 'acme/sql@1');
+    resolves('acme/sql', 'acme', 'acme/sql@1');
+    resolves('chat', 'globex', 'globex/chat@1');
   });
 
   it('a plain name prefers the tenant’s own delta over public ones of the same name', () => {
-    resolves('support', 'acme', 'acme/support');
-    resolves('support', 'globex', 'globex/support');
-    resolves('support', 'initech', 'initech/support');
+    resolves('support', 'acme', 'acme/support@1');
+    resolves('support', 'globex', 'globex/support@1');
+    resolves('support', 'initech', 'initech/support@1');
   });
 
   it('another tenant’s public delta by owner/name, or plain name when unambiguous', () => {
-    resolves('globex/support', 'acme', 'globex/support');
-    resolves('initech/support', 'globex', 'initech/support');
-    resolves('initech/docs', 'acme', 'initech/docs');
-    resolves('docs', 'acme', 'initech/docs');
+    resolves('globex/support', 'acme', 'globex/support@1');
+    resolves('initech/support', 'globex', 'initech/support@1');
+    resolves('initech/docs', 'acme', 'initech/docs@1');
+    resolves('docs', 'acme', 'initech/docs@1');
   });
 
   it('a plain name matching several visible public deltas is 400 listing them', () => {
@@ -86,10 +86,10 @@ describe('resolveModel', () => {
     for (const m of ['', '/', 'acme/', '/sql', 'acme/sql/x', '@1', 'sql@', 'base/sql']) fails(m, 'acme', 404, new RegExp(`^model '${m.replace(/[/@]/g, '\\$&')}' does not exist`));
   });
 
-  it('@1 is the registered delta; any other version is 404 naming the version', () => {
-    resolves('sql@1', 'acme', 'acme/sql');
-    resolves('acme/sql@1', 'acme', 'acme/sql');
-    resolves('globex/support@1', 'acme', 'globex/support');
+  it('@N pins a stored version (here only 1); any other version is 404 naming the version', () => {
+    resolves('sql@1', 'acme', 'acme/sql@1');
+    resolves('acme/sql@1', 'acme', 'acme/sql@1');
+    resolves('globex/support@1', 'acme', 'globex/support@1');
     fails('sql@2', 'acme', 404, /^model 'sql@2' does not exist: delta 'sql' has no version '2'$/);
     fails('acme/sql@latest', 'acme', 404, /version 'latest'/);
   });

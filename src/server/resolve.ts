@@ -8,9 +8,6 @@ export function requireEngine(state: ServerState): Engine {
   return state.engine;
 }
 
-/** The versions a delta has; the delta store brings real ones later, until then every delta is version 1. */
-const CURRENT_VERSION = '1';
-
 /** The one answer for a model that does not exist *or that the caller may not see*: nothing tells them apart. */
 function notFound(model: string, detail?: string): ApiError {
   return new ApiError(404, `model '${model}' does not exist${detail ? `: ${detail}` : ''}`, 'model', 'model_not_found');
@@ -18,15 +15,16 @@ function notFound(model: string, detail?: string): ApiError {
 
 /**
  * Resolves the request's `model` for `tenant`: null for the base model, otherwise the engine key
- * of the delta (`owner/name`, what the engine registered it under).
+ * of the delta version (`owner/name@version`, what the engine registered it under).
  *
  * Forms, after the base model's exact name (which always wins):
  * - `name`: the tenant's own delta `name` if it has one; otherwise the one public delta called
  *   `name` of another tenant; several such public deltas is a 400 asking for `owner/name`.
  * - `owner/name`: delta `name` in `owner`'s namespace; the tenant's own (`owner` = tenant) or a
  *   public one.
- * - either form with `@version`: `@1` is the registered delta; any other version is 404 naming it
- *   (only once the delta itself is visible, so a version never reveals a hidden delta).
+ * - either form with `@N`: version N of that delta; without it, the latest version. A version
+ *   that does not exist is 404 naming it (only once the delta itself is visible, so a version
+ *   never reveals a hidden delta).
  *
  * A delta the tenant may not see answers exactly as one that does not exist:
  * 404 `model 'X' does not exist`, param `model`, code `model_not_found`.
@@ -38,11 +36,14 @@ export function resolveModel(state: ServerState, model: string, tenant: string):
   const version = at >= 0 ? model.slice(at + 1) : null;
   const record = findVisible(state, ref, tenant, model);
   if (!record) throw notFound(model);
-  if (version !== null && version !== CURRENT_VERSION) throw notFound(model, `delta '${ref}' has no version '${version}'`);
-  return deltaKey(record.owner, record.name);
+  if (version === null) return deltaKey(record.owner, record.name, record.version);
+  const pinned = /^[1-9]\d*$/.test(version) ? Number(version) : NaN;
+  if (!record.versions.includes(pinned)) throw notFound(model, `delta '${ref}' has no version '${version}'`);
+  return deltaKey(record.owner, record.name, pinned);
 }
 
-function findVisible(state: ServerState, ref: string, tenant: string, model: string): DeltaRecord | undefined {
+/** The delta `ref` (`name` or `owner/name`, no version) as `tenant` sees it, or undefined. */
+export function findVisible(state: ServerState, ref: string, tenant: string, model: string = ref): DeltaRecord | undefined {
   const slash = ref.indexOf('/');
   if (slash >= 0) {
     const record = state.deltas.get(ref.slice(0, slash), ref.slice(slash + 1));

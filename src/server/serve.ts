@@ -2,6 +2,8 @@ import path from 'node:path';
 import { serve, type ServerType } from '@hono/node-server';
 import { DEFAULT_TENANT, type Config } from '../config.js';
 import { DeltaCatalog, deltaKey } from '../deltas/catalog.js';
+import { openDeltaStore } from '../deltas/store/index.js';
+import { DeltaService } from './delta-service.js';
 import { startEngine, type Engine } from '../engine/client.js';
 import { ChatTemplate } from '../model/chat-template.js';
 import { EMBEDDED_MODEL_NAME, ensureEmbeddedModel } from '../model/embedded.js';
@@ -44,6 +46,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     tokenizer: hasTokenizer ? TextTokenizer.fromDirectory(modelDir) : undefined,
     chatTemplate: ChatTemplate.fromDirectory(modelDir),
     maxBodyBytes: config.maxBodyBytes,
+    maxDeltaBytes: config.maxDeltaBytes,
     requestTimeoutMs: config.requestTimeoutMs,
     startedAt: Date.now(),
   };
@@ -51,15 +54,17 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const server = await listen(app.fetch, config.host, config.port);
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
+  let engine: Engine | undefined;
   const ready = (async () => {
-    const engine = await startEngine({ ...config, modelDir });
+    engine = await startEngine({ ...config, modelDir });
+    const service = new DeltaService(openDeltaStore(config.store ?? path.join(config.dataDir, 'deltas')), engine, state.deltas);
+    await service.loadAll();
     for (const d of config.delta) {
-      // Engine keys are owner/name: two tenants may both have a delta called `support`.
       const owner = d.tenant ?? DEFAULT_TENANT;
       const isPublic = config.publicDeltas.some((p) => p.owner === owner && p.name === d.name);
-      const summary = await engine.registerPeftDirectory(deltaKey(owner, d.name), d.dir);
-      state.deltas.add({ name: d.name, owner, public: isPublic, rank: summary.rank, modules: summary.modules, createdAt: Date.now() });
+      await service.adoptDirectory(owner, d.name, d.dir, { public: isPublic });
     }
+    state.deltaService = service;
     state.engine = engine;
     return engine;
   })();
@@ -70,7 +75,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     ready,
     async close() {
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      const engine = await ready.catch(() => undefined);
+      await ready.catch(() => undefined);
+      // Also when startup failed after the engine was up: its worker would keep the process alive.
       await engine?.close();
     },
   };

@@ -33,6 +33,7 @@ function serverConfig(overrides: Record<string, unknown> = {}) {
     port: 0,
     host: '127.0.0.1',
     cacheDir: tempDir(),
+    dataDir: tempDir(),
     model: path.join(FIXTURE, 'base'),
     modelName: BASE,
     maxContext: 128,

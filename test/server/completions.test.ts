@@ -44,7 +44,7 @@ function assertError(res: { status: number; json: Json }, status: number, param?
 }
 
 function config(overrides: Record<string, unknown>) {
-  return ConfigSchema.parse({ port: 0, host: '127.0.0.1', cacheDir: tempDir(), maxRows: 8, maxContext: 64, threads: 1, ...overrides });
+  return ConfigSchema.parse({ port: 0, host: '127.0.0.1', cacheDir: tempDir(), dataDir: tempDir(), maxRows: 8, maxContext: 64, threads: 1, ...overrides });
 }
 
 describe('HTTP server on the PEFT fixture', () => {

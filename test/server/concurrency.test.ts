@@ -23,7 +23,7 @@ describe('continuous batching on the embedded model: 16 concurrent requests over
   before(async () => {
     const cacheDir = tempDir();
     // The embedded model is written into the cache on first start; start once to get its directory.
-    const probe = await startServer(ConfigSchema.parse({ port: 0, cacheDir, threads: 1 }));
+    const probe = await startServer(ConfigSchema.parse({ port: 0, cacheDir, dataDir: tempDir(), threads: 1 }));
     await probe.ready;
     await probe.close();
     const baseDir = path.join(cacheDir, 'embedded-llama-v1');
@@ -32,7 +32,7 @@ describe('continuous batching on the embedded model: 16 concurrent requests over
       writeTinyLora(dir, 'llama', { seed: 100 + i, r: 4 + (i % 4) * 4, alpha: 8, targetModules: PROJECTIONS, baseDir });
       return `${name}=${dir}`;
     });
-    server = await startServer(ConfigSchema.parse({ port: 0, cacheDir, threads: 1, maxRows: 16, deltaSlots: 8, maxContext: 128, delta: adapters }));
+    server = await startServer(ConfigSchema.parse({ port: 0, cacheDir, dataDir: tempDir(), threads: 1, maxRows: 16, deltaSlots: 8, maxContext: 128, delta: adapters }));
     await server.ready;
   });
   after(() => server.close());

@@ -78,6 +78,7 @@ describe('tenancy on a real server with an auth file', () => {
       port: 0,
       host: '127.0.0.1',
       cacheDir: path.join(dir, 'cache'),
+      dataDir: path.join(dir, 'data'),
       maxRows: 4,
       maxContext: 64,
       threads: 1,
@@ -228,9 +229,9 @@ describe('tenancy on a real server with an auth file', () => {
 describe('open mode (no auth file)', () => {
   // No engine needed: the model list and the middleware run without one.
   const deltas = new DeltaCatalog();
-  deltas.add({ owner: 'default', name: 'mine', public: false, rank: 8, modules: 7, createdAt: 1 });
-  deltas.add({ owner: 'acme', name: 'private', public: false, rank: 8, modules: 7, createdAt: 2 });
-  deltas.add({ owner: 'acme', name: 'shared', public: true, rank: 8, modules: 7, createdAt: 3 });
+  deltas.add({ owner: 'default', name: 'mine', public: false, rank: 8, modules: 7, createdAt: 1, version: 1, versions: [1] });
+  deltas.add({ owner: 'acme', name: 'private', public: false, rank: 8, modules: 7, createdAt: 2, version: 1, versions: [1] });
+  deltas.add({ owner: 'acme', name: 'shared', public: true, rank: 8, modules: 7, createdAt: 3, version: 1, versions: [1] });
   const state = { modelName: BASE, deltas, auth: null, maxBodyBytes: 4096, requestTimeoutMs: 0, startedAt: Date.now() } as unknown as ServerState;
   const app = createApp(state);
 

@@ -1,0 +1,204 @@
+/**
+ * The behaviour every DeltaStore must have, as one suite that each implementation's test file
+ * runs against its own store (`describeDeltaStoreContract('filesystem', makeHarness)`).
+ */
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import { describe, it } from 'node:test';
+import { DeltaIntegrityError, type DeltaFiles, type DeltaStore, type DeltaVersion, type NewDeltaVersion } from './types.js';
+
+export interface DeltaStoreHarness {
+  /** A store with nothing in it. */
+  store: DeltaStore;
+  /** Replaces one stored file of a version with other bytes of the same length (bit rot). */
+  corrupt(version: DeltaVersion, file: 'config' | 'weights'): Promise<void>;
+  /** Called after the test. */
+  dispose?(): Promise<void>;
+}
+
+export function makeFiles(seed: string, weightBytes = 4096): DeltaFiles {
+  const config = new TextEncoder().encode(JSON.stringify({ peft_type: 'LORA', r: 8, lora_alpha: 16, seed }));
+  const weights = new Uint8Array(weightBytes);
+  // Deterministic, seed-dependent bytes (so every version's content differs).
+  let block = crypto.createHash('sha256').update(seed).digest();
+  for (let offset = 0; offset < weightBytes; offset += block.length) {
+    weights.set(block.subarray(0, Math.min(block.length, weightBytes - offset)), offset);
+    block = crypto.createHash('sha256').update(block).digest();
+  }
+  return { config, weights };
+}
+
+export function sha256Of(files: DeltaFiles): string {
+  return crypto.createHash('sha256').update(files.config).update(files.weights).digest('hex');
+}
+
+function meta(owner: string, name: string, extra: Partial<NewDeltaVersion> = {}): NewDeltaVersion {
+  return { owner, name, public: false, rank: 8, modules: 4, ...extra };
+}
+
+function assertSameBytes(actual: DeltaFiles, expected: DeltaFiles): void {
+  assert.ok(actual.config instanceof Uint8Array && actual.weights instanceof Uint8Array);
+  assert.equal(Buffer.compare(Buffer.from(actual.config), Buffer.from(expected.config)), 0, 'config bytes differ');
+  assert.equal(Buffer.compare(Buffer.from(actual.weights), Buffer.from(expected.weights)), 0, 'weight bytes differ');
+}
+
+export function describeDeltaStoreContract(label: string, makeHarness: () => Promise<DeltaStoreHarness>): void {
+  describe(`DeltaStore contract: ${label}`, () => {
+    const withStore = (fn: (h: DeltaStoreHarness) => Promise<void>) => async () => {
+      const harness = await makeHarness();
+      try {
+        await fn(harness);
+      } finally {
+        await harness.dispose?.();
+      }
+    };
+
+    it(
+      'put then get, list, versions and read return what was stored',
+      withStore(async ({ store }) => {
+        assert.equal(typeof store.location, 'string');
+        const files = makeFiles('a1');
+        const put = await store.put(meta('acme', 'sql', { public: true, rank: 16, modules: 7 }), files);
+        assert.equal(put.owner, 'acme');
+        assert.equal(put.name, 'sql');
+        assert.equal(put.version, 1);
+        assert.equal(put.sha256, sha256Of(files));
+        assert.equal(put.size, files.config.byteLength + files.weights.byteLength);
+        assert.equal(put.public, true);
+        assert.equal(put.rank, 16);
+        assert.equal(put.modules, 7);
+        assert.ok(!Number.isNaN(Date.parse(put.createdAt)), 'createdAt is a date');
+
+        assert.deepEqual(await store.get('acme', 'sql'), put);
+        assert.deepEqual(await store.get('acme', 'sql', 1), put);
+        assert.deepEqual(await store.list(), [put]);
+        assert.deepEqual(await store.list('acme'), [put]);
+        assert.deepEqual(await store.versions('acme', 'sql'), [put]);
+        assertSameBytes(await store.read(put), files);
+      }),
+    );
+
+    it(
+      'versions increment; the bare name is the latest and a number pins one',
+      withStore(async ({ store }) => {
+        const files = [makeFiles('v1'), makeFiles('v2', 100), makeFiles('v3', 0)];
+        const puts: DeltaVersion[] = [];
+        for (const [i, f] of files.entries()) puts.push(await store.put(meta('acme', 'sql', { rank: i + 1 }), f));
+        assert.deepEqual(
+          puts.map((p) => p.version),
+          [1, 2, 3],
+        );
+        assert.deepEqual(await store.get('acme', 'sql'), puts[2]);
+        assert.deepEqual(await store.get('acme', 'sql', 1), puts[0]);
+        assert.deepEqual(await store.get('acme', 'sql', 2), puts[1]);
+        assert.deepEqual(await store.versions('acme', 'sql'), puts);
+        for (const [i, p] of puts.entries()) assertSameBytes(await store.read(p), files[i]!);
+
+        // Other deltas and owners are independent; list shows the latest of each.
+        const other = await store.put(meta('acme', 'support'), makeFiles('s1'));
+        const globex = await store.put(meta('globex', 'sql'), makeFiles('g1'));
+        assert.equal(other.version, 1);
+        assert.equal(globex.version, 1);
+        const key = (v: DeltaVersion) => `${v.owner}/${v.name}@${v.version}`;
+        assert.deepEqual((await store.list()).map(key).sort(), ['acme/sql@3', 'acme/support@1', 'globex/sql@1']);
+        assert.deepEqual((await store.list('acme')).map(key).sort(), ['acme/sql@3', 'acme/support@1']);
+        assert.deepEqual((await store.list('globex')).map(key), ['globex/sql@1']);
+      }),
+    );
+
+    it(
+      '8 concurrent puts of one name get versions 1..8, each intact',
+      withStore(async ({ store }) => {
+        const files = Array.from({ length: 8 }, (_, i) => makeFiles(`c${i}`, 2048 + i));
+        const puts = await Promise.all(files.map((f, i) => store.put(meta('acme', 'hot', { rank: i }), f)));
+        assert.deepEqual(
+          puts.map((p) => p.version).sort((a, b) => a - b),
+          [1, 2, 3, 4, 5, 6, 7, 8],
+        );
+        const stored = await store.versions('acme', 'hot');
+        assert.deepEqual(
+          stored.map((v) => v.version),
+          [1, 2, 3, 4, 5, 6, 7, 8],
+        );
+        for (const [i, p] of puts.entries()) {
+          assert.equal(p.rank, i);
+          assert.deepEqual(await store.get('acme', 'hot', p.version), p);
+          assertSameBytes(await store.read(p), files[i]!);
+        }
+        assert.equal((await store.get('acme', 'hot'))?.version, 8);
+      }),
+    );
+
+    it(
+      'a corrupted stored file makes read throw DeltaIntegrityError',
+      withStore(async ({ store, corrupt }) => {
+        const v1 = await store.put(meta('acme', 'rot'), makeFiles('r1'));
+        const v2 = await store.put(meta('acme', 'rot'), makeFiles('r2'));
+        await corrupt(v1, 'weights');
+        await corrupt(v2, 'config');
+        for (const v of [v1, v2]) {
+          await assert.rejects(store.read(v), (error: unknown) => {
+            assert.ok(error instanceof DeltaIntegrityError, String(error));
+            assert.equal(error.code, 'delta_integrity');
+            assert.match(error.message, new RegExp(`acme/rot@${v.version}`));
+            return true;
+          });
+        }
+        // A DeltaVersion whose recorded digest differs from the stored bytes is refused too.
+        const v3 = await store.put(meta('acme', 'rot'), makeFiles('r3'));
+        await assert.rejects(store.read({ ...v3, sha256: '0'.repeat(64) }), DeltaIntegrityError);
+        assertSameBytes(await store.read(v3), makeFiles('r3'));
+      }),
+    );
+
+    it(
+      'unknown deltas are null, empty or false; delete removes every version',
+      withStore(async ({ store }) => {
+        assert.equal(await store.get('acme', 'nope'), null);
+        assert.equal(await store.get('acme', 'nope', 1), null);
+        assert.deepEqual(await store.versions('acme', 'nope'), []);
+        assert.deepEqual(await store.list(), []);
+        assert.deepEqual(await store.list('acme'), []);
+        assert.equal(await store.delete('acme', 'nope'), false);
+
+        const v1 = await store.put(meta('acme', 'gone'), makeFiles('d1'));
+        await store.put(meta('acme', 'gone'), makeFiles('d2'));
+        const kept = await store.put(meta('acme', 'kept'), makeFiles('k1'));
+        assert.equal(await store.get('acme', 'gone', 3), null);
+        assert.equal(await store.get('acme', 'gone', 0), null);
+        assert.equal(await store.get('globex', 'gone'), null);
+
+        assert.equal(await store.delete('acme', 'gone'), true);
+        assert.equal(await store.get('acme', 'gone'), null);
+        assert.equal(await store.get('acme', 'gone', 1), null);
+        assert.deepEqual(await store.versions('acme', 'gone'), []);
+        assert.deepEqual(await store.list(), [kept]);
+        await assert.rejects(store.read(v1));
+        assert.equal(await store.delete('acme', 'gone'), false);
+
+        // The name starts over.
+        const again = await store.put(meta('acme', 'gone'), makeFiles('d3'));
+        assert.equal(again.version, 1);
+        assertSameBytes(await store.read(again), makeFiles('d3'));
+      }),
+    );
+
+    it(
+      'owner and name must be safe single path segments',
+      withStore(async ({ store }) => {
+        const bad = ['', '.', '..', '.hidden', 'a/b', 'a\\b', '../x', 'x..y', 'has space', 'x'.repeat(65), 'ünï'];
+        for (const value of bad) {
+          await assert.rejects(store.put(meta(value, 'ok'), makeFiles('x')), /invalid delta owner/, `owner ${JSON.stringify(value)}`);
+          await assert.rejects(store.put(meta('ok', value), makeFiles('x')), /invalid delta name/, `name ${JSON.stringify(value)}`);
+          await assert.rejects(store.get(value, 'ok'), /invalid delta owner/);
+          await assert.rejects(store.versions('ok', value), /invalid delta name/);
+          await assert.rejects(store.delete(value, 'ok'), /invalid delta owner/);
+        }
+        await assert.rejects(store.list('../etc'), /invalid delta owner/);
+        const good = await store.put(meta('A-z_0.9', 'x'.repeat(64)), makeFiles('ok'));
+        assert.equal(good.version, 1);
+        assert.deepEqual(await store.list(), [good]);
+      }),
+    );
+  });
+}

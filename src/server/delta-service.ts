@@ -1,0 +1,93 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { deltaKey, type DeltaCatalog, type DeltaRecord } from '../deltas/catalog.js';
+import type { DeltaFiles, DeltaStore, DeltaVersion } from '../deltas/store/types.js';
+import type { Engine } from '../engine/client.js';
+
+/**
+ * Deltas flow upload → validate (by the engine, against the backbone) → store (a new immutable
+ * version) → register (engine host memory) → catalog (what the HTTP side resolves). Nothing is
+ * stored before validation passes, and the catalog only names versions the engine holds.
+ */
+export class DeltaService {
+  constructor(
+    private readonly store: DeltaStore,
+    private readonly engine: Engine,
+    private readonly catalog: DeltaCatalog,
+  ) {}
+
+  /** Validates and stores a new version, then makes it servable; throws the engine's invalid_delta error untouched. */
+  async upload(owner: string, name: string, files: DeltaFiles, options: { public: boolean }): Promise<DeltaVersion> {
+    const summary = await this.engine.registerPeft(`${owner}/${name}`, files, { dryRun: true });
+    const version = await this.store.put({ owner, name, public: options.public, rank: summary.rank, modules: summary.modules }, files);
+    await this.engine.registerPeft(deltaKey(owner, name, version.version), files);
+    this.remember(version);
+    return version;
+  }
+
+  /**
+   * A `--delta` directory at startup goes through the same store: stored as a new version unless
+   * the latest stored version has the same bytes (restarts do not pile up versions).
+   */
+  async adoptDirectory(owner: string, name: string, dir: string, options: { public: boolean }): Promise<DeltaVersion> {
+    const files = { config: fs.readFileSync(path.join(dir, 'adapter_config.json')), weights: fs.readFileSync(path.join(dir, 'adapter_model.safetensors')) };
+    const latest = await this.store.get(owner, name);
+    if (latest && latest.sha256 === digest(files) && latest.public === options.public) return latest;
+    return this.upload(owner, name, files, options);
+  }
+
+  /**
+   * Registers every stored version with the engine, so uploads survive restarts. A version that
+   * does not fit this backbone (a store shared with another model) or fails its digest is skipped
+   * and reported, rather than keeping the server from starting.
+   */
+  async loadAll(warn: (message: string) => void = console.warn): Promise<void> {
+    for (const latest of await this.store.list()) {
+      for (const version of await this.store.versions(latest.owner, latest.name)) {
+        const key = deltaKey(version.owner, version.name, version.version);
+        try {
+          await this.engine.registerPeft(key, await this.store.read(version));
+          this.remember(version);
+        } catch (err) {
+          warn(`skipping stored delta ${key}: ${(err as Error).message.slice(0, 300)}`);
+        }
+      }
+    }
+  }
+
+  async remove(record: DeltaRecord): Promise<void> {
+    await this.store.delete(record.owner, record.name);
+    this.catalog.remove(record.owner, record.name);
+    for (const v of record.versions) await this.engine.unregisterDelta(deltaKey(record.owner, record.name, v));
+  }
+
+  read(version: DeltaVersion): Promise<DeltaFiles> {
+    return this.store.read(version);
+  }
+
+  versions(record: DeltaRecord): Promise<DeltaVersion[]> {
+    return this.store.versions(record.owner, record.name);
+  }
+
+  private remember(version: DeltaVersion): void {
+    const known = this.catalog.get(version.owner, version.name);
+    const versions = [...new Set([...(known?.versions ?? []), version.version])].sort((a, b) => a - b);
+    const latest = Math.max(...versions);
+    this.catalog.add({
+      name: version.name,
+      owner: version.owner,
+      public: latest === version.version ? version.public : (known?.public ?? version.public),
+      rank: latest === version.version ? version.rank : known!.rank,
+      modules: latest === version.version ? version.modules : known!.modules,
+      createdAt: known?.createdAt ?? Date.parse(version.createdAt),
+      version: latest,
+      versions,
+    });
+  }
+}
+
+/** The digest stores record: SHA-256 of the config bytes followed by the weight bytes. */
+export function digest(files: DeltaFiles): string {
+  return crypto.createHash('sha256').update(files.config).update(files.weights).digest('hex');
+}
