@@ -54,6 +54,13 @@ export function lowerInferenceGraph(ckpt: Checkpoint, options: InferenceGraphOpt
   return new InferenceLowering(ckpt, options).build();
 }
 
+interface AttentionContext {
+  positions: string;
+  seqlens: string;
+  total: string;
+  rope?: { cos: string; sin: string };
+}
+
 class InferenceLowering {
   private readonly b = new GraphBuilder('deltaserve_inference');
   private readonly arch: ArchitectureSpec;
@@ -102,9 +109,27 @@ class InferenceLowering {
     return { cos: b.initializer('rope_cos', inlineTensor('float32', dims, cos)), sin: b.initializer('rope_sin', inlineTensor('float32', dims, sin)) };
   }
 
-  private block(block: BlockSpec, layer: number, x: string, ctx: { positions: string; seqlens: string; total: string; rope?: { cos: string; sin: string } }): string {
+  private block(block: BlockSpec, layer: number, x: string, ctx: AttentionContext): string {
+    const { b } = this;
+    const attn = this.attention(block, layer, this.norm(block.inputNorm, x), ctx); // [T, Hq*D]
+    const afterAttn = b.op1('Add', [x, this.linear(block.o, attn)]);
+    const m = this.norm(block.postAttentionNorm, afterAttn);
+    let mlpOut: string;
+    if (block.mlp.kind === 'gated-silu') {
+      const gate = this.linear(block.mlp.gate, m);
+      const up = this.linear(block.mlp.up, m);
+      const act = b.op1('Mul', [b.op1('Mul', [gate, b.op1('Sigmoid', [gate])]), up]);
+      mlpOut = this.linear(block.mlp.down, act);
+    } else {
+      const fc = this.linear(block.mlp.fc, m);
+      mlpOut = this.linear(block.mlp.proj, b.op1('FastGelu', [fc], {}, { domain: 'com.microsoft' }));
+    }
+    return b.op1('Add', [afterAttn, mlpOut]);
+  }
+
+  /** Projections, rotary positions and GroupQueryAttention over the cache; also returns this pass's keys/values as outputs. */
+  private attention(block: BlockSpec, layer: number, h: string, ctx: AttentionContext): string {
     const { b, arch } = this;
-    const h = this.norm(block.inputNorm, x);
     let q: string, k: string, v: string;
     if ('qkv' in block.attention) {
       const qkv = this.linear(block.attention.qkv, h);
@@ -131,20 +156,7 @@ class InferenceLowering {
     const kvWidth = arch.numKvHeads * arch.headDim;
     b.output(k3, newKey(layer), 'float32', ['batch', 'seq', kvWidth]);
     b.output(v3, newValue(layer), 'float32', ['batch', 'seq', kvWidth]);
-    const attn2d = b.op1('Reshape', [attn!, b.constant('int64', [2], [-1, arch.numHeads * arch.headDim])]);
-    const afterAttn = b.op1('Add', [x, this.linear(block.o, attn2d)]);
-    const m = this.norm(block.postAttentionNorm, afterAttn);
-    let mlpOut: string;
-    if (block.mlp.kind === 'gated-silu') {
-      const gate = this.linear(block.mlp.gate, m);
-      const up = this.linear(block.mlp.up, m);
-      const act = b.op1('Mul', [b.op1('Mul', [gate, b.op1('Sigmoid', [gate])]), up]);
-      mlpOut = this.linear(block.mlp.down, act);
-    } else {
-      const fc = this.linear(block.mlp.fc, m);
-      mlpOut = this.linear(block.mlp.proj, b.op1('FastGelu', [fc], {}, { domain: 'com.microsoft' }));
-    }
-    return b.op1('Add', [afterAttn, mlpOut]);
+    return b.op1('Reshape', [attn!, b.constant('int64', [2], [-1, arch.numHeads * arch.headDim])]);
   }
 
   private readonly batchShapes = new Map<number, string>();
