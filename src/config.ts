@@ -53,6 +53,8 @@ export const ConfigSchema = z.object({
   maxBodyBytes: positiveInt.default(4 * 1024 * 1024),
   dataDir: z.string().default(path.join(process.env.XDG_DATA_HOME ?? path.join(os.homedir(), '.local', 'share'), 'deltaserve')).describe('persistent data: the filesystem delta store'),
   store: z.string().optional().describe("where deltas are stored: a directory, or s3://bucket/prefix; '<data-dir>/deltas' when absent"),
+  hostCacheBytes: positiveInt.default(2 * 1024 ** 3).describe('host-memory cache of parsed deltas, in bytes (least recently used dropped first)'),
+  diskCacheDir: z.string().optional().describe("local disk cache of delta files fetched from an object store; '<cache-dir>/deltas' when absent"),
   maxDeltaBytes: positiveInt.default(256 * 1024 * 1024).describe('largest delta upload (both files together)'),
   requestTimeoutMs: z.coerce.number().int().min(0).default(300_000).describe('a generation still running this long after it arrived is abandoned (0: never)'),
   threads: positiveInt.optional().describe('ORT intra-op threads; all cores when absent'),

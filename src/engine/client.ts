@@ -1,13 +1,19 @@
 import { Worker } from 'node:worker_threads';
-import type { DeltaSummary, EngineOptions, FromWorker, ModelInfo, ToWorker } from './protocol.js';
+import type { DeltaCacheStats } from './delta-cache.js';
+import type { DeltaResidency, DeltaSummary, EngineOptions, FromWorker, ModelInfo, ToWorker } from './protocol.js';
 import { EngineError, type EngineErrorCode, type GenerateEvent, type GenerateRequest } from './types.js';
 
-/** Scheduler counters: queued requests, rows decoding, rows in use (incl. prefill), occupied delta slots. */
-export interface EngineStats {
+/**
+ * Scheduler counters (queued requests, rows decoding, rows in use incl. prefill, occupied delta
+ * slots, admin-pinned deltas, delta loads in flight) and the delta cache tiers' counters.
+ */
+export interface EngineStats extends DeltaCacheStats {
   waiting: number;
   decoding: number;
   running: number;
   residentSlots: number;
+  pinnedDeltas: number;
+  loadsInFlight: number;
 }
 
 /** The engine as the HTTP side sees it. */
@@ -19,6 +25,11 @@ export interface Engine {
   registerPeft(name: string, files: { config: Uint8Array; weights: Uint8Array }, options?: { dryRun?: boolean }): Promise<DeltaSummary>;
   unregisterDelta(name: string): Promise<void>;
   stats(): Promise<EngineStats>;
+  /** Loads a delta (engine key) into host memory, and into a free or evictable slot if there is one. */
+  prefetchDelta(name: string): Promise<DeltaResidency>;
+  /** Keeps a delta resident until unpinned; rejects with pin_limit or slots_busy (409). */
+  pinDelta(name: string): Promise<DeltaResidency>;
+  unpinDelta(name: string): Promise<DeltaResidency>;
   close(): Promise<void>;
 }
 
@@ -129,6 +140,18 @@ class WorkerEngine implements Engine {
 
   stats(): Promise<EngineStats> {
     return this.call({ type: 'stats' });
+  }
+
+  prefetchDelta(name: string): Promise<DeltaResidency> {
+    return this.call({ type: 'prefetch_delta', name });
+  }
+
+  pinDelta(name: string): Promise<DeltaResidency> {
+    return this.call({ type: 'pin_delta', name });
+  }
+
+  unpinDelta(name: string): Promise<DeltaResidency> {
+    return this.call({ type: 'unpin_delta', name });
   }
 
   async close(): Promise<void> {

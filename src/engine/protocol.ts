@@ -13,6 +13,12 @@ export interface EngineOptions {
   prefillChunk: number;
   maxQueue: number;
   threads?: number;
+  /** The delta store the engine loads cold deltas from: a directory, or s3://bucket/prefix. */
+  store: string;
+  /** Bound of the host-memory LRU of parsed deltas, in bytes. */
+  hostCacheBytes: number;
+  /** Local disk cache of verified delta files (used for object stores only). */
+  diskCacheDir: string;
 }
 
 /** What the main thread learns about the loaded model. */
@@ -33,6 +39,16 @@ export interface DeltaSummary {
   modules: number;
 }
 
+/** What prefetch, pin and unpin report. */
+export interface DeltaResidency {
+  name: string;
+  /** In the host-memory tier. */
+  host: boolean;
+  /** The slot it occupies, or null. */
+  slot: number | null;
+  pinned: boolean;
+}
+
 export type ToWorker =
   | { type: 'generate'; request: GenerateRequest }
   | { type: 'cancel'; id: string }
@@ -40,6 +56,11 @@ export type ToWorker =
   | { type: 'register_peft'; callId: number; name: string; config: string; weights: Uint8Array; dryRun: boolean }
   | { type: 'unregister_delta'; callId: number; name: string }
   | { type: 'stats'; callId: number }
+  /** Loads a delta into host memory, and into a free or least recently used unpinned slot if there is one. */
+  | { type: 'prefetch_delta'; callId: number; name: string }
+  /** Keeps a delta resident in a slot until unpinned; at most deltaSlots - 1 pins. */
+  | { type: 'pin_delta'; callId: number; name: string }
+  | { type: 'unpin_delta'; callId: number; name: string }
   | { type: 'shutdown' };
 
 export type FromWorker =

@@ -9,11 +9,29 @@ export interface SchedulerOptions {
   /** Prompt tokens prefilled per step, so a long prompt cannot stall running streams. */
   prefillChunk: number;
   maxQueue: number;
+  /** Called when a delta load settles, so an idle engine loop runs a step. */
+  wake?: () => void;
 }
 
-/** Where the scheduler finds a delta's weights when it must make it resident. */
+/**
+ * Where the scheduler finds a delta's weights when it must make it resident. `lookup` is
+ * synchronous (host memory); a source with `load` can fetch a cold delta asynchronously, after
+ * which `lookup` returns it. Without `load`, a delta `lookup` does not know does not exist.
+ */
 export interface DeltaSource {
   lookup(name: string): LoraDelta | undefined;
+  /** Whether `lookup` would find it, without counting as a use. */
+  has?(name: string): boolean;
+  /** Brings a delta into host memory; rejects (EngineError delta_not_found, or any error) when it cannot. */
+  load?(name: string): Promise<void>;
+  /** The delta was written into a slot. */
+  resident?(name: string): void;
+}
+
+/** Why a delta load failed: code delta_not_found or internal_error. */
+export interface LoadFailure {
+  code: string;
+  message: string;
 }
 
 /**
@@ -28,6 +46,12 @@ export class Scheduler {
   private readonly waiting: Sequence[] = [];
   private readonly decoding: Sequence[] = [];
   private readonly prefilling: Sequence[] = [];
+  /** Loads in flight, one per delta however many requests wait for it. */
+  private readonly loading = new Map<string, Promise<LoadFailure | undefined>>();
+  /** Loads that failed since the last admission pass; their waiting requests end with this error. */
+  private readonly failed = new Map<string, LoadFailure>();
+  /** Deltas an operator pinned resident (admin pin); each holds one slot pin. */
+  private readonly held = new Set<string>();
   readonly slotTable: SlotTable;
 
   constructor(
@@ -39,16 +63,29 @@ export class Scheduler {
     this.slotTable = new SlotTable(runtime.slots.slots);
   }
 
+  /** Nothing to do until a message or a load arrives: every waiting request (if any) waits for a load in flight. */
   get idle(): boolean {
-    return this.prefilling.length === 0 && this.decoding.length === 0 && this.waiting.length === 0;
+    return this.prefilling.length === 0 && this.decoding.length === 0 && this.failed.size === 0 && this.waiting.every((seq) => seq.request.delta !== null && this.loading.has(seq.request.delta));
+  }
+
+  /** Delta loads in flight. */
+  get loads(): number {
+    return this.loading.size;
   }
 
   get stats() {
-    return { waiting: this.waiting.length, decoding: this.decoding.length, running: this.decoding.length + this.prefilling.length, residentSlots: this.slotTable.occupants.filter(Boolean).length };
+    return {
+      waiting: this.waiting.length,
+      decoding: this.decoding.length,
+      running: this.decoding.length + this.prefilling.length,
+      residentSlots: this.slotTable.occupants.filter(Boolean).length,
+      pinnedDeltas: this.held.size,
+      loadsInFlight: this.loading.size,
+    };
   }
 
   submit(request: GenerateRequest): void {
-    if (request.delta !== null && !this.deltas.lookup(request.delta)) throw new EngineError('delta_not_found', `delta '${request.delta}' is not registered`);
+    if (request.delta !== null && !this.deltas.load && !this.deltas.lookup(request.delta)) throw new EngineError('delta_not_found', `delta '${request.delta}' is not registered`);
     const limit = this.runtime.options.maxContext;
     if (request.promptIds.length + Math.max(request.maxTokens, 0) > limit && request.promptIds.length >= limit) {
       throw new EngineError('context_length_exceeded', `prompt has ${request.promptIds.length} tokens; the context holds ${limit}`);
@@ -84,7 +121,82 @@ export class Scheduler {
     }
   }
 
+  /**
+   * Starts loading a cold delta unless a load of it is in flight; resolves when it settles, with
+   * the failure if it failed (never rejects: the failure is also recorded for the admission pass,
+   * which errors the requests waiting for it).
+   */
+  requestLoad(name: string): Promise<LoadFailure | undefined> {
+    const inFlight = this.loading.get(name);
+    if (inFlight) return inFlight;
+    if (!this.deltas.load) {
+      const failure = { code: 'delta_not_found', message: `delta '${name}' is not registered` };
+      this.failed.set(name, failure);
+      return Promise.resolve(failure);
+    }
+    const settled = this.deltas.load(name).then(
+      () => undefined,
+      (err: Error & { code?: string }) => {
+        const code = err.code === 'delta_not_found' ? 'delta_not_found' : 'internal_error';
+        const failure = { code, message: `delta '${name}' could not be loaded: ${err.message}` };
+        this.failed.set(name, failure);
+        return failure;
+      },
+    );
+    const tracked = settled.finally(() => {
+      this.loading.delete(name);
+      this.options.wake?.();
+    });
+    this.loading.set(name, tracked);
+    return tracked;
+  }
+
+  /**
+   * Makes a delta resident without a request (admin prefetch): into a free slot or the least
+   * recently used unpinned one; false when it is not in host memory or every slot is pinned.
+   */
+  makeResident(name: string): boolean {
+    if (this.slotTable.find(name) >= 0) return true;
+    return this.place(name) !== undefined;
+  }
+
+  /** Keeps a delta resident until `unpinDelta` (admin pin); false when no slot can be freed now. */
+  pinDelta(name: string): boolean {
+    if (this.held.has(name)) return true;
+    const slot = this.slotTable.find(name) >= 0 ? this.slotTable.find(name) : this.place(name);
+    if (slot === undefined) return false;
+    this.slotTable.pin(slot);
+    this.held.add(name);
+    return true;
+  }
+
+  unpinDelta(name: string): boolean {
+    if (!this.held.delete(name)) return false;
+    const slot = this.slotTable.find(name);
+    if (slot >= 0) this.slotTable.unpin(slot);
+    return true;
+  }
+
+  get pinnedDeltas(): string[] {
+    return [...this.held];
+  }
+
+  /** Drops a delta from its slot (unless a running sequence uses it) and any admin pin. */
+  forget(name: string): void {
+    this.unpinDelta(name);
+    this.slotTable.evict(name);
+  }
+
   private admit(): void {
+    if (this.failed.size) {
+      for (const seq of [...this.waiting]) {
+        const failure = seq.request.delta === null ? undefined : this.failed.get(seq.request.delta);
+        if (!failure) continue;
+        this.waiting.splice(this.waiting.indexOf(seq), 1);
+        this.emit({ type: 'error', id: seq.id, code: failure.code, message: failure.message });
+      }
+      this.failed.clear();
+    }
     for (let i = 0; i < this.waiting.length; i++) {
       if (this.decoding.length + this.prefilling.length >= this.runtime.options.maxRows) return;
       const seq = this.waiting[i]!;
@@ -97,18 +209,37 @@ export class Scheduler {
     }
   }
 
-  /** Makes a delta resident and pins it; undefined when no slot can be freed now. */
+  /**
+   * Makes a delta resident and pins it; undefined when no slot can be freed now or the delta is
+   * not in host memory (its load is then started, and the request waits for it).
+   */
   private acquireSlot(name: string): number | undefined {
-    let slot = this.slotTable.find(name);
+    let slot: number | undefined = this.slotTable.find(name);
     if (slot < 0) {
-      const victim = this.slotTable.chooseVictim();
-      if (!victim) return undefined;
-      slot = victim.slot;
-      this.runtime.slots.write(slot, this.deltas.lookup(name)!.modules);
-      this.slotTable.assign(slot, name);
+      slot = this.place(name);
+      if (slot === undefined) return undefined;
     }
     this.slotTable.pin(slot);
     return slot;
+  }
+
+  /** Writes a host-memory delta into a free or evictable slot (unpinned); starts its load when it is cold. */
+  private place(name: string): number | undefined {
+    const victim = this.slotTable.chooseVictim();
+    if (!victim) {
+      // No slot now, but the load can proceed meanwhile.
+      if (this.deltas.has && !this.deltas.has(name)) void this.requestLoad(name);
+      return undefined;
+    }
+    const delta = this.deltas.lookup(name);
+    if (!delta) {
+      void this.requestLoad(name);
+      return undefined;
+    }
+    this.runtime.slots.write(victim.slot, delta.modules);
+    this.slotTable.assign(victim.slot, name);
+    this.deltas.resident?.(name);
+    return victim.slot;
   }
 
   /** Prefills up to `budget` tokens of the first prefilling sequence; returns how many it used. */

@@ -1,7 +1,9 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { parsePeftLora, type LoraDelta } from '../deltas/peft-lora.js';
+import { parsePeftLora } from '../deltas/peft-lora.js';
+import { openDeltaStore } from '../deltas/store/index.js';
+import { TieredDeltaSource } from './delta-cache.js';
 import { ModelRuntime } from './model-runtime.js';
-import type { DeltaSummary, EngineOptions, FromWorker, ToWorker } from './protocol.js';
+import type { DeltaResidency, DeltaSummary, EngineOptions, FromWorker, ToWorker } from './protocol.js';
 import { Scheduler } from './scheduler.js';
 import { EngineError } from './types.js';
 
@@ -16,11 +18,35 @@ const options = workerData as EngineOptions;
 async function main(): Promise<void> {
   const started = performance.now();
   const runtime = await ModelRuntime.create(options);
-  const deltas = new Map<string, LoraDelta>();
-  const scheduler = new Scheduler(runtime, { lookup: (name) => deltas.get(name) }, (event) => send({ type: 'event', event }), options);
   const { arch } = runtime;
+  const store = openDeltaStore(options.store);
+  // The disk tier only pays for stores that are not local files already.
+  const diskCacheDir = options.store.startsWith('s3://') ? options.diskCacheDir : undefined;
+  const deltas = new TieredDeltaSource(store, (name, files) => parsePeftLora(name, new TextDecoder().decode(files.config), files.weights, arch, options.maxRank), {
+    hostCacheBytes: options.hostCacheBytes,
+    diskCacheDir,
+    holdLimit: Math.max(options.maxRows, options.deltaSlots),
+  });
   let wake: (() => void) | null = null;
+  const scheduler = new Scheduler(runtime, deltas, (event) => send({ type: 'event', event }), { ...options, wake: () => wake?.() });
   let running = true;
+
+  const reply = (callId: number, value: unknown) => send({ type: 'reply', callId, ok: true, value });
+  const fail = (callId: number, err: Error & { code?: string }) => send({ type: 'reply', callId, ok: false, code: err.code ?? 'internal_error', message: err.message });
+  const residency = (name: string): DeltaResidency => {
+    const slot = scheduler.slotTable.find(name);
+    return { name, host: deltas.has(name), slot: slot >= 0 ? slot : null, pinned: scheduler.pinnedDeltas.includes(name) };
+  };
+  /** Loads a delta into host memory through the scheduler (one load however many callers), throwing its failure. */
+  const ensureLoaded = async (name: string): Promise<void> => {
+    if (deltas.has(name)) return;
+    const failure = await scheduler.requestLoad(name);
+    if (failure) throw new EngineError(failure.code === 'delta_not_found' ? 'delta_not_found' : 'internal_error', failure.message);
+    if (!deltas.has(name)) throw new EngineError('internal_error', `delta '${name}' does not fit the host cache of ${options.hostCacheBytes} bytes`);
+  };
+  const respond = (callId: number, work: () => Promise<unknown>) => {
+    work().then((value) => reply(callId, value), (err: Error) => fail(callId, err)).finally(() => wake?.());
+  };
 
   port.on('message', (message: ToWorker) => {
     try {
@@ -46,18 +72,40 @@ async function main(): Promise<void> {
       case 'register_peft': {
         const delta = parsePeftLora(message.name, message.config, message.weights, arch, options.maxRank);
         if (!message.dryRun) {
-          deltas.set(message.name, delta);
+          // Warm after upload: the new version is in host memory.
+          deltas.put(message.name, delta);
           scheduler.slotTable.evict(message.name);
         }
         const summary: DeltaSummary = { name: delta.name, rank: delta.maxRank, modules: delta.modules.size };
         return send({ type: 'reply', callId: message.callId, ok: true, value: summary });
       }
       case 'unregister_delta':
-        deltas.delete(message.name);
-        scheduler.slotTable.evict(message.name);
+        deltas.forget(message.name);
+        scheduler.forget(message.name);
         return send({ type: 'reply', callId: message.callId, ok: true, value: null });
       case 'stats':
-        return send({ type: 'reply', callId: message.callId, ok: true, value: scheduler.stats });
+        return send({ type: 'reply', callId: message.callId, ok: true, value: { ...scheduler.stats, ...deltas.stats } });
+      case 'prefetch_delta':
+        return respond(message.callId, async () => {
+          await ensureLoaded(message.name);
+          scheduler.makeResident(message.name);
+          return residency(message.name);
+        });
+      case 'pin_delta': {
+        const { name } = message;
+        if (!scheduler.pinnedDeltas.includes(name) && scheduler.pinnedDeltas.length >= options.deltaSlots - 1) {
+          throw new EngineError('pin_limit', `at most ${options.deltaSlots - 1} of ${options.deltaSlots} delta slots may be pinned, so serving can always proceed; pinned: ${scheduler.pinnedDeltas.join(', ') || 'none'}`);
+        }
+        return respond(message.callId, async () => {
+          await ensureLoaded(name);
+          if (!scheduler.pinnedDeltas.includes(name) && scheduler.pinnedDeltas.length >= options.deltaSlots - 1) throw new EngineError('pin_limit', `at most ${options.deltaSlots - 1} delta slots may be pinned`);
+          if (!scheduler.pinDelta(name)) throw new EngineError('slots_busy', `every delta slot is in use by running requests; retry pinning '${name}' shortly`);
+          return residency(name);
+        });
+      }
+      case 'unpin_delta':
+        scheduler.unpinDelta(message.name);
+        return reply(message.callId, residency(message.name));
       case 'shutdown':
         running = false;
         return;
@@ -70,7 +118,11 @@ async function main(): Promise<void> {
   });
   while (running) {
     if (scheduler.idle) {
-      await new Promise<void>((resolve) => (wake = resolve));
+      // While loads are in flight, look again now and then: a waiting request's deadline still counts.
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        if (scheduler.loads) setTimeout(resolve, 100);
+      });
       wake = null;
       continue;
     }

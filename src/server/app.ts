@@ -6,6 +6,7 @@ import { errorBody, handleError } from './errors.js';
 import { openApiDocument } from './openapi.js';
 import { chatRoutes } from './routes/chat.js';
 import { completionRoutes } from './routes/completions.js';
+import { adminDeltaRoutes } from './routes/admin-deltas.js';
 import { deltaRoutes } from './routes/deltas.js';
 import { healthRoutes } from './routes/health.js';
 import { modelRoutes } from './routes/models.js';
@@ -25,8 +26,9 @@ export function createApp(state: ServerState): Hono {
     c.header('x-request-id', requestId);
     await next();
   });
-  // Every /v1 route needs a key when there is an auth file; health routes never do.
+  // Every /v1 and /admin route needs a key when there is an auth file; health routes never do.
   app.use('/v1/*', authenticate({ table: state.auth }));
+  app.use('/admin/*', authenticate({ table: state.auth }));
   app.route('/', healthRoutes(state));
   const openapi = openApiDocument(PACKAGE_VERSION);
   app.get('/openapi.json', (c) => c.json(openapi));
@@ -34,6 +36,7 @@ export function createApp(state: ServerState): Hono {
   app.route('/', completionRoutes(state));
   app.route('/', chatRoutes(state));
   app.route('/', deltaRoutes(state));
+  app.route('/', adminDeltaRoutes(state));
   app.notFound((c) => c.json(errorBody(404, `no route for ${c.req.method} ${c.req.path}`), 404));
   app.onError(handleError);
   return app;

@@ -7,8 +7,9 @@ import type { Engine } from '../engine/client.js';
 
 /**
  * Deltas flow upload → validate (by the engine, against the backbone) → store (a new immutable
- * version) → register (engine host memory) → catalog (what the HTTP side resolves). Nothing is
- * stored before validation passes, and the catalog only names versions the engine holds.
+ * version) → register (warm in the engine's host-memory tier) → catalog (what the HTTP side
+ * resolves). Nothing is stored before validation passes; the engine loads any catalogued version
+ * it does not hold from the same store on demand.
  */
 export class DeltaService {
   constructor(
@@ -38,20 +39,16 @@ export class DeltaService {
   }
 
   /**
-   * Registers every stored version with the engine, so uploads survive restarts. A version that
-   * does not fit this backbone (a store shared with another model) or fails its digest is skipped
-   * and reported, rather than keeping the server from starting.
+   * Records every stored version in the catalog, so uploads survive restarts, without reading
+   * any files: validation happened at upload, and the engine loads a version from the store the
+   * first time a request needs it (then keeps it in its host-memory and disk tiers).
    */
   async loadAll(warn: (message: string) => void = console.warn): Promise<void> {
     for (const latest of await this.store.list()) {
-      for (const version of await this.store.versions(latest.owner, latest.name)) {
-        const key = deltaKey(version.owner, version.name, version.version);
-        try {
-          await this.engine.registerPeft(key, await this.store.read(version));
-          this.remember(version);
-        } catch (err) {
-          warn(`skipping stored delta ${key}: ${(err as Error).message.slice(0, 300)}`);
-        }
+      try {
+        for (const version of await this.store.versions(latest.owner, latest.name)) this.remember(version);
+      } catch (err) {
+        warn(`skipping stored delta ${latest.owner}/${latest.name}: ${(err as Error).message.slice(0, 300)}`);
       }
     }
   }

@@ -40,6 +40,8 @@ const ENGINE_STATUS: Record<EngineErrorCode, ContentfulStatusCode> = {
   queue_full: 429,
   invalid_delta: 422,
   internal_error: 500,
+  pin_limit: 409,
+  slots_busy: 409,
 };
 
 export function errorBody(status: number, message: string, param: string | null = null, code: string | null = null): ErrorBody {

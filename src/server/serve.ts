@@ -56,8 +56,9 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const port = typeof address === 'object' && address ? address.port : config.port;
   let engine: Engine | undefined;
   const ready = (async () => {
-    engine = await startEngine({ ...config, modelDir });
-    const service = new DeltaService(openDeltaStore(config.store ?? path.join(config.dataDir, 'deltas')), engine, state.deltas);
+    const store = config.store ?? path.join(config.dataDir, 'deltas');
+    engine = await startEngine({ ...config, modelDir, store, diskCacheDir: config.diskCacheDir ?? path.join(config.cacheDir, 'deltas') });
+    const service = new DeltaService(openDeltaStore(store), engine, state.deltas);
     await service.loadAll();
     for (const d of config.delta) {
       const owner = d.tenant ?? DEFAULT_TENANT;

@@ -1,0 +1,222 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { LRUCache } from 'lru-cache';
+import type { LoraDelta } from '../deltas/peft-lora.js';
+import type { DeltaFiles, DeltaStore } from '../deltas/store/types.js';
+import { EngineError } from './types.js';
+
+/**
+ * The tiers below the resident slots: parsed deltas in a host-memory LRU bounded in bytes, the
+ * verified files of versions on local disk (for object stores), and the store itself.
+ */
+
+/** Bytes a parsed delta holds: every A and B tensor. */
+export function loraBytes(delta: LoraDelta): number {
+  let bytes = 0;
+  for (const m of delta.modules.values()) bytes += m.a.byteLength + m.b.byteLength;
+  return bytes;
+}
+
+/** Parsed deltas by engine key, least recently used dropped first once their bytes exceed the bound. */
+export class HostDeltaCache {
+  private readonly lru: LRUCache<string, LoraDelta>;
+
+  constructor(readonly maxBytes: number) {
+    this.lru = new LRUCache<string, LoraDelta>({ maxSize: maxBytes, sizeCalculation: (d) => Math.max(1, loraBytes(d)) });
+  }
+
+  get(name: string): LoraDelta | undefined {
+    return this.lru.get(name);
+  }
+
+  has(name: string): boolean {
+    return this.lru.has(name);
+  }
+
+  /** Stores a delta; one larger than the whole bound is not kept (false). */
+  set(name: string, delta: LoraDelta): boolean {
+    if (loraBytes(delta) > this.maxBytes) return false;
+    this.lru.set(name, delta);
+    return true;
+  }
+
+  delete(name: string): void {
+    this.lru.delete(name);
+  }
+
+  get bytes(): number {
+    return this.lru.calculatedSize;
+  }
+
+  get size(): number {
+    return this.lru.size;
+  }
+
+  keys(): string[] {
+    return [...this.lru.keys()];
+  }
+}
+
+const fileDigest = (files: DeltaFiles) => crypto.createHash('sha256').update(files.config).update(files.weights).digest('hex');
+
+/**
+ * Verified delta files on local disk, one directory per SHA-256 (`<dir>/<sha256>/`), written to a
+ * temporary directory and renamed into place, so a reader sees a whole entry or none. A read
+ * checks the digest again and drops an entry that no longer matches.
+ */
+export class DiskDeltaCache {
+  constructor(readonly dir: string) {}
+
+  async read(sha256: string): Promise<DeltaFiles | undefined> {
+    const entry = path.join(this.dir, sha256);
+    let files: DeltaFiles;
+    try {
+      const [config, weights] = await Promise.all([fs.promises.readFile(path.join(entry, 'adapter_config.json')), fs.promises.readFile(path.join(entry, 'adapter_model.safetensors'))]);
+      files = { config, weights };
+    } catch {
+      return undefined;
+    }
+    if (fileDigest(files) === sha256) return files;
+    await fs.promises.rm(entry, { recursive: true, force: true });
+    return undefined;
+  }
+
+  async write(sha256: string, files: DeltaFiles): Promise<void> {
+    await fs.promises.mkdir(this.dir, { recursive: true });
+    const tmp = await fs.promises.mkdtemp(path.join(this.dir, '.tmp-'));
+    try {
+      await fs.promises.writeFile(path.join(tmp, 'adapter_config.json'), files.config);
+      await fs.promises.writeFile(path.join(tmp, 'adapter_model.safetensors'), files.weights);
+      await fs.promises.rename(tmp, path.join(this.dir, sha256));
+    } catch {
+      // Another writer got there first (the entry exists), or the disk is full: the cache is optional.
+    } finally {
+      await fs.promises.rm(tmp, { recursive: true, force: true });
+    }
+  }
+}
+
+export interface DeltaCacheStats {
+  hostHits: number;
+  hostMisses: number;
+  hostBytes: number;
+  hostEntries: number;
+  diskHits: number;
+  diskMisses: number;
+  storeLoads: number;
+  loads: number;
+  loadFailures: number;
+  lastLoadMs: number;
+  avgLoadMs: number;
+}
+
+export interface TieredDeltaSourceOptions {
+  hostCacheBytes: number;
+  /** Verified files cached here by SHA-256; absent for a filesystem store (it is local already). */
+  diskCacheDir?: string;
+  /** How many loaded deltas are held (outside the LRU) until the scheduler makes them resident. */
+  holdLimit?: number;
+}
+
+/**
+ * A scheduler DeltaSource over the tiers. `lookup` answers from host memory only; `load` fetches
+ * a cold delta (disk cache, else the store) and parses it. A loaded delta is also held outside
+ * the LRU until `resident` says it reached a slot, so a host cache smaller than the working set
+ * cannot evict it between its load and its admission.
+ */
+export class TieredDeltaSource {
+  readonly host: HostDeltaCache;
+  private readonly disk?: DiskDeltaCache;
+  private readonly held = new Map<string, LoraDelta>();
+  private readonly holdLimit: number;
+  private readonly counters = { hostHits: 0, hostMisses: 0, diskHits: 0, diskMisses: 0, storeLoads: 0, loads: 0, loadFailures: 0, lastLoadMs: 0, totalLoadMs: 0 };
+
+  constructor(
+    private readonly store: DeltaStore,
+    private readonly parse: (name: string, files: DeltaFiles) => LoraDelta,
+    options: TieredDeltaSourceOptions,
+  ) {
+    this.host = new HostDeltaCache(options.hostCacheBytes);
+    if (options.diskCacheDir) this.disk = new DiskDeltaCache(options.diskCacheDir);
+    this.holdLimit = options.holdLimit ?? 64;
+  }
+
+  lookup(name: string): LoraDelta | undefined {
+    const held = this.held.get(name);
+    if (held) return held;
+    const delta = this.host.get(name);
+    if (delta) this.counters.hostHits++;
+    return delta;
+  }
+
+  has(name: string): boolean {
+    return this.held.has(name) || this.host.has(name);
+  }
+
+  /** The scheduler wrote the delta into a slot: the hold is no longer needed. */
+  resident(name: string): void {
+    this.held.delete(name);
+  }
+
+  /** Puts a delta parsed elsewhere (an upload) into host memory. */
+  put(name: string, delta: LoraDelta): void {
+    // A key deleted and uploaded again names new weights: no older hold may shadow them.
+    this.held.delete(name);
+    this.host.set(name, delta);
+  }
+
+  forget(name: string): void {
+    this.host.delete(name);
+    this.held.delete(name);
+  }
+
+  /** Brings `owner/name@version` into host memory; the caller deduplicates concurrent loads. */
+  async load(name: string): Promise<void> {
+    if (this.held.has(name) || this.host.has(name)) return;
+    this.counters.hostMisses++;
+    const started = performance.now();
+    try {
+      const delta = this.parse(name, await this.files(name));
+      this.host.set(name, delta);
+      this.hold(name, delta);
+    } catch (err) {
+      this.counters.loadFailures++;
+      throw err;
+    }
+    const ms = performance.now() - started;
+    this.counters.loads++;
+    this.counters.lastLoadMs = ms;
+    this.counters.totalLoadMs += ms;
+  }
+
+  private hold(name: string, delta: LoraDelta): void {
+    this.held.delete(name);
+    this.held.set(name, delta);
+    while (this.held.size > this.holdLimit) this.held.delete(this.held.keys().next().value!);
+  }
+
+  private async files(name: string): Promise<DeltaFiles> {
+    const match = /^([^/]+)\/([^@]+)@(\d+)$/.exec(name);
+    if (!match) throw new EngineError('delta_not_found', `delta '${name}' is not a stored delta version (owner/name@version)`);
+    const version = await this.store.get(match[1]!, match[2]!, Number(match[3]));
+    if (!version) throw new EngineError('delta_not_found', `delta '${name}' does not exist in ${this.store.location}`);
+    if (this.disk) {
+      const cached = await this.disk.read(version.sha256);
+      if (cached) {
+        this.counters.diskHits++;
+        return cached;
+      }
+      this.counters.diskMisses++;
+    }
+    const files = await this.store.read(version);
+    this.counters.storeLoads++;
+    if (this.disk) await this.disk.write(version.sha256, files);
+    return files;
+  }
+
+  get stats(): DeltaCacheStats {
+    const { totalLoadMs, ...c } = this.counters;
+    return { ...c, hostBytes: this.host.bytes, hostEntries: this.host.size, avgLoadMs: c.loads ? totalLoadMs / c.loads : 0 };
+  }
+}
