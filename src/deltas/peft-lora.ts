@@ -5,12 +5,25 @@ import { allProjections } from '../model/architecture.js';
 import { parseSafetensors } from '../model/safetensors.js';
 import { DeltaValidationError } from './errors.js';
 
+/**
+ * One module's LoRA: as PEFT stores it (A [r, in], B [out, r], scale apart), or already in the
+ * engine's slot layout (`layout: 'slot'`: A [in, R], B [R, out] with the scale folded in and the
+ * rank zero-padded to R), which a slot write copies in one piece.
+ */
+export interface LoraModule {
+  a: Float32Array;
+  b: Float32Array;
+  rank: number;
+  scale: number;
+  layout?: 'slot';
+}
+
 /** A LoRA delta resolved against a backbone: per module A [r, in], B [out, r] and the folded scale. */
 export interface LoraDelta {
   kind: 'lora';
   name: string;
   maxRank: number;
-  modules: Map<string, { a: Float32Array; b: Float32Array; rank: number; scale: number }>;
+  modules: Map<string, LoraModule>;
 }
 
 export interface PeftLoraConfig {

@@ -66,6 +66,20 @@ describe('LoRA slot stacks and token grouping', () => {
     got.forEach((row, t) => row.forEach((v, o) => assert.ok(Math.abs(v - want[t]![o]!) < 1e-5, `token ${t} out ${o}: ${v} vs ${want[t]![o]}`)));
   });
 
+  it('a delta prepared in slot layout writes the same slot contents as the PEFT layout', () => {
+    const shapes = [{ modulePath: 'm', inFeatures: 5, outFeatures: 3 }, { modulePath: 'n', inFeatures: 4, outFeatures: 6 }];
+    const direct = new LoraSlotStacks(shapes, 2, 4);
+    const prepared = new LoraSlotStacks(shapes, 2, 4);
+    const delta = new Map([['m', { a: fill(3 * 5), b: fill(3 * 3), rank: 3, scale: 0.7 }]]);
+    prepared.write(1, new Map([['n', { a: fill(4), b: fill(6), rank: 1, scale: 1 }]])); // stale contents to overwrite
+    direct.write(1, delta);
+    prepared.write(1, prepared.toSlotLayout(delta));
+    for (const m of ['m', 'n']) {
+      assert.deepEqual(prepared.range(m, 1, 2).a, direct.range(m, 1, 2).a);
+      assert.deepEqual(prepared.range(m, 1, 2).b, direct.range(m, 1, 2).b);
+    }
+  });
+
   it('rewriting a slot replaces its delta entirely, and clearing zeroes it', () => {
     const stacks = new LoraSlotStacks([{ modulePath: 'm', inFeatures: 3, outFeatures: 2 }], 2, 2);
     stacks.write(1, new Map([['m', { a: fill(6), b: fill(4), rank: 2, scale: 1 }]]));

@@ -6,14 +6,8 @@
  * Ranks below R are zero-padded, which is exact. Batched semantics (the oracle in lora-slots.test):
  *   y[t] += x[t] @ A[slot(t)] @ B[slot(t)]  for every token t that uses a slot.
  */
-export interface LoraModuleWeights {
-  /** lora_A [r, in], row-major. */
-  a: Float32Array;
-  /** lora_B [out, r], row-major. */
-  b: Float32Array;
-  rank: number;
-  scale: number;
-}
+export type { LoraModule as LoraModuleWeights } from '../deltas/peft-lora.js';
+import type { LoraModule } from '../deltas/peft-lora.js';
 
 export interface ModuleShape {
   modulePath: string;
@@ -37,26 +31,45 @@ export class LoraSlotStacks {
     return this.modules.reduce((sum, m) => sum + this.maxRank * (m.inFeatures + m.outFeatures) * 4, 0);
   }
 
-  /** Writes a delta into a slot; modules it does not target are zeroed. */
-  write(slot: number, weights: ReadonlyMap<string, LoraModuleWeights>): void {
+  /**
+   * Writes a delta into a slot; modules it does not target are zeroed. Modules already in slot
+   * layout (see `toSlotLayout`) are one copy each, which is what keeps a host-cache hit cheap.
+   */
+  write(slot: number, weights: ReadonlyMap<string, LoraModule>): void {
     const R = this.maxRank;
     for (const m of this.modules) {
-      const a = this.a.get(m.modulePath)!;
-      const b = this.b.get(m.modulePath)!;
-      const aSlot = a.subarray(slot * R * m.inFeatures, (slot + 1) * R * m.inFeatures);
-      const bSlot = b.subarray(slot * R * m.outFeatures, (slot + 1) * R * m.outFeatures);
-      aSlot.fill(0);
-      bSlot.fill(0);
+      const aSlot = this.a.get(m.modulePath)!.subarray(slot * R * m.inFeatures, (slot + 1) * R * m.inFeatures);
+      const bSlot = this.b.get(m.modulePath)!.subarray(slot * R * m.outFeatures, (slot + 1) * R * m.outFeatures);
       const w = weights.get(m.modulePath);
-      if (!w) continue;
-      for (let r = 0; r < w.rank; r++) {
-        for (let i = 0; i < m.inFeatures; i++) aSlot[i * R + r] = w.a[r * m.inFeatures + i]!;
-      }
-      for (let r = 0; r < w.rank; r++) {
-        const row = bSlot.subarray(r * m.outFeatures, (r + 1) * m.outFeatures);
-        for (let o = 0; o < m.outFeatures; o++) row[o] = w.scale * w.b[o * w.rank + r]!;
+      if (w?.layout === 'slot') {
+        aSlot.set(w.a);
+        bSlot.set(w.b);
+      } else if (w) {
+        layOut(m, w, R, aSlot, bSlot);
+      } else {
+        aSlot.fill(0);
+        bSlot.fill(0);
       }
     }
+  }
+
+  /** The same delta with every module in slot layout, ready for cheap slot writes. */
+  toSlotLayout(weights: ReadonlyMap<string, LoraModule>): Map<string, LoraModule> {
+    const R = this.maxRank;
+    const out = new Map<string, LoraModule>();
+    for (const m of this.modules) {
+      const w = weights.get(m.modulePath);
+      if (!w) continue;
+      if (w.layout === 'slot') {
+        out.set(m.modulePath, w);
+        continue;
+      }
+      const a = new Float32Array(m.inFeatures * R);
+      const b = new Float32Array(R * m.outFeatures);
+      layOut(m, w, R, a, b);
+      out.set(m.modulePath, { a, b, rank: R, scale: 1, layout: 'slot' });
+    }
+    return out;
   }
 
   clear(slot: number): void {
@@ -71,6 +84,17 @@ export class LoraSlotStacks {
       a: this.a.get(modulePath)!.subarray(lo * R * m.inFeatures, hi * R * m.inFeatures),
       b: this.b.get(modulePath)!.subarray(lo * R * m.outFeatures, hi * R * m.outFeatures),
     };
+  }
+}
+
+/** PEFT layout → slot layout: A [r, in] → [in, R] and B [out, r] → scale · [R, out], zero-padded. */
+function layOut(m: ModuleShape, w: LoraModule, R: number, a: Float32Array, b: Float32Array): void {
+  a.fill(0);
+  b.fill(0);
+  for (let r = 0; r < w.rank; r++) {
+    for (let i = 0; i < m.inFeatures; i++) a[i * R + r] = w.a[r * m.inFeatures + i]!;
+    const row = b.subarray(r * m.outFeatures, (r + 1) * m.outFeatures);
+    for (let o = 0; o < m.outFeatures; o++) row[o] = w.scale * w.b[o * w.rank + r]!;
   }
 }
 

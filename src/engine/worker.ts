@@ -1,5 +1,5 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { parsePeftLora } from '../deltas/peft-lora.js';
+import { parsePeftLora, type LoraDelta } from '../deltas/peft-lora.js';
 import { openDeltaStore } from '../deltas/store/index.js';
 import { TieredDeltaSource } from './delta-cache.js';
 import { ModelRuntime } from './model-runtime.js';
@@ -22,7 +22,12 @@ async function main(): Promise<void> {
   const store = openDeltaStore(options.store);
   // The disk tier only pays for stores that are not local files already.
   const diskCacheDir = options.store.startsWith('s3://') ? options.diskCacheDir : undefined;
-  const deltas = new TieredDeltaSource(store, (name, files) => parsePeftLora(name, new TextDecoder().decode(files.config), files.weights, arch, options.maxRank), {
+  // Host-cached deltas are kept in slot layout, so making one resident is a plain copy.
+  const parse = (name: string, config: string, weights: Uint8Array): LoraDelta => {
+    const delta = parsePeftLora(name, config, weights, arch, options.maxRank);
+    return { ...delta, modules: runtime.slots.toSlotLayout(delta.modules) };
+  };
+  const deltas = new TieredDeltaSource(store, (name, files) => parse(name, new TextDecoder().decode(files.config), files.weights), {
     hostCacheBytes: options.hostCacheBytes,
     diskCacheDir,
     holdLimit: Math.max(options.maxRows, options.deltaSlots),
@@ -70,7 +75,7 @@ async function main(): Promise<void> {
       case 'cancel':
         return scheduler.cancel(message.id);
       case 'register_peft': {
-        const delta = parsePeftLora(message.name, message.config, message.weights, arch, options.maxRank);
+        const delta = parse(message.name, message.config, message.weights);
         if (!message.dryRun) {
           // Warm after upload: the new version is in host memory.
           deltas.put(message.name, delta);
