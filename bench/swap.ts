@@ -139,11 +139,12 @@ const warm: number[] = [];
 for (let i = 0; i < 7; i++) warm.push((await generate(engine, key(0), 1)).ttft);
 const warmMs = median(warm);
 const host: number[] = [];
-for (let i = 1; i <= samples; i++) {
-  // register puts the delta in host memory and out of any slot: the next request writes a slot.
-  await engine.registerPeft(key(i), await store.read((await store.get(OWNER, name(i), 1))!));
-  host.push((await generate(engine, key(i), 1)).ttft);
-}
+// register puts a delta in host memory and out of any slot: its next request writes a slot. All
+// samples are registered first, and a few warm requests run before measuring, so the garbage of
+// parsing them (and the GC it triggers) is not charged to the hits.
+for (let i = 1; i <= samples; i++) await engine.registerPeft(key(i), await store.read((await store.get(OWNER, name(i), 1))!));
+for (let i = 0; i < 3; i++) await generate(engine, key(0), 1);
+for (let i = 1; i <= samples; i++) host.push((await generate(engine, key(i), 1)).ttft);
 const cold: number[] = [];
 for (let i = samples + 1; i <= 2 * samples; i++) cold.push((await generate(engine, key(i), 1)).ttft);
 const latencyStats = await engine.stats();
