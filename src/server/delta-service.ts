@@ -1,7 +1,7 @@
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { deltaKey, type DeltaCatalog, type DeltaRecord } from '../deltas/catalog.js';
+import { digestFiles } from '../deltas/store/common.js';
 import type { DeltaFiles, DeltaStore, DeltaVersion } from '../deltas/store/types.js';
 import type { Engine } from '../engine/client.js';
 
@@ -34,7 +34,7 @@ export class DeltaService {
   async adoptDirectory(owner: string, name: string, dir: string, options: { public: boolean }): Promise<DeltaVersion> {
     const files = { config: fs.readFileSync(path.join(dir, 'adapter_config.json')), weights: fs.readFileSync(path.join(dir, 'adapter_model.safetensors')) };
     const latest = await this.store.get(owner, name);
-    if (latest && latest.sha256 === digest(files) && latest.public === options.public) return latest;
+    if (latest && latest.sha256 === digestFiles(files) && latest.public === options.public) return latest;
     return this.upload(owner, name, files, options);
   }
 
@@ -82,9 +82,4 @@ export class DeltaService {
       versions,
     });
   }
-}
-
-/** The digest stores record: SHA-256 of the config bytes followed by the weight bytes. */
-export function digest(files: DeltaFiles): string {
-  return crypto.createHash('sha256').update(files.config).update(files.weights).digest('hex');
 }
