@@ -134,7 +134,7 @@ export class TieredDeltaSource {
 
   constructor(
     private readonly store: DeltaStore,
-    private readonly parse: (name: string, files: DeltaFiles) => LoraDelta,
+    private readonly parse: (name: string, files: DeltaFiles) => LoraDelta | Promise<LoraDelta>,
     options: TieredDeltaSourceOptions,
   ) {
     this.host = new HostDeltaCache(options.hostCacheBytes);
@@ -177,7 +177,7 @@ export class TieredDeltaSource {
     this.counters.hostMisses++;
     const started = performance.now();
     try {
-      const delta = this.parse(name, await this.files(name));
+      const delta = await this.parse(name, await this.files(name));
       this.host.set(name, delta);
       this.hold(name, delta);
     } catch (err) {

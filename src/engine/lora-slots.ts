@@ -57,21 +57,7 @@ export class LoraSlotStacks {
 
   /** The same delta with every module in slot layout, ready for cheap slot writes. */
   toSlotLayout(weights: ReadonlyMap<string, LoraModule>): Map<string, LoraModule> {
-    const R = this.maxRank;
-    const out = new Map<string, LoraModule>();
-    for (const m of this.modules) {
-      const w = weights.get(m.modulePath);
-      if (!w) continue;
-      if (w.layout === 'slot') {
-        out.set(m.modulePath, w);
-        continue;
-      }
-      const a = new Float32Array(m.inFeatures * R);
-      const b = new Float32Array(R * m.outFeatures);
-      layOut(m, w, R, a, b);
-      out.set(m.modulePath, { a, b, rank: R, scale: 1, layout: 'slot' });
-    }
-    return out;
+    return toSlotLayout(this.modules, weights, this.maxRank);
   }
 
   clear(slot: number): void {
@@ -87,6 +73,24 @@ export class LoraSlotStacks {
       b: this.b.get(modulePath)!.subarray(lo * R * m.outFeatures, hi * R * m.outFeatures),
     };
   }
+}
+
+/** Every module of a delta in slot layout for rank R (see LoraSlotStacks.write); pure, so any thread can run it. */
+export function toSlotLayout(modules: readonly ModuleShape[], weights: ReadonlyMap<string, LoraModule>, R: number): Map<string, LoraModule> {
+  const out = new Map<string, LoraModule>();
+  for (const m of modules) {
+    const w = weights.get(m.modulePath);
+    if (!w) continue;
+    if (w.layout === 'slot') {
+      out.set(m.modulePath, w);
+      continue;
+    }
+    const a = new Float32Array(m.inFeatures * R);
+    const b = new Float32Array(R * m.outFeatures);
+    layOut(m, w, R, a, b);
+    out.set(m.modulePath, { a, b, rank: R, scale: 1, layout: 'slot' });
+  }
+  return out;
 }
 
 /** PEFT layout → slot layout: A [r, in] → [in, R] and B [out, r] → scale · [R, out], zero-padded. */

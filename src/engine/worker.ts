@@ -1,7 +1,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { parsePeftLora, type LoraDelta } from '../deltas/peft-lora.js';
 import { openDeltaStore } from '../deltas/store/index.js';
 import { TieredDeltaSource } from './delta-cache.js';
+import { DeltaParserThread } from './delta-parser.js';
 import { ModelRuntime } from './model-runtime.js';
 import type { DeltaResidency, DeltaSummary, EngineOptions, FromWorker, ToWorker } from './protocol.js';
 import { Scheduler } from './scheduler.js';
@@ -22,12 +22,10 @@ async function main(): Promise<void> {
   const store = openDeltaStore(options.store);
   // The disk tier only pays for stores that are not local files already.
   const diskCacheDir = options.store.startsWith('s3://') ? options.diskCacheDir : undefined;
-  // Host-cached deltas are kept in slot layout, so making one resident is a plain copy.
-  const parse = (name: string, config: string, weights: Uint8Array): LoraDelta => {
-    const delta = parsePeftLora(name, config, weights, arch, options.maxRank);
-    return { ...delta, modules: runtime.slots.toSlotLayout(delta.modules) };
-  };
-  const deltas = new TieredDeltaSource(store, (name, files) => parse(name, new TextDecoder().decode(files.config), files.weights), {
+  // Deltas are validated and laid out for slots on a thread of their own (a 20 MB parse would
+  // stall every running stream), and host-cached in slot layout, so making one resident is a copy.
+  const parser = new DeltaParserThread({ modelDir: options.modelDir, maxRank: options.maxRank });
+  const deltas = new TieredDeltaSource(store, (name, files) => parser.parse(name, files), {
     hostCacheBytes: options.hostCacheBytes,
     diskCacheDir,
     holdLimit: Math.max(options.maxRows, options.deltaSlots),
@@ -74,16 +72,17 @@ async function main(): Promise<void> {
         return send({ type: 'event', event: { type: 'queued', id: message.request.id } });
       case 'cancel':
         return scheduler.cancel(message.id);
-      case 'register_peft': {
-        const delta = parse(message.name, message.config, message.weights);
-        if (!message.dryRun) {
-          // Warm after upload: the new version is in host memory.
-          deltas.put(message.name, delta);
-          scheduler.slotTable.evict(message.name);
-        }
-        const summary: DeltaSummary = { name: delta.name, rank: delta.maxRank, modules: delta.modules.size };
-        return send({ type: 'reply', callId: message.callId, ok: true, value: summary });
-      }
+      case 'register_peft':
+        return respond(message.callId, async () => {
+          const delta = await parser.parse(message.name, { config: new TextEncoder().encode(message.config), weights: message.weights });
+          if (!message.dryRun) {
+            // Warm after upload: the new version is in host memory.
+            deltas.put(message.name, delta);
+            scheduler.slotTable.evict(message.name);
+          }
+          const summary: DeltaSummary = { name: delta.name, rank: delta.maxRank, modules: delta.modules.size };
+          return summary;
+        });
       case 'unregister_delta':
         deltas.forget(message.name);
         scheduler.forget(message.name);
@@ -135,6 +134,7 @@ async function main(): Promise<void> {
     // Let queued messages (new requests, cancellations) in between steps.
     await new Promise((resolve) => setImmediate(resolve));
   }
+  await parser.close();
   await runtime.release();
   port.close();
 }
