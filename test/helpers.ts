@@ -2,6 +2,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { ModelRuntime } from '../src/engine/model-runtime.js';
+import { argmax } from '../src/engine/sampler.js';
 
 export const FIXTURE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'hf-tiny-llama');
 
@@ -36,4 +38,18 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let max = 0;
   for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - b[i]!));
   return max;
+}
+
+/** Greedy continuations of equal-length rows (all from position 0, one slot each) straight through the runtime. */
+export async function greedyRows(rt: ModelRuntime, rows: number[][], slots: number[], steps: number): Promise<number[][]> {
+  const vocab = rt.arch.vocabSize;
+  const length = rows[0]!.length;
+  let logits = await rt.forward({ firstRow: 0, tokens: rows, pastLengths: rows.map(() => 0), slots, logits: 'last' });
+  const generated: number[][] = rows.map(() => []);
+  for (let step = 0; step < steps; step++) {
+    const next = rows.map((_, r) => argmax(logits.subarray(r * vocab, (r + 1) * vocab)));
+    next.forEach((t, r) => generated[r]!.push(t));
+    logits = await rt.forward({ firstRow: 0, tokens: next.map((t) => [t]), pastLengths: rows.map(() => length + step), slots, logits: 'last' });
+  }
+  return generated;
 }

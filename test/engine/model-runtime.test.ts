@@ -3,7 +3,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { readPeftDirectory } from '../../src/deltas/peft-lora.js';
 import { ModelRuntime } from '../../src/engine/model-runtime.js';
-import { FIXTURE, loadReference, logSoftmax, maxAbsDiff, tempDir } from '../helpers.js';
+import { FIXTURE, greedyRows, loadReference, logSoftmax, maxAbsDiff, tempDir } from '../helpers.js';
 
 const ref = loadReference();
 const VOCAB = 512;
@@ -67,21 +67,7 @@ describe('ModelRuntime on the PEFT fixture', () => {
 
   for (const [label, slot, expected] of [['base', -1, ref.base], ['lora_all_r8', 1, ref.lora_all_r8]] as const) {
     it(`${label}: greedy 12-token continuations equal PEFT's`, async () => {
-      const rows = ref.input_ids.map((ids) => [...ids]);
-      let logits = await rt.forward({ firstRow: 0, tokens: rows, pastLengths: [0, 0], slots: [slot, slot], logits: 'last' });
-      const generated: number[][] = [[], []];
-      for (let step = 0; step < 12; step++) {
-        const next = [0, 1].map((r) => argmax(logits.subarray(r * VOCAB, (r + 1) * VOCAB)));
-        next.forEach((t, r) => generated[r]!.push(t));
-        logits = await rt.forward({ firstRow: 0, tokens: next.map((t) => [t]), pastLengths: [8 + step, 8 + step], slots: [slot, slot], logits: 'last' });
-      }
-      assert.deepEqual(generated, expected.greedy_12);
+      assert.deepEqual(await greedyRows(rt, ref.input_ids, [slot, slot], 12), expected.greedy_12);
     });
   }
 });
-
-function argmax(values: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < values.length; i++) if (values[i]! > values[best]!) best = i;
-  return best;
-}
