@@ -10,6 +10,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ModelRuntime, type Device } from '../src/engine/model-runtime.js';
 import { Scheduler } from '../src/engine/scheduler.js';
+import { greedyRequest } from '../src/engine/types.js';
 import { ensureSyntheticCheckpoint, randomLora, SMOLLM2_135M_CONFIG } from './synthetic.js';
 
 const { values } = parseArgs({ options: { device: { type: 'string', default: 'cpu' }, out: { type: 'string' }, steps: { type: 'string', default: '15' }, threads: { type: 'string' }, 'skip-cold-start': { type: 'boolean' } } });
@@ -92,17 +93,7 @@ if (values.out) {
 async function decodeStepMs(batch: number, deltas: 'none' | 'mixed'): Promise<number> {
   const scheduler = new Scheduler(rt, deltaSource, () => undefined, { prefillChunk: 256, maxQueue: 64 });
   for (let r = 0; r < batch; r++) {
-    scheduler.submit({
-      id: `${deltas}-${batch}-${r}`,
-      promptIds: prompt,
-      delta: deltas === 'mixed' ? `bench-${r}` : null,
-      maxTokens: 10_000,
-      sampling: { temperature: 0, topP: 1, topK: 0 },
-      stopTokenIds: [],
-      promptLogprobs: false,
-      tokenLogprobs: false,
-      topLogprobs: 0,
-    });
+    scheduler.submit(greedyRequest(`${deltas}-${batch}-${r}`, prompt, deltas === 'mixed' ? `bench-${r}` : null, 10_000));
   }
   while (scheduler.stats.decoding < batch) await scheduler.step();
   for (let i = 0; i < 4; i++) await scheduler.step();

@@ -23,7 +23,7 @@ import S3rver from 's3rver';
 import { openDeltaStore } from '../src/deltas/store/index.js';
 import { startEngine, type Engine } from '../src/engine/client.js';
 import type { EngineOptions } from '../src/engine/protocol.js';
-import type { GenerateRequest } from '../src/engine/types.js';
+import { greedyRequest, type GenerateRequest } from '../src/engine/types.js';
 import { mulberry32 } from '../src/model/random.js';
 import { writeRandomPeftAdapter } from './peft-adapter.js';
 import { ensureSyntheticCheckpoint, SMOLLM2_135M_CONFIG } from './synthetic.js';
@@ -102,17 +102,7 @@ const engineOptions = (): EngineOptions => ({
 
 const prompt = Array.from({ length: 16 }, (_, i) => (i * 7919 + 11) % 49152);
 let nextId = 0;
-const req = (delta: string | null, maxTokens: number): GenerateRequest => ({
-  id: `r${nextId++}`,
-  promptIds: prompt,
-  delta,
-  maxTokens,
-  sampling: { temperature: 0, topP: 1, topK: 0 },
-  stopTokenIds: [],
-  promptLogprobs: false,
-  tokenLogprobs: false,
-  topLogprobs: 0,
-});
+const req = (delta: string | null, maxTokens: number): GenerateRequest => greedyRequest(`r${nextId++}`, prompt, delta, maxTokens);
 
 /** Time to the first token and the tokens generated. */
 async function generate(engine: Engine, delta: string | null, maxTokens: number): Promise<{ ttft: number; tokens: number }> {

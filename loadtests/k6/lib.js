@@ -145,3 +145,14 @@ export function completion(model, { apiKey, tags } = {}) {
   }
   return res;
 }
+
+/** setup() for scripts that load the server's deltas with Zipf popularity (steady, ramp). */
+export function setupZipfModels() {
+  const models = discoverModels();
+  return { models, cdf: zipfCdf(models.length, ZIPF_S) };
+}
+
+/** One iteration of those scripts: a completion for a Zipf-drawn delta. */
+export function zipfModelCompletion(data) {
+  completion(data.models[sampleRank(data.cdf)]);
+}

@@ -8,7 +8,7 @@
 // Env: DELTASERVE_URL (http://127.0.0.1:8000, loopback only), DELTASERVE_MODELS, START_RATE (1),
 // PEAK_RATE (8), RAMP (1m), HOLD (1m), DRAIN (30s), PRE_VUS (16), MAX_VUS (128), MAX_TOKENS (32),
 // PROMPT_TOKENS (32), VOCAB (256), ZIPF_S (1.1), thresholds ERROR_RATE, P95_MS, TTFT_P95_MS.
-import { commonThresholds, completion, discoverModels, sampleRank, zipfCdf, ZIPF_S } from './lib.js';
+import { commonThresholds, setupZipfModels, zipfModelCompletion } from './lib.js';
 
 const peak = Number(__ENV.PEAK_RATE || '8');
 
@@ -32,10 +32,9 @@ export const options = {
 };
 
 export function setup() {
-  const models = discoverModels();
-  return { models, cdf: zipfCdf(models.length, ZIPF_S) };
+  return setupZipfModels();
 }
 
 export default function (data) {
-  completion(data.models[sampleRank(data.cdf)]);
+  zipfModelCompletion(data);
 }

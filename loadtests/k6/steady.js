@@ -9,7 +9,7 @@
 // most popular first; default: every delta in /v1/models), RATE (2), TIME_UNIT (1s), DURATION
 // (1m), PRE_VUS (16), MAX_VUS (64), MAX_TOKENS (32), PROMPT_TOKENS (32), VOCAB (256), ZIPF_S (1.1),
 // thresholds ERROR_RATE (0.01), P95_MS (30000), TTFT_P95_MS (5000).
-import { commonThresholds, completion, discoverModels, sampleRank, zipfCdf, ZIPF_S } from './lib.js';
+import { commonThresholds, setupZipfModels, zipfModelCompletion } from './lib.js';
 
 export const options = {
   scenarios: {
@@ -27,10 +27,9 @@ export const options = {
 };
 
 export function setup() {
-  const models = discoverModels();
-  return { models, cdf: zipfCdf(models.length, ZIPF_S) };
+  return setupZipfModels();
 }
 
 export default function (data) {
-  completion(data.models[sampleRank(data.cdf)]);
+  zipfModelCompletion(data);
 }

@@ -66,12 +66,11 @@ export class LoraSlotStacks {
 
   /** Zero-copy views of slots [lo, hi) for one module. */
   range(modulePath: string, lo: number, hi: number): { a: Float32Array; b: Float32Array } {
-    const m = this.modules.find((x) => x.modulePath === modulePath)!;
-    const R = this.maxRank;
-    return {
-      a: this.a.get(modulePath)!.subarray(lo * R * m.inFeatures, hi * R * m.inFeatures),
-      b: this.b.get(modulePath)!.subarray(lo * R * m.outFeatures, hi * R * m.outFeatures),
-    };
+    const a = this.a.get(modulePath)!;
+    const b = this.b.get(modulePath)!;
+    const perSlotA = a.length / this.slots;
+    const perSlotB = b.length / this.slots;
+    return { a: a.subarray(lo * perSlotA, hi * perSlotA), b: b.subarray(lo * perSlotB, hi * perSlotB) };
   }
 }
 

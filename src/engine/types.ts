@@ -20,6 +20,25 @@ export interface GenerateRequest {
   deadline?: number;
 }
 
+/**
+ * A greedy request with no logprobs and no stop tokens: what benches and engine tests drive.
+ *
+ * @example scheduler.submit(greedyRequest('r1', [1, 2, 3], 'acme/sql@1', 16));
+ */
+export function greedyRequest(id: string, promptIds: number[], delta: string | null, maxTokens: number): GenerateRequest {
+  return {
+    id,
+    promptIds,
+    delta,
+    maxTokens,
+    sampling: { temperature: 0, topP: 1, topK: 0 },
+    stopTokenIds: [],
+    promptLogprobs: false,
+    tokenLogprobs: false,
+    topLogprobs: 0,
+  };
+}
+
 export interface TokenLogprob {
   token: number;
   logprob: number;

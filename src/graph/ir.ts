@@ -42,10 +42,6 @@ export interface Graph {
   opsets: Record<string, number>;
 }
 
-export const DTYPE_BYTES: Record<DType, number> = {
-  float32: 4, float16: 2, bfloat16: 2, int64: 8, int32: 4, bool: 1, uint8: 1,
-};
-
 /** Wraps a typed array as an inline initializer without copying its bytes. */
 export function inlineTensor(dtype: DType, dims: number[], data: ArrayBufferView): TensorData {
   return { kind: 'inline', dtype, dims, bytes: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };

@@ -6,7 +6,7 @@ import { readPeftDirectory, type LoraDelta } from '../../src/deltas/peft-lora.js
 import { DiskDeltaCache, HostDeltaCache, loraBytes } from '../../src/engine/delta-cache.js';
 import { ModelRuntime } from '../../src/engine/model-runtime.js';
 import { Scheduler, type DeltaSource } from '../../src/engine/scheduler.js';
-import { EngineError, type GenerateEvent, type GenerateRequest } from '../../src/engine/types.js';
+import { EngineError, greedyRequest, type GenerateEvent, type GenerateRequest } from '../../src/engine/types.js';
 import { FIXTURE, tempDir } from '../helpers.js';
 
 const fakeDelta = (name: string, floats: number): LoraDelta => ({
@@ -46,17 +46,7 @@ describe('host delta cache', () => {
   });
 });
 
-const request = (id: string, delta: string | null): GenerateRequest => ({
-  id,
-  promptIds: [5, 17, 42, 100 + id.length],
-  delta,
-  maxTokens: 5,
-  sampling: { temperature: 0, topP: 1, topK: 0 },
-  stopTokenIds: [],
-  promptLogprobs: false,
-  tokenLogprobs: false,
-  topLogprobs: 0,
-});
+const request = (id: string, delta: string | null): GenerateRequest => greedyRequest(id, [5, 17, 42, 100 + id.length], delta, 5);
 
 describe('Scheduler with an asynchronous delta source', () => {
   let rt: ModelRuntime;

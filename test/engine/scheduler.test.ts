@@ -4,7 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import { readPeftDirectory, type LoraDelta } from '../../src/deltas/peft-lora.js';
 import { ModelRuntime } from '../../src/engine/model-runtime.js';
 import { Scheduler } from '../../src/engine/scheduler.js';
-import type { GenerateEvent, GenerateRequest } from '../../src/engine/types.js';
+import { greedyRequest, type GenerateEvent, type GenerateRequest } from '../../src/engine/types.js';
 import { FIXTURE, tempDir } from '../helpers.js';
 
 /** Runs requests through a scheduler until idle; returns each request's generated tokens and finish reason. */
@@ -25,17 +25,6 @@ async function run(rt: ModelRuntime, deltas: Map<string, LoraDelta>, requests: G
   return out;
 }
 
-const request = (id: string, promptIds: number[], delta: string | null, maxTokens: number): GenerateRequest => ({
-  id,
-  promptIds,
-  delta,
-  maxTokens,
-  sampling: { temperature: 0, topP: 1, topK: 0 },
-  stopTokenIds: [],
-  promptLogprobs: false,
-  tokenLogprobs: false,
-  topLogprobs: 0,
-});
 
 describe('Scheduler: rows join and leave mid-flight without disturbing each other', () => {
   let rt: ModelRuntime;
@@ -48,7 +37,7 @@ describe('Scheduler: rows join and leave mid-flight without disturbing each othe
 
   it('7 requests of mixed lengths through 3 rows and 5-token prefill chunks equal each request alone', async () => {
     const requests = Array.from({ length: 7 }, (_, i) =>
-      request(`r${i}`, Array.from({ length: 3 + ((i * 5) % 11) }, (_, j) => (i * 37 + j * 11) % 512), i % 3 === 0 ? null : 'lora', 2 + ((i * 3) % 7)),
+      greedyRequest(`r${i}`, Array.from({ length: 3 + ((i * 5) % 11) }, (_, j) => (i * 37 + j * 11) % 512), i % 3 === 0 ? null : 'lora', 2 + ((i * 3) % 7)),
     );
     const together = await run(rt, deltas, requests, { prefillChunk: 5 });
     for (const r of requests) {
@@ -59,7 +48,7 @@ describe('Scheduler: rows join and leave mid-flight without disturbing each othe
   });
 
   it('short prompts prefilled together in one padded pass decode as they would alone', async () => {
-    const requests = Array.from({ length: 6 }, (_, i) => request(`s${i}`, Array.from({ length: 2 + (i % 4) }, (_, j) => (i * 53 + j * 29) % 512), i % 2 ? 'lora' : null, 3 + (i % 3)));
+    const requests = Array.from({ length: 6 }, (_, i) => greedyRequest(`s${i}`, Array.from({ length: 2 + (i % 4) }, (_, j) => (i * 53 + j * 29) % 512), i % 2 ? 'lora' : null, 3 + (i % 3)));
     const together = await run(rt, deltas, requests, { prefillChunk: 16 });
     for (const r of requests) {
       const alone = await run(rt, deltas, [r], { prefillChunk: 1 });
@@ -68,7 +57,7 @@ describe('Scheduler: rows join and leave mid-flight without disturbing each othe
   });
 
   it('cancelled sequences free their rows; the survivors are unaffected', async () => {
-    const requests = Array.from({ length: 5 }, (_, i) => request(`c${i}`, [5 + i, 17, 42, 100 + i], i % 2 ? 'lora' : null, 8));
+    const requests = Array.from({ length: 5 }, (_, i) => greedyRequest(`c${i}`, [5 + i, 17, 42, 100 + i], i % 2 ? 'lora' : null, 8));
     const together = await run(rt, deltas, requests, { prefillChunk: 3, cancelAfter: { c0: 2, c3: 4 } });
     assert.equal(together.get('c0')!.finish, 'cancelled');
     assert.equal(together.get('c3')!.finish, 'cancelled');
