@@ -1,6 +1,8 @@
 import type { AttrValue, DType, Dim, Graph, GraphNode, TensorData } from './ir.js';
 import { inlineTensor } from './ir.js';
 
+export type ConstantDType = 'int64' | 'int32' | 'float32' | 'float64';
+
 export interface NodeOptions {
   domain?: string;
   /** Number of outputs (default 1), or explicit output names. */
@@ -55,12 +57,18 @@ export class GraphBuilder {
   }
 
   /** A small constant initializer, deduplicated by value. */
-  constant(dtype: 'int64' | 'float32' | 'int32', dims: number[], values: number[]): string {
+  constant(dtype: ConstantDType, dims: number[], values: number[]): string {
     const key = `${dtype}:${dims.join(',')}:${values.join(',')}`;
     const known = this.constants.get(key);
     if (known) return known;
     const array =
-      dtype === 'int64' ? BigInt64Array.from(values.map(BigInt)) : dtype === 'int32' ? Int32Array.from(values) : Float32Array.from(values);
+      dtype === 'int64'
+        ? BigInt64Array.from(values.map(BigInt))
+        : dtype === 'int32'
+          ? Int32Array.from(values)
+          : dtype === 'float64'
+            ? Float64Array.from(values)
+            : Float32Array.from(values);
     const name = this.initializer('const', inlineTensor(dtype, dims, array));
     this.constants.set(key, name);
     return name;

@@ -2,7 +2,7 @@
  * The graph IR: named values, nodes and initializers, built in TypeScript and serialised to ONNX.
  * A value is identified by its name; builders return names so graph code reads like dataflow.
  */
-export type DType = 'float32' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'bool' | 'uint8';
+export type DType = 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'bool' | 'uint8';
 
 export type Dim = number | string;
 

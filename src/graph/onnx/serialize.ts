@@ -3,7 +3,7 @@ import { ProtoWriter } from './protobuf.js';
 
 /** ONNX TensorProto.DataType codes. */
 const ONNX_DTYPE: Record<DType, number> = {
-  float32: 1, uint8: 2, int32: 6, int64: 7, bool: 9, float16: 10, bfloat16: 16,
+  float32: 1, float64: 11, uint8: 2, int32: 6, int64: 7, bool: 9, float16: 10, bfloat16: 16,
 };
 
 const ATTR_FLOAT = 1, ATTR_INT = 2, ATTR_STRING = 3, ATTR_TENSOR = 4, ATTR_FLOATS = 6, ATTR_INTS = 7, ATTR_STRINGS = 8;

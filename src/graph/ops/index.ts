@@ -1,0 +1,25 @@
+// Importing an op module registers it; the typed graph imports this once.
+import './add.js';
+import './sub.js';
+import './mul.js';
+import './div.js';
+import './neg.js';
+import './exp.js';
+import './log.js';
+import './sqrt.js';
+import './sigmoid.js';
+import './identity.js';
+import './matmul.js';
+import './gemm.js';
+import './transpose.js';
+import './reshape.js';
+import './unsqueeze.js';
+import './expand.js';
+import './slice.js';
+import './pad.js';
+import './concat.js';
+import './reduce-sum.js';
+import './reduce-mean.js';
+import './reduce-max.js';
+import './softmax.js';
+import './non-differentiable.js';

@@ -1,0 +1,6 @@
+import { test } from 'node:test';
+import { checkGradient } from '../../../test/graph/gradient-check.js';
+
+test('Neg gradient', async () => {
+  await checkGradient({ shapes: [[2, 3]], build: (g, [x]) => g.apply('Neg', [x!]) });
+});

@@ -1,0 +1,6 @@
+import { test } from 'node:test';
+import { checkGradient } from '../../../test/graph/gradient-check.js';
+
+test('Sqrt gradient', async () => {
+  await checkGradient({ shapes: [[2, 3]], sample: (r) => 0.5 + r(), build: (g, [x]) => g.apply('Sqrt', [x!]) });
+});
