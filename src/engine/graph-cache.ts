@@ -2,20 +2,34 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Checkpoint } from '../model/checkpoint.js';
+import type { Graph } from '../graph/ir.js';
 import { lowerInferenceGraph } from '../model/lower-inference.js';
+import { lowerTrainingGraph, type LoraTrainingSpec } from '../model/lower-training.js';
 import { serializeModel } from '../graph/onnx/serialize.js';
 
-/** Bump when the lowering changes so cached graphs from older builds are not reused. */
+/** Bump when a lowering changes so cached graphs from older builds are not reused. */
 const LOWERING_VERSION = 3;
+const TRAINING_LOWERING_VERSION = 1;
+
+/** The inference graph for a checkpoint and cache length (see prepareGraph). */
+export function prepareInferenceGraph(ckpt: Checkpoint, cacheDir: string, maxCacheLength: number): string {
+  return prepareGraph(ckpt, cacheDir, { v: LOWERING_VERSION, maxCacheLength }, (weightFile) => lowerInferenceGraph(ckpt, { weightFile, maxCacheLength }));
+}
+
+/** The LoRA training-step graph for a micro-batch shape and LoRA layout (see prepareGraph). */
+export function prepareTrainingGraph(ckpt: Checkpoint, cacheDir: string, shape: { rows: number; seqLen: number }, lora: LoraTrainingSpec): string {
+  const key = { training: TRAINING_LOWERING_VERSION, ...shape, lora };
+  return prepareGraph(ckpt, cacheDir, key, (weightFile) => lowerTrainingGraph(ckpt, { weightFile, ...shape, lora }));
+}
 
 /**
- * Builds (or reuses) the ONNX inference graph for a checkpoint in a cache directory.
+ * Builds (or reuses) an ONNX graph for a checkpoint in a cache directory.
  * ORT only reads external data from files inside the model's own directory, so each checkpoint
  * file is hard-linked there (copied when links cross filesystems); the graph itself stays small.
- * The cache key covers the files' identity, the lowering version and the cache length.
+ * The cache key covers the files' identity and what the lowering depends on.
  */
-export function prepareInferenceGraph(ckpt: Checkpoint, cacheDir: string, maxCacheLength: number): string {
-  const key = graphKey(ckpt, maxCacheLength);
+function prepareGraph(ckpt: Checkpoint, cacheDir: string, lowering: object, lower: (weightFile: (file: string) => string) => Graph): string {
+  const key = graphKey(ckpt, lowering);
   const dir = path.join(cacheDir, 'graphs', key);
   const modelPath = path.join(dir, 'model.onnx');
   if (fs.existsSync(modelPath)) return modelPath;
@@ -27,7 +41,7 @@ export function prepareInferenceGraph(ckpt: Checkpoint, cacheDir: string, maxCac
     linkOrCopy(file, path.join(staging, name));
     names.set(file, name);
   });
-  const graph = lowerInferenceGraph(ckpt, { weightFile: (file) => names.get(file)!, maxCacheLength });
+  const graph = lower((file) => names.get(file)!);
   fs.writeFileSync(path.join(staging, 'model.onnx'), serializeModel(graph));
   try {
     fs.renameSync(staging, dir);
@@ -39,9 +53,9 @@ export function prepareInferenceGraph(ckpt: Checkpoint, cacheDir: string, maxCac
   return modelPath;
 }
 
-function graphKey(ckpt: Checkpoint, maxCacheLength: number): string {
+function graphKey(ckpt: Checkpoint, lowering: object): string {
   const hash = crypto.createHash('sha256');
-  hash.update(JSON.stringify({ v: LOWERING_VERSION, maxCacheLength, config: ckpt.config }));
+  hash.update(JSON.stringify({ lowering, config: ckpt.config }));
   for (const file of ckpt.files) {
     const stat = fs.statSync(file);
     hash.update(`${fs.realpathSync(file)}:${stat.size}:${stat.mtimeMs}:${stat.ino}`);

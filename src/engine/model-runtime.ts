@@ -1,10 +1,10 @@
-import os from 'node:os';
 import ort from 'onnxruntime-node';
 import type { ArchitectureSpec } from '../model/architecture.js';
 import { openCheckpoint, type Checkpoint } from '../model/checkpoint.js';
 import * as G from '../model/lower-inference.js';
 import { checkFeeds, float32, int32, int64 } from './feeds.js';
 import { prepareInferenceGraph } from './graph-cache.js';
+import { createSession } from './session.js';
 import { KvCache } from './kv-cache.js';
 import { loraGrouping, LoraSlotStacks, slotRange } from './lora-slots.js';
 
@@ -40,7 +40,6 @@ export interface ForwardPass {
   logits: 'last' | 'all';
 }
 
-const EXECUTION_PROVIDERS: Record<Device, string[]> = { cpu: ['cpu'], webgpu: ['webgpu'], cuda: ['cuda'] };
 
 /**
  * The backbone on one device: the ORT session, the KV cache and the resident delta slots.
@@ -117,28 +116,6 @@ export class ModelRuntime {
 
   async release(): Promise<void> {
     await this.session.release();
-  }
-}
-
-const DEVICE_HINTS: Record<Device, string> = {
-  cpu: '',
-  webgpu: 'WebGPU needs a Vulkan loader (libvulkan1) and a GPU driver, or Mesa lavapipe for a software device',
-  cuda: 'the CUDA execution provider is only present when installed with ONNXRUNTIME_NODE_INSTALL=cuda12 on a CUDA 12 + cuDNN 9 machine',
-};
-
-async function createSession(modelPath: string, options: RuntimeOptions): Promise<ort.InferenceSession> {
-  try {
-    return await ort.InferenceSession.create(modelPath, {
-      executionProviders: EXECUTION_PROVIDERS[options.device],
-      graphOptimizationLevel: 'all',
-      intraOpNumThreads: options.threads ?? os.availableParallelism(),
-      interOpNumThreads: 1,
-      executionMode: 'sequential',
-    });
-  } catch (err) {
-    if (options.device === 'cpu') throw err;
-    const reason = (err as Error).message.split('\n')[0]!.slice(0, 300);
-    throw new Error(`device '${options.device}' is not available: ${reason} (${DEVICE_HINTS[options.device]})`, { cause: err });
   }
 }
 

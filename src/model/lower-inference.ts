@@ -3,6 +3,7 @@ import { inlineTensor, type Graph } from '../graph/ir.js';
 import { allProjections, type ArchitectureSpec, type BlockSpec, type NormSpec, type ProjectionSpec } from './architecture.js';
 import type { Checkpoint } from './checkpoint.js';
 import { ropeTables } from './rope.js';
+import { checkpointWeight } from './weight-data.js';
 
 /**
  * Lowers an architecture to the inference graph: one forward over `batch` rows of `seq` new tokens
@@ -217,18 +218,9 @@ class InferenceLowering {
   private weight(name: string): string {
     const known = this.weightNames.get(name);
     if (known) return known;
-    const location = this.ckpt.weights.get(name)!;
-    const { entry } = location;
-    const dtype = entry.dtype === 'F32' ? 'float32' : entry.dtype === 'F16' ? 'float16' : 'bfloat16';
-    const init = this.b.initializer(name, {
-      kind: 'external',
-      dtype,
-      dims: entry.shape,
-      location: this.options.weightFile(location.file),
-      offset: entry.fileOffset,
-      length: entry.byteLength,
-    });
-    const value = dtype === 'float32' ? init : this.b.op1('Cast', [init], { to: 1 });
+    const data = checkpointWeight(this.ckpt, name, this.options.weightFile);
+    const init = this.b.initializer(name, data);
+    const value = data.dtype === 'float32' ? init : this.b.op1('Cast', [init], { to: 1 });
     this.weightNames.set(name, value);
     return value;
   }

@@ -1,0 +1,158 @@
+import ort from 'onnxruntime-node';
+import type { Checkpoint } from '../model/checkpoint.js';
+import { TRAINING_IO, trainableParams, type LoraTrainingSpec, type TrainableParam } from '../model/lower-training.js';
+import { checkFeeds, float32 } from './feeds.js';
+import { prepareTrainingGraph } from './graph-cache.js';
+import type { Device } from './model-runtime.js';
+import { createSession } from './session.js';
+
+/** A micro-batch as the step graph takes it: [rows, seqLen] row-major, already shifted. */
+export interface MicroBatch {
+  inputIds: BigInt64Array;
+  targetIds: Int32Array;
+  /** 1 where a target exists, else 0. */
+  targetMask: Float32Array;
+}
+
+export interface AdamWHyperparameters {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** Global-norm clip; Infinity disables clipping. */
+  maxGradNorm: number;
+}
+
+/** Parameters and AdamW moments by parameter name, plus the number of steps taken. */
+export interface TrainerState {
+  step: number;
+  params: Map<string, Float32Array>;
+  m: Map<string, Float32Array>;
+  v: Map<string, Float32Array>;
+}
+
+export interface TrainerOptions {
+  cacheDir: string;
+  device: Device;
+  threads?: number;
+  rows: number;
+  seqLen: number;
+  lora: LoraTrainingSpec;
+}
+
+/**
+ * Runs the LoRA training-step graph: owns the parameters and AdamW moments, accumulates
+ * gradients over micro-batches (so a long step can be split between inference steps), and
+ * applies the update after the last one.
+ *
+ * @example
+ * const trainer = await LoraTrainer.create(ckpt, options, initialParams);
+ * const { loss } = await trainer.step([batch], { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: Infinity });
+ */
+export class LoraTrainer {
+  private constructor(
+    private readonly session: ort.InferenceSession,
+    readonly options: TrainerOptions,
+    readonly params: TrainableParam[],
+    private state: TrainerState,
+  ) {}
+
+  static async create(ckpt: Checkpoint, options: TrainerOptions, initial: TrainerState): Promise<LoraTrainer> {
+    const params = trainableParams(ckpt.arch, options.lora);
+    for (const p of params) {
+      for (const [kind, values] of [['param', initial.params], ['m', initial.m], ['v', initial.v]] as const) {
+        const size = values.get(p.name)?.length;
+        if (size !== p.shape[0] * p.shape[1]) throw new Error(`trainer state ${kind} ${p.name}: expected ${p.shape[0] * p.shape[1]} values, got ${size ?? 'none'}`);
+      }
+    }
+    const modelPath = prepareTrainingGraph(ckpt, options.cacheDir, { rows: options.rows, seqLen: options.seqLen }, options.lora);
+    return new LoraTrainer(await createSession(modelPath, options), options, params, initial);
+  }
+
+  get stepsTaken(): number {
+    return this.state.step;
+  }
+
+  /** A copy-free view of the current state (the trainer replaces, never mutates, its arrays). */
+  snapshot(): TrainerState {
+    return this.state;
+  }
+
+  /**
+   * One optimiser step over `batches` (micro-batches of the graph's shape). Returns the batch's
+   * mean loss and the gradient norm before clipping.
+   */
+  async step(batches: MicroBatch[], hyper: AdamWHyperparameters): Promise<{ loss: number; gradNorm: number; gradients?: Map<string, Float32Array> }> {
+    const count = batches.reduce((n, b) => n + sum(b.targetMask), 0);
+    if (count === 0) throw new Error('a training step needs at least one target token');
+    const t = this.state.step + 1;
+    const scalars = adamwScalars(hyper, t);
+    let grads = new Map<string, Float32Array>(this.params.map((p) => [p.name, new Float32Array(p.shape[0] * p.shape[1])]));
+    let loss = 0;
+    for (const [i, batch] of batches.entries()) {
+      const last = i === batches.length - 1;
+      const feeds = this.feeds(batch, count, grads, scalars);
+      const fetch = [TRAINING_IO.loss, ...this.params.map((p) => `grad_sum.${p.name}`), ...(last ? this.updateOutputs() : [])];
+      const out = await this.session.run(feeds, fetch);
+      loss += Number(out[TRAINING_IO.loss]!.data[0]);
+      grads = new Map(this.params.map((p) => [p.name, out[`grad_sum.${p.name}`]!.data as Float32Array]));
+      if (last) {
+        const take = (prefix: string) => new Map(this.params.map((p) => [p.name, out[`${prefix}.${p.name}`]!.data as Float32Array]));
+        this.state = { step: t, params: take('new_param'), m: take('new_adam_m'), v: take('new_adam_v') };
+        return { loss, gradNorm: Number(out[TRAINING_IO.gradNorm]!.data[0]), gradients: grads };
+      }
+    }
+    throw new Error('a training step needs at least one micro-batch');
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+
+  private updateOutputs(): string[] {
+    return [TRAINING_IO.gradNorm, ...this.params.flatMap((p) => [`new_param.${p.name}`, `new_adam_m.${p.name}`, `new_adam_v.${p.name}`])];
+  }
+
+  private feeds(batch: MicroBatch, count: number, grads: Map<string, Float32Array>, scalars: Record<string, number>): Record<string, ort.Tensor> {
+    const { rows, seqLen } = this.options;
+    const dims = [rows, seqLen];
+    if (batch.inputIds.length !== rows * seqLen) throw new Error(`micro-batch has ${batch.inputIds.length} tokens, the step graph takes ${rows}x${seqLen}`);
+    const feeds: Record<string, ort.Tensor> = {
+      [TRAINING_IO.inputIds]: new ort.Tensor('int64', batch.inputIds, dims),
+      [TRAINING_IO.targetIds]: new ort.Tensor('int32', batch.targetIds, dims),
+      [TRAINING_IO.targetWeights]: float32(batch.targetMask.map((m) => m / count), dims),
+    };
+    for (const [name, value] of Object.entries(scalars)) feeds[name] = float32(Float32Array.of(value), []);
+    for (const p of this.params) {
+      feeds[`param.${p.name}`] = float32(this.state.params.get(p.name)!, p.shape);
+      feeds[`adam_m.${p.name}`] = float32(this.state.m.get(p.name)!, p.shape);
+      feeds[`adam_v.${p.name}`] = float32(this.state.v.get(p.name)!, p.shape);
+      feeds[`grad_acc.${p.name}`] = float32(grads.get(p.name)!, p.shape);
+    }
+    checkFeeds(this.session.inputNames, feeds);
+    return feeds;
+  }
+}
+
+/** The AdamW graph scalars for step t, computed in float64 as PyTorch does on the host. */
+export function adamwScalars(h: AdamWHyperparameters, t: number): Record<string, number> {
+  const A = TRAINING_IO.adamw;
+  return {
+    [A.decayFactor]: 1 - h.lr * h.weightDecay,
+    [A.beta1]: h.beta1,
+    [A.oneMinusBeta1]: 1 - h.beta1,
+    [A.beta2]: h.beta2,
+    [A.oneMinusBeta2]: 1 - h.beta2,
+    [A.eps]: h.eps,
+    [A.stepSize]: h.lr / (1 - h.beta1 ** t),
+    [A.biasCorrection2Sqrt]: Math.sqrt(1 - h.beta2 ** t),
+    [TRAINING_IO.maxGradNorm]: h.maxGradNorm,
+  };
+}
+
+function sum(values: Float32Array): number {
+  let total = 0;
+  for (const v of values) total += v;
+  return total;
+}

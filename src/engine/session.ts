@@ -1,0 +1,29 @@
+import os from 'node:os';
+import ort from 'onnxruntime-node';
+import type { Device } from './model-runtime.js';
+
+const EXECUTION_PROVIDERS: Record<Device, string[]> = { cpu: ['cpu'], webgpu: ['webgpu'], cuda: ['cuda'] };
+
+const DEVICE_HINTS: Record<Device, string> = {
+  cpu: '',
+  webgpu: 'WebGPU needs a Vulkan loader (libvulkan1) and a GPU driver, or Mesa lavapipe for a software device',
+  cuda: 'the CUDA execution provider is only present when installed with ONNXRUNTIME_NODE_INSTALL=cuda12 on a CUDA 12 + cuDNN 9 machine',
+};
+
+/** A session on the chosen device; an unavailable device is one clear error naming what it needs. */
+export async function createSession(modelPath: string, options: { device: Device; threads?: number | undefined }): Promise<ort.InferenceSession> {
+  try {
+    return await ort.InferenceSession.create(modelPath, {
+      executionProviders: EXECUTION_PROVIDERS[options.device],
+      graphOptimizationLevel: 'all',
+      intraOpNumThreads: options.threads ?? os.availableParallelism(),
+      interOpNumThreads: 1,
+      executionMode: 'sequential',
+    });
+  } catch (err) {
+    if (options.device === 'cpu') throw err;
+    const reason = (err as Error).message.split('\n')[0]!.slice(0, 300);
+    throw new Error(`device '${options.device}' is not available: ${reason} (${DEVICE_HINTS[options.device]})`, { cause: err });
+  }
+}
+
