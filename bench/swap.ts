@@ -95,7 +95,8 @@ const engineOptions = (): EngineOptions => ({
   maxQueue: 4096,
   threads: values.threads ? Number(values.threads) : undefined,
   store: STORE,
-  hostCacheBytes: Number(values['host-cache-bytes']),
+  trainingShare: 0.25,
+    hostCacheBytes: Number(values['host-cache-bytes']),
   // A fresh disk tier per engine: "cold" means from S3.
   diskCacheDir: freshDiskDir(),
 });

@@ -56,8 +56,13 @@ export const ConfigSchema = z.object({
   hostCacheBytes: positiveInt.default(2 * 1024 ** 3).describe('host-memory cache of parsed deltas, in bytes (least recently used dropped first)'),
   diskCacheDir: z.string().optional().describe("local disk cache of delta files fetched from an object store; '<cache-dir>/deltas' when absent"),
   maxDeltaBytes: positiveInt.default(256 * 1024 * 1024).describe('largest delta upload (both files together)'),
+  maxTrainingFileBytes: positiveInt.default(64 * 1024 * 1024).describe('largest training file upload (JSONL)'),
   requestTimeoutMs: z.coerce.number().int().min(0).default(300_000).describe('a generation still running this long after it arrived is abandoned (0: never)'),
   threads: positiveInt.optional().describe('ORT intra-op threads; all cores when absent'),
+  trainingShare: z.coerce.number().gt(0).lt(1).default(0.25).describe('largest share of device time a training job takes while requests are being served'),
+  trainMicroBatch: positiveInt.default(2).describe('training rows per micro-batch (a step of batch_size rows runs as several, between inference steps)'),
+  trainMaxLength: positiveInt.default(512).describe('training rows are truncated to this many tokens'),
+  trainCheckpointEvery: positiveInt.default(25).describe('training jobs save a resumable checkpoint every this many steps'),
 }).superRefine((config, ctx) => {
   const seen = new Set<string>();
   config.delta.forEach((d, i) => {

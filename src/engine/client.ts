@@ -1,5 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import type { DeltaCacheStats } from './delta-cache.js';
+import type { AdamWHyperparameters, MicroBatch, TrainerState } from './lora-trainer.js';
+import type { TrainBeginSpec, TrainStepResult } from './training-runner.js';
 import type { DeltaResidency, DeltaSummary, EngineOptions, FromWorker, ModelInfo, ToWorker } from './protocol.js';
 import { EngineError, type EngineErrorCode, type GenerateEvent, type GenerateRequest } from './types.js';
 
@@ -30,6 +32,13 @@ export interface Engine {
   /** Keeps a delta resident until unpinned; rejects with pin_limit or slots_busy (409). */
   pinDelta(name: string): Promise<DeltaResidency>;
   unpinDelta(name: string): Promise<DeltaResidency>;
+  /** Creates the trainer for a training job on the engine's device (one job at a time). */
+  trainBegin(spec: TrainBeginSpec): Promise<void>;
+  /** Runs one optimiser step between inference steps (serving keeps priority). */
+  trainStep(jobId: string, batches: MicroBatch[], hyper: AdamWHyperparameters): Promise<TrainStepResult>;
+  trainState(jobId: string): Promise<TrainerState>;
+  /** Releases the job's trainer and returns its final state. */
+  trainEnd(jobId: string): Promise<TrainerState>;
   close(): Promise<void>;
 }
 
@@ -136,6 +145,22 @@ class WorkerEngine implements Engine {
 
   unregisterDelta(name: string): Promise<void> {
     return this.call({ type: 'unregister_delta', name });
+  }
+
+  trainBegin(spec: TrainBeginSpec): Promise<void> {
+    return this.call({ type: 'train_begin', spec });
+  }
+
+  trainStep(jobId: string, batches: MicroBatch[], hyper: AdamWHyperparameters): Promise<TrainStepResult> {
+    return this.call({ type: 'train_step', jobId, batches, hyper });
+  }
+
+  trainState(jobId: string): Promise<TrainerState> {
+    return this.call({ type: 'train_state', jobId });
+  }
+
+  trainEnd(jobId: string): Promise<TrainerState> {
+    return this.call({ type: 'train_end', jobId });
   }
 
   stats(): Promise<EngineStats> {

@@ -32,6 +32,24 @@ export interface TrainerState {
   v: Map<string, Float32Array>;
 }
 
+export interface StepResult {
+  /** The batch's mean loss over its target tokens. */
+  loss: number;
+  /** Global gradient norm before clipping. */
+  gradNorm: number;
+  /** The step's (unclipped) gradients. */
+  gradients: Map<string, Float32Array>;
+}
+
+interface PendingStep {
+  batches: MicroBatch[];
+  scalars: Record<string, number>;
+  count: number;
+  grads: Map<string, Float32Array>;
+  loss: number;
+  next: number;
+}
+
 export interface TrainerOptions {
   cacheDir: string;
   device: Device;
@@ -51,6 +69,8 @@ export interface TrainerOptions {
  * const { loss } = await trainer.step([batch], { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: Infinity });
  */
 export class LoraTrainer {
+  private pending: PendingStep | undefined;
+
   private constructor(
     private readonly session: ort.InferenceSession,
     readonly options: TrainerOptions,
@@ -79,31 +99,54 @@ export class LoraTrainer {
     return this.state;
   }
 
+  /** True while a step started with `startStep` still has micro-batches to run. */
+  get stepping(): boolean {
+    return this.pending !== undefined;
+  }
+
   /**
-   * One optimiser step over `batches` (micro-batches of the graph's shape). Returns the batch's
-   * mean loss and the gradient norm before clipping.
+   * Begins one optimiser step over `batches` (micro-batches of the graph's shape); `advance()`
+   * then runs them one at a time, so the engine can serve between them.
    */
-  async step(batches: MicroBatch[], hyper: AdamWHyperparameters): Promise<{ loss: number; gradNorm: number; gradients?: Map<string, Float32Array> }> {
+  startStep(batches: MicroBatch[], hyper: AdamWHyperparameters): void {
+    if (this.pending) throw new Error('a training step is already in progress');
+    if (batches.length === 0) throw new Error('a training step needs at least one micro-batch');
     const count = batches.reduce((n, b) => n + sum(b.targetMask), 0);
     if (count === 0) throw new Error('a training step needs at least one target token');
-    const t = this.state.step + 1;
-    const scalars = adamwScalars(hyper, t);
-    let grads = new Map<string, Float32Array>(this.params.map((p) => [p.name, new Float32Array(p.shape[0] * p.shape[1])]));
-    let loss = 0;
-    for (const [i, batch] of batches.entries()) {
-      const last = i === batches.length - 1;
-      const feeds = this.feeds(batch, count, grads, scalars);
-      const fetch = [TRAINING_IO.loss, ...this.params.map((p) => `grad_sum.${p.name}`), ...(last ? this.updateOutputs() : [])];
-      const out = await this.session.run(feeds, fetch);
-      loss += Number(out[TRAINING_IO.loss]!.data[0]);
-      grads = new Map(this.params.map((p) => [p.name, out[`grad_sum.${p.name}`]!.data as Float32Array]));
-      if (last) {
-        const take = (prefix: string) => new Map(this.params.map((p) => [p.name, out[`${prefix}.${p.name}`]!.data as Float32Array]));
-        this.state = { step: t, params: take('new_param'), m: take('new_adam_m'), v: take('new_adam_v') };
-        return { loss, gradNorm: Number(out[TRAINING_IO.gradNorm]!.data[0]), gradients: grads };
-      }
+    const grads = new Map<string, Float32Array>(this.params.map((p) => [p.name, new Float32Array(p.shape[0] * p.shape[1])]));
+    this.pending = { batches, scalars: adamwScalars(hyper, this.state.step + 1), count, grads, loss: 0, next: 0 };
+  }
+
+  /** Runs the next micro-batch; after the last one applies the update and returns the step's result. */
+  async advance(): Promise<StepResult | undefined> {
+    const pending = this.pending;
+    if (!pending) throw new Error('no training step in progress');
+    const batch = pending.batches[pending.next++]!;
+    const last = pending.next === pending.batches.length;
+    const fetch = [TRAINING_IO.loss, ...this.params.map((p) => `grad_sum.${p.name}`), ...(last ? this.updateOutputs() : [])];
+    let out: ort.InferenceSession.OnnxValueMapType;
+    try {
+      out = await this.session.run(this.feeds(batch, pending.count, pending.grads, pending.scalars), fetch);
+    } catch (err) {
+      this.pending = undefined;
+      throw err;
     }
-    throw new Error('a training step needs at least one micro-batch');
+    pending.loss += Number(out[TRAINING_IO.loss]!.data[0]);
+    pending.grads = new Map(this.params.map((p) => [p.name, out[`grad_sum.${p.name}`]!.data as Float32Array]));
+    if (!last) return undefined;
+    const take = (prefix: string) => new Map(this.params.map((p) => [p.name, out[`${prefix}.${p.name}`]!.data as Float32Array]));
+    this.state = { step: this.state.step + 1, params: take('new_param'), m: take('new_adam_m'), v: take('new_adam_v') };
+    this.pending = undefined;
+    return { loss: pending.loss, gradNorm: Number(out[TRAINING_IO.gradNorm]!.data[0]), gradients: pending.grads };
+  }
+
+  /** A whole step at once (tests and benches; the engine interleaves `advance()` with serving). */
+  async step(batches: MicroBatch[], hyper: AdamWHyperparameters): Promise<StepResult> {
+    this.startStep(batches, hyper);
+    for (;;) {
+      const result = await this.advance();
+      if (result) return result;
+    }
   }
 
   async release(): Promise<void> {

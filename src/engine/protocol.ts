@@ -1,4 +1,6 @@
 import type { Device } from './model-runtime.js';
+import type { AdamWHyperparameters, MicroBatch } from './lora-trainer.js';
+import type { TrainBeginSpec } from './training-runner.js';
 import type { GenerateEvent, GenerateRequest } from './types.js';
 
 /** Everything the worker needs to start: plain data, since it crosses a thread boundary. */
@@ -19,6 +21,8 @@ export interface EngineOptions {
   hostCacheBytes: number;
   /** Local disk cache of verified delta files (used for object stores only). */
   diskCacheDir: string;
+  /** Largest share of device time training takes while requests are being served (0..1). */
+  trainingShare: number;
 }
 
 /** What the main thread learns about the loaded model. */
@@ -61,6 +65,14 @@ export type ToWorker =
   /** Keeps a delta resident in a slot until unpinned; at most deltaSlots - 1 pins. */
   | { type: 'pin_delta'; callId: number; name: string }
   | { type: 'unpin_delta'; callId: number; name: string }
+  /** Creates the trainer for a job (one at a time). */
+  | { type: 'train_begin'; callId: number; spec: TrainBeginSpec }
+  /** Runs one optimiser step over micro-batches, between inference steps; replies when done. */
+  | { type: 'train_step'; callId: number; jobId: string; batches: MicroBatch[]; hyper: AdamWHyperparameters }
+  /** The trainer's parameters and AdamW moments (for a checkpoint). */
+  | { type: 'train_state'; callId: number; jobId: string }
+  /** Releases the trainer and replies with its final state. */
+  | { type: 'train_end'; callId: number; jobId: string }
   | { type: 'shutdown' };
 
 export type FromWorker =

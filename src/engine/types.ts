@@ -55,7 +55,7 @@ export type GenerateEvent =
   | { type: 'error'; id: string; code: string; message: string };
 
 /** Error codes the engine reports; the server maps them to HTTP statuses in one place. */
-export type EngineErrorCode = 'delta_not_found' | 'context_length_exceeded' | 'queue_full' | 'internal_error' | 'invalid_delta' | 'pin_limit' | 'slots_busy';
+export type EngineErrorCode = 'delta_not_found' | 'context_length_exceeded' | 'queue_full' | 'internal_error' | 'invalid_delta' | 'pin_limit' | 'slots_busy' | 'training_busy' | 'training_not_found' | 'training_cancelled';
 
 export class EngineError extends Error {
   constructor(readonly code: EngineErrorCode, message: string) {

@@ -5,6 +5,7 @@ import { DeltaParserThread } from './delta-parser.js';
 import { ModelRuntime } from './model-runtime.js';
 import type { DeltaResidency, DeltaSummary, EngineOptions, FromWorker, ToWorker } from './protocol.js';
 import { Scheduler } from './scheduler.js';
+import { TrainingRunner } from './training-runner.js';
 import { EngineError } from './types.js';
 
 /**
@@ -32,6 +33,7 @@ async function main(): Promise<void> {
   });
   let wake: (() => void) | null = null;
   const scheduler = new Scheduler(runtime, deltas, (event) => send({ type: 'event', event }), { ...options, wake: () => wake?.() });
+  const training = new TrainingRunner(runtime.checkpoint, { cacheDir: options.cacheDir, device: options.device, threads: options.threads, share: options.trainingShare });
   let running = true;
 
   const reply = (callId: number, value: unknown) => send({ type: 'reply', callId, ok: true, value });
@@ -110,6 +112,14 @@ async function main(): Promise<void> {
       case 'unpin_delta':
         scheduler.unpinDelta(message.name);
         return reply(message.callId, residency(message.name));
+      case 'train_begin':
+        return respond(message.callId, () => training.begin(message.spec));
+      case 'train_step':
+        return respond(message.callId, () => training.step(message.jobId, message.batches, message.hyper));
+      case 'train_state':
+        return reply(message.callId, training.state(message.jobId));
+      case 'train_end':
+        return respond(message.callId, () => training.end(message.jobId));
       case 'shutdown':
         running = false;
         return;
@@ -121,7 +131,15 @@ async function main(): Promise<void> {
     info: { family: arch.family, vocabSize: arch.vocabSize, maxContext: runtime.options.maxContext, eosTokenIds: arch.eosTokenIds, bosTokenId: arch.bosTokenId, device: options.device, loadMs: performance.now() - started },
   });
   while (running) {
-    if (scheduler.idle) {
+    const serving = !scheduler.idle;
+    if (serving) {
+      const started = performance.now();
+      await scheduler.step();
+      training.served(performance.now() - started);
+    } else training.servingIdle();
+    // Serving keeps priority: a training micro-batch runs when nothing is served, or within its share.
+    if (training.mayRun(serving)) await training.runMicroBatch();
+    else if (!serving) {
       // While loads are in flight, look again now and then: a waiting request's deadline still counts.
       await new Promise<void>((resolve) => {
         wake = resolve;
@@ -130,8 +148,7 @@ async function main(): Promise<void> {
       wake = null;
       continue;
     }
-    await scheduler.step();
-    // Let queued messages (new requests, cancellations) in between steps.
+    // Let queued messages (new requests, cancellations, training steps) in between steps.
     await new Promise((resolve) => setImmediate(resolve));
   }
   await parser.close();

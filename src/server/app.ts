@@ -7,6 +7,8 @@ import { openApiDocument } from './openapi.js';
 import { chatRoutes } from './routes/chat.js';
 import { completionRoutes } from './routes/completions.js';
 import { adminDeltaRoutes } from './routes/admin-deltas.js';
+import { adminFileRoutes } from './routes/admin-files.js';
+import { adminFineTuningRoutes } from './routes/admin-fine-tuning.js';
 import { deltaRoutes } from './routes/deltas.js';
 import { healthRoutes } from './routes/health.js';
 import { modelRoutes } from './routes/models.js';
@@ -37,6 +39,8 @@ export function createApp(state: ServerState): Hono {
   app.route('/', chatRoutes(state));
   app.route('/', deltaRoutes(state));
   app.route('/', adminDeltaRoutes(state));
+  app.route('/', adminFileRoutes(state));
+  app.route('/', adminFineTuningRoutes(state));
   app.notFound((c) => c.json(errorBody(404, `no route for ${c.req.method} ${c.req.path}`), 404));
   app.onError(handleError);
   return app;

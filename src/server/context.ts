@@ -4,6 +4,7 @@ import type { DeltaService } from './delta-service.js';
 import type { ChatTemplate } from '../model/chat-template.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import type { AuthTable } from './auth.js';
+import type { TrainingService } from './training-service.js';
 
 /** What routes need from the running server; `engine` is undefined until the model is loaded. */
 export interface ServerState {
@@ -16,8 +17,12 @@ export interface ServerState {
   auth: AuthTable | null;
   /** Uploads, stored versions and their registration; undefined until the engine is loaded. */
   deltaService?: DeltaService;
+  /** Training files and fine-tuning jobs; undefined until the engine is loaded. */
+  training?: TrainingService;
   /** Largest delta upload in bytes. */
   maxDeltaBytes: number;
+  /** Largest training file upload in bytes. */
+  maxTrainingFileBytes: number;
   /** Largest accepted request body in bytes. */
   maxBodyBytes: number;
   /** Abandon a generation this long after it arrived (0: never). */

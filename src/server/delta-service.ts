@@ -59,6 +59,13 @@ export class DeltaService {
     for (const v of record.versions) await this.engine.unregisterDelta(deltaKey(record.owner, record.name, v));
   }
 
+  /** One stored version's files (verified against their SHA-256). */
+  async readVersion(owner: string, name: string, version: number): Promise<DeltaFiles> {
+    const stored = await this.store.get(owner, name, version);
+    if (!stored) throw new Error(`delta ${owner}/${name}@${version} is no longer stored`);
+    return this.store.read(stored);
+  }
+
   read(version: DeltaVersion): Promise<DeltaFiles> {
     return this.store.read(version);
   }

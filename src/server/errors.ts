@@ -41,7 +41,7 @@ const ENGINE_STATUS: Record<EngineErrorCode, ContentfulStatusCode> = {
   invalid_delta: 422,
   internal_error: 500,
   pin_limit: 409,
-  slots_busy: 409,
+  slots_busy: 409, training_busy: 409, training_not_found: 404, training_cancelled: 409,
 };
 
 export function errorBody(status: number, message: string, param: string | null = null, code: string | null = null): ErrorBody {

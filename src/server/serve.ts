@@ -4,6 +4,8 @@ import { DEFAULT_TENANT, type Config } from '../config.js';
 import { DeltaCatalog, deltaKey } from '../deltas/catalog.js';
 import { openDeltaStore } from '../deltas/store/index.js';
 import { DeltaService } from './delta-service.js';
+import { TrainingService } from './training-service.js';
+import { openCheckpoint } from '../model/checkpoint.js';
 import { startEngine, type Engine } from '../engine/client.js';
 import { ChatTemplate } from '../model/chat-template.js';
 import { EMBEDDED_MODEL_NAME, ensureEmbeddedModel } from '../model/embedded.js';
@@ -47,6 +49,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     chatTemplate: ChatTemplate.fromDirectory(modelDir),
     maxBodyBytes: config.maxBodyBytes,
     maxDeltaBytes: config.maxDeltaBytes,
+    maxTrainingFileBytes: config.maxTrainingFileBytes,
     requestTimeoutMs: config.requestTimeoutMs,
     startedAt: Date.now(),
   };
@@ -65,6 +68,11 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       const isPublic = config.publicDeltas.some((p) => p.owner === owner && p.name === d.name);
       await service.adoptDirectory(owner, d.name, d.dir, { public: isPublic });
     }
+    if (state.tokenizer) {
+      const settings = { dataDir: config.dataDir, maxLength: config.trainMaxLength, microBatchRows: config.trainMicroBatch, checkpointEvery: config.trainCheckpointEvery, maxRank: config.maxRank };
+      const { arch } = openCheckpoint(modelDir);
+      state.training = await TrainingService.open({ engine, deltas: service, arch, tokenizer: state.tokenizer, chatTemplate: state.chatTemplate ?? null, settings });
+    }
     state.deltaService = service;
     state.engine = engine;
     return engine;
@@ -75,8 +83,10 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     state,
     ready,
     async close() {
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      // A running training job checkpoints and stays queued for the next start.
       await ready.catch(() => undefined);
+      await state.training?.jobs.stop();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
       // Also when startup failed after the engine was up: its worker would keep the process alive.
       await engine?.close();
     },

@@ -7,6 +7,7 @@
  * and -100 means "no loss". `packBatch` does the shift, so every shape shares one loss path.
  */
 import type { ChatMessage, ChatTemplate } from '../model/chat-template.js';
+import { mulberry32 } from '../model/random.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 
 /** The label value that contributes no loss (PyTorch's CrossEntropyLoss ignore_index). */
@@ -229,17 +230,6 @@ export function epochOrder(count: number, seed: number, epoch: number): number[]
     [order[i], order[j]] = [order[j]!, order[i]!];
   }
   return order;
-}
-
-/** mulberry32: a tiny 32-bit PRNG, uniform in [0, 1). */
-function mulberry32(state: number): () => number {
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** A padded batch, row-major [rows, seqLen], with targets already shifted by one. */

@@ -4,6 +4,7 @@ import type { DeltaFiles, DeltaVersion } from '../../deltas/store/types.js';
 import type { ServerState } from '../context.js';
 import type { DeltaService } from '../delta-service.js';
 import { ApiError } from '../errors.js';
+import { fileField, parseForm, textField } from '../form.js';
 import { findVisible } from '../resolve.js';
 
 const NAME = /^(?!\.)[A-Za-z0-9_.-]{1,64}$/;
@@ -21,7 +22,7 @@ export function deltaRoutes(state: ServerState): Hono {
     const service = requireService(state);
     const declared = Number(c.req.header('content-length') ?? NaN);
     if (declared > state.maxDeltaBytes + 64 * 1024) throw new ApiError(413, `upload of ${declared} bytes exceeds the limit of ${state.maxDeltaBytes}`, null, 'body_too_large');
-    const form = await parseForm(c);
+    const form = await parseForm(c, 'fields name, adapter_config and adapter_model');
     const name = textField(form, 'name');
     if (!NAME.test(name) || name === state.modelName) throw new ApiError(400, `name '${name}' must be 1-64 letters, digits, '_', '-' or '.' (not starting with '.') and differ from the base model`, 'name', 'invalid_value');
     const isPublic = textField(form, 'public', 'false') === 'true';
@@ -101,28 +102,3 @@ function describe(state: ServerState, record: DeltaRecord, version: DeltaVersion
 
 const seconds = (iso: string) => Math.floor(Date.parse(iso) / 1000);
 
-type Form = Record<string, string | File | (string | File)[]>;
-
-async function parseForm(c: Context): Promise<Form> {
-  if (!(c.req.header('content-type') ?? '').startsWith('multipart/form-data')) {
-    throw new ApiError(400, 'upload a multipart/form-data body with fields name, adapter_config and adapter_model', null, 'invalid_request');
-  }
-  try {
-    return (await c.req.parseBody({ all: true })) as Form;
-  } catch (err) {
-    throw new ApiError(400, `malformed multipart body: ${(err as Error).message}`, null, 'invalid_request');
-  }
-}
-
-function textField(form: Form, field: string, fallback?: string): string {
-  const value = form[field];
-  if (value === undefined && fallback !== undefined) return fallback;
-  if (typeof value !== 'string') throw new ApiError(400, `form field '${field}' is required and must be text`, field, 'invalid_value');
-  return value;
-}
-
-async function fileField(form: Form, field: string): Promise<Uint8Array> {
-  const value = form[field];
-  if (!(value instanceof File)) throw new ApiError(400, `form field '${field}' is required and must be a file`, field, 'invalid_value');
-  return new Uint8Array(await value.arrayBuffer());
-}

@@ -1,0 +1,72 @@
+import { Hono, type Context } from 'hono';
+import { DatasetError } from '../../training/dataset.js';
+import type { ServerState } from '../context.js';
+import { ApiError } from '../errors.js';
+import { fileField, parseForm, textField } from '../form.js';
+import { requireAdmin, requireTraining } from './admin-common.js';
+
+/**
+ * Training files (admin keys), in OpenAI's Files shape: `POST /admin/v1/files` (multipart
+ * `file` + `purpose=fine-tune`) tokenizes every line before storing anything, so a bad line is
+ * a 400 naming it; `GET /admin/v1/files[/{id}[/content]]`; `DELETE /admin/v1/files/{id}`.
+ */
+export function adminFileRoutes(state: ServerState): Hono {
+  const app = new Hono();
+
+  app.post('/admin/v1/files', async (c) => {
+    requireAdmin(c);
+    const training = requireTraining(state);
+    const declared = Number(c.req.header('content-length') ?? NaN);
+    if (declared > state.maxTrainingFileBytes + 64 * 1024) throw new ApiError(413, `upload of ${declared} bytes exceeds the limit of ${state.maxTrainingFileBytes}`, 'file', 'body_too_large');
+    const form = await parseForm(c, "fields file and purpose ('fine-tune')");
+    const purpose = textField(form, 'purpose');
+    if (purpose !== 'fine-tune') throw new ApiError(400, `purpose must be 'fine-tune', got '${purpose}'`, 'purpose', 'invalid_value');
+    const value = form['file'];
+    const bytes = await fileField(form, 'file');
+    if (bytes.length > state.maxTrainingFileBytes) throw new ApiError(413, `file of ${bytes.length} bytes exceeds the limit of ${state.maxTrainingFileBytes}`, 'file', 'body_too_large');
+    let rows: number;
+    try {
+      rows = training.validate(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+    } catch (err) {
+      if (err instanceof DatasetError) throw new ApiError(400, `invalid training file: ${err.message}`, 'file', 'invalid_training_file');
+      if (err instanceof TypeError) throw new ApiError(400, 'invalid training file: not UTF-8 text', 'file', 'invalid_training_file');
+      throw err;
+    }
+    const filename = value instanceof File && value.name ? value.name : 'training.jsonl';
+    const stored = await training.files.put({ filename, tenant: c.get('tenant'), rows }, bytes);
+    return c.json(stored, 201);
+  });
+
+  app.get('/admin/v1/files', (c) => {
+    requireAdmin(c);
+    return c.json({ object: 'list', data: requireTraining(state).files.list(), has_more: false });
+  });
+
+  app.get('/admin/v1/files/:id', (c) => {
+    requireAdmin(c);
+    return c.json(findFile(state, c));
+  });
+
+  app.get('/admin/v1/files/:id/content', async (c) => {
+    requireAdmin(c);
+    const file = findFile(state, c);
+    const bytes = await requireTraining(state).files.read(file.id);
+    return c.body(bytes as Uint8Array<ArrayBuffer>, 200, { 'content-type': 'application/jsonl' });
+  });
+
+  app.delete('/admin/v1/files/:id', async (c) => {
+    requireAdmin(c);
+    const file = findFile(state, c);
+    await requireTraining(state).files.remove(file.id);
+    return c.json({ id: file.id, object: 'file', deleted: true });
+  });
+
+  return app;
+}
+
+function findFile(state: ServerState, c: Context) {
+  const id = c.req.param('id')!;
+  const file = requireTraining(state).files.get(id);
+  if (!file) throw new ApiError(404, `no file '${id}'`, 'file_id', 'file_not_found');
+  return file;
+}

@@ -1,0 +1,142 @@
+import crypto from 'node:crypto';
+import { Hono, type Context } from 'hono';
+import { streamSSE } from 'hono/streaming';
+import { NAME_PATTERN } from '../../config.js';
+import { TERMINAL, type FineTuneSpec, type JobEvent } from '../../training/job-types.js';
+import { parseJsonBody } from '../body.js';
+import type { ServerState } from '../context.js';
+import { ApiError } from '../errors.js';
+import { FineTuningJobRequest } from '../fine-tuning-schema.js';
+import { resolveModel } from '../resolve.js';
+import { requireAdmin, requireTraining } from './admin-common.js';
+
+/**
+ * Fine-tuning jobs (admin keys), in OpenAI's shapes: create, list, retrieve, events (a list,
+ * or SSE with `?stream=true` until the job ends) and cancel. A finished job's adapter is stored
+ * as a delta of `tenant` and named in `fine_tuned_model`.
+ */
+export function adminFineTuningRoutes(state: ServerState): Hono {
+  const app = new Hono();
+  const base = '/admin/v1/fine_tuning/jobs';
+
+  app.post(base, async (c) => {
+    requireAdmin(c);
+    const spec = toSpec(state, FineTuningJobRequest.parse(await parseJsonBody(c, state.maxBodyBytes)), c.get('tenant'));
+    return c.json(requireTraining(state).jobs.create(spec), 201);
+  });
+
+  app.get(base, (c) => {
+    requireAdmin(c);
+    const jobs = requireTraining(state).jobs.list();
+    return c.json(page(jobs, c));
+  });
+
+  app.get(`${base}/:id`, (c) => {
+    requireAdmin(c);
+    return c.json(findJob(state, c.req.param('id')));
+  });
+
+  app.post(`${base}/:id/cancel`, (c) => {
+    requireAdmin(c);
+    const job = findJob(state, c.req.param('id'));
+    if (TERMINAL.has(job.status)) throw new ApiError(409, `job ${job.id} has already ${job.status}`, 'id', 'job_finished');
+    return c.json(requireTraining(state).jobs.cancel(job.id));
+  });
+
+  app.get(`${base}/:id/events`, (c) => {
+    requireAdmin(c);
+    const job = findJob(state, c.req.param('id'));
+    const jobs = requireTraining(state).jobs;
+    if (c.req.query('stream') !== 'true') return c.json(page([...jobs.events(job.id)].reverse(), c));
+    return streamSSE(c, async (stream) => {
+      const pending: JobEvent[] = [...jobs.events(job.id)];
+      let wake: (() => void) | undefined;
+      let closed = false;
+      const unsubscribe = jobs.subscribe(job.id, (event) => {
+        if (event) pending.push(event);
+        else closed = true;
+        wake?.();
+      });
+      stream.onAbort(() => wake?.());
+      try {
+        while (!stream.aborted) {
+          while (pending.length) await stream.writeSSE({ data: JSON.stringify(pending.shift()) });
+          if (closed || TERMINAL.has(jobs.get(job.id)!.status)) break;
+          await new Promise<void>((resolve) => (wake = resolve));
+        }
+        if (!stream.aborted) await stream.writeSSE({ data: '[DONE]' });
+      } finally {
+        unsubscribe();
+      }
+    });
+  });
+
+  return app;
+}
+
+function findJob(state: ServerState, id: string) {
+  const job = requireTraining(state).jobs.get(id);
+  if (!job) throw new ApiError(404, `no fine-tuning job '${id}'`, 'id', 'job_not_found');
+  return job;
+}
+
+/** OpenAI's cursor pagination: `after` an id, at most `limit` (default 20, max 100). */
+function page<T extends { id: string }>(items: T[], c: Context): { object: 'list'; data: T[]; has_more: boolean } {
+  const limitText = c.req.query('limit');
+  const limit = limitText === undefined ? 20 : Number(limitText);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 100) throw new ApiError(400, `limit must be an integer from 1 to 100, got '${limitText}'`, 'limit', 'invalid_value');
+  const after = c.req.query('after');
+  const start = after === undefined ? 0 : items.findIndex((item) => item.id === after) + 1;
+  if (after !== undefined && start === 0) throw new ApiError(400, `no item '${after}' to page after`, 'after', 'invalid_value');
+  return { object: 'list', data: items.slice(start, start + limit), has_more: start + limit < items.length };
+}
+
+/** Checks everything that can be checked before the job is queued, naming the field that failed. */
+function toSpec(state: ServerState, body: FineTuningJobRequest, caller: string): FineTuneSpec {
+  const training = requireTraining(state);
+  const tenant = body.tenant ?? caller;
+  if (!NAME_PATTERN.test(tenant)) throw new ApiError(400, `tenant '${tenant}' must be letters, digits, '_', '.' or '-'`, 'tenant', 'invalid_value');
+  const key = resolveModel(state, body.model, tenant);
+  const from = key === null ? undefined : parseKey(key);
+  for (const [param, id] of [['training_file', body.training_file], ['validation_file', body.validation_file]] as const) {
+    if (id && !training.files.get(id)) throw new ApiError(400, `${param} '${id}' does not exist; upload it to /admin/v1/files first`, param, 'invalid_file');
+  }
+  const name = body.name ?? (body.suffix ? `${body.suffix}` : `ft-${crypto.randomBytes(4).toString('hex')}`);
+  if (!/^(?!\.)[A-Za-z0-9_.-]{1,64}$/.test(name) || name === state.modelName) {
+    throw new ApiError(400, `delta name '${name}' must be 1-64 letters, digits, '_', '-' or '.' and differ from the base model`, body.name ? 'name' : 'suffix', 'invalid_value');
+  }
+  const lora = body.method?.lora ?? { r: 8, alpha: 16, target_modules: 'all-linear' as const, use_rslora: false };
+  if (lora.r > training.settings.maxRank) throw new ApiError(400, `method.lora.r ${lora.r} exceeds the server's max rank ${training.settings.maxRank}`, 'method.lora.r', 'invalid_value');
+  if (lora.target_modules !== 'all-linear') {
+    const known = training.projectionNames;
+    const unknown = lora.target_modules.filter((m) => !known.has(m));
+    if (unknown.length) throw new ApiError(400, `method.lora.target_modules: ${unknown.join(', ')} not in the backbone (it has ${[...known].join(', ')})`, 'method.lora.target_modules', 'invalid_value');
+  }
+  const h = body.hyperparameters;
+  const multiplier = typeof h.learning_rate_multiplier === 'number' ? h.learning_rate_multiplier : 1;
+  return {
+    model: body.model,
+    ...(from ? { from } : {}),
+    trainingFile: body.training_file,
+    ...(body.validation_file ? { validationFile: body.validation_file } : {}),
+    tenant,
+    name,
+    lora: { r: lora.r, alpha: lora.alpha, targetModules: lora.target_modules, useRslora: lora.use_rslora },
+    hyper: {
+      ...(h.max_steps !== undefined ? { maxSteps: h.max_steps } : { nEpochs: typeof h.n_epochs === 'number' ? h.n_epochs : 3 }),
+      batchSize: typeof h.batch_size === 'number' ? h.batch_size : 8,
+      learningRate: h.learning_rate ?? 1e-4 * multiplier,
+      weightDecay: h.weight_decay,
+      maxGradNorm: h.max_grad_norm,
+      warmupSteps: h.warmup_steps,
+      lrScheduler: h.lr_scheduler,
+    },
+    seed: body.seed ?? crypto.randomInt(0, 2 ** 31 - 1),
+  };
+}
+
+/** `owner/name@N` (an engine key) back to its parts. */
+function parseKey(key: string): { owner: string; name: string; version: number } {
+  const match = /^([^/]+)\/(.+)@(\d+)$/.exec(key)!;
+  return { owner: match[1]!, name: match[2]!, version: Number(match[3]) };
+}

@@ -1,0 +1,52 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { TrainerState } from '../engine/lora-trainer.js';
+import { encodeSafetensors, parseSafetensors } from '../model/safetensors.js';
+
+const FILE = 'trainer-state.safetensors';
+const KINDS = ['param', 'm', 'v'] as const;
+
+/**
+ * Saves a trainer state (parameters and AdamW moments, F32, with the step in the metadata) so a
+ * restarted server resumes the job exactly. Written to a temporary file, fsynced and renamed:
+ * a crash leaves the previous checkpoint intact.
+ *
+ * @example await saveTrainerState(jobDir, await engine.trainState(jobId));
+ */
+export async function saveTrainerState(dir: string, state: TrainerState): Promise<void> {
+  const tensors: Parameters<typeof encodeSafetensors>[0] = {};
+  for (const kind of KINDS) {
+    const values = kind === 'param' ? state.params : state[kind];
+    for (const [name, data] of values) tensors[`${kind}.${name}`] = { dtype: 'F32', shape: [data.length], data };
+  }
+  const bytes = encodeSafetensors(tensors, { step: String(state.step) });
+  await fs.promises.mkdir(dir, { recursive: true });
+  const target = path.join(dir, FILE);
+  const temp = `${target}.tmp-${process.pid}`;
+  const handle = await fs.promises.open(temp, 'w');
+  try {
+    await handle.writeFile(bytes);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await fs.promises.rename(temp, target);
+}
+
+/** The last saved state, or undefined when the job never reached a checkpoint. */
+export function loadTrainerState(dir: string): TrainerState | undefined {
+  const file = path.join(dir, FILE);
+  if (!fs.existsSync(file)) return undefined;
+  const { header, tensor } = parseSafetensors(fs.readFileSync(file), file);
+  const step = Number(header.metadata?.['step']);
+  if (!Number.isInteger(step) || step < 0) throw new Error(`${file}: metadata has no valid step`);
+  const state: TrainerState = { step, params: new Map(), m: new Map(), v: new Map() };
+  for (const key of header.tensors.keys()) {
+    const dot = key.indexOf('.');
+    const kind = key.slice(0, dot) as (typeof KINDS)[number];
+    const target = kind === 'param' ? state.params : kind === 'm' ? state.m : kind === 'v' ? state.v : undefined;
+    if (!target) throw new Error(`${file}: unexpected tensor ${key}`);
+    target.set(key.slice(dot + 1), tensor(key));
+  }
+  return state;
+}

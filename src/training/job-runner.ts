@@ -1,0 +1,109 @@
+import type { DeltaFiles } from '../deltas/store/types.js';
+import { encodePeftLora, loraWeightsFromPeft } from '../deltas/peft-lora-write.js';
+import type { Engine } from '../engine/client.js';
+import type { TrainerState } from '../engine/lora-trainer.js';
+import { allProjections, type ArchitectureSpec } from '../model/architecture.js';
+import type { LoraTrainingSpec } from '../model/lower-training.js';
+import { microBatches, sequenceLength, stepExamples, stepsPerEpoch } from './batches.js';
+import { loadTrainerState, saveTrainerState } from './checkpoints.js';
+import { parseTrainingJsonl, type DatasetOptions, type TrainingExample } from './dataset.js';
+import type { TrainingFileStore } from './file-store.js';
+import type { FineTuneSpec } from './job-types.js';
+import { freshLoraState, loraStateFromWeights, loraWeightsFromState } from './lora-init.js';
+import { learningRate } from './schedule.js';
+
+/** Everything a job needs from the server around it. */
+export interface JobContext {
+  engine: Pick<Engine, 'trainBegin' | 'trainStep' | 'trainState' | 'trainEnd'>;
+  arch: ArchitectureSpec;
+  dataset: Omit<DatasetOptions, 'maxLength'>;
+  files: TrainingFileStore;
+  readDelta(owner: string, name: string, version: number): Promise<DeltaFiles>;
+  /** Stores and registers the finished adapter; returns the model id clients use. */
+  publish(tenant: string, name: string, files: DeltaFiles): Promise<string>;
+  padId: number;
+  maxLength: number;
+  microBatchRows: number;
+  checkpointEvery: number;
+}
+
+/** What the manager hears while a job runs. */
+export interface JobProgress {
+  started(info: { totalSteps: number; resumedAt: number; examples: number }): void;
+  stepped(metrics: { step: number; loss: number; gradNorm: number; lr: number; tokens: number; elapsedMs: number }): void;
+  checkpointed(step: number): void;
+  /** Cancelled by a user: stop, keep nothing. */
+  cancelled(): boolean;
+  /** The server is stopping: stop and save a checkpoint to resume from. */
+  interrupted(): boolean;
+}
+
+/**
+ * Runs one job to its end on the shared engine: data → LoRA layout and starting state (fresh,
+ * a delta to continue from, or the last checkpoint) → steps (each waits its turn behind
+ * serving) → checkpoints → the finished adapter stored and registered. Returns the model id,
+ * or null when cancelled or interrupted (then after saving a checkpoint).
+ */
+export async function runJob(id: string, spec: FineTuneSpec, checkpointDir: string, ctx: JobContext, progress: JobProgress): Promise<string | null> {
+  const examples = await loadExamples(spec.trainingFile, ctx);
+  const { lora, targetModules, initial } = await startingPoint(spec, ctx);
+  const saved = loadTrainerState(checkpointDir);
+  const state = saved ?? initial;
+  const batchSize = Math.min(spec.hyper.batchSize, examples.length);
+  const totalSteps = spec.hyper.maxSteps ?? (spec.hyper.nEpochs ?? 1) * stepsPerEpoch(examples.length, batchSize);
+  const rows = Math.min(batchSize, ctx.microBatchRows);
+  const seqLen = sequenceLength(examples, ctx.maxLength);
+  const truncated = examples.map((e) => ({ inputIds: e.inputIds.slice(0, seqLen), labels: e.labels.slice(0, seqLen) }));
+  progress.started({ totalSteps, resumedAt: state.step, examples: examples.length });
+  await ctx.engine.trainBegin({ jobId: id, lora, rows, seqLen, state });
+  const began = performance.now();
+  let final: TrainerState;
+  try {
+    const h = spec.hyper;
+    const adamw = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: h.weightDecay, maxGradNorm: h.maxGradNorm ?? Infinity };
+    for (let step = state.step; step < totalSteps; step++) {
+      if (progress.cancelled() || progress.interrupted()) break;
+      const chosen = stepExamples(truncated.length, batchSize, spec.seed, step).map((i) => truncated[i]!);
+      const { batches, tokens } = microBatches(chosen, rows, seqLen, ctx.padId);
+      const lr = learningRate({ base: h.learningRate, step, total: totalSteps, warmup: h.warmupSteps, kind: h.lrScheduler });
+      const result = await ctx.engine.trainStep(id, batches, { ...adamw, lr });
+      progress.stepped({ step: result.step, loss: result.loss, gradNorm: result.gradNorm, lr, tokens, elapsedMs: performance.now() - began });
+      if (result.step % ctx.checkpointEvery === 0 && result.step < totalSteps) {
+        await saveTrainerState(checkpointDir, await ctx.engine.trainState(id));
+        progress.checkpointed(result.step);
+      }
+    }
+  } finally {
+    final = await ctx.engine.trainEnd(id);
+  }
+  if (progress.cancelled()) return null;
+  if (progress.interrupted()) {
+    await saveTrainerState(checkpointDir, final);
+    progress.checkpointed(final.step);
+    return null;
+  }
+  const weights = loraWeightsFromState(ctx.arch, lora, targetModules, final);
+  const files = encodePeftLora({ ...weights, baseModel: spec.from ? `${spec.from.owner}/${spec.from.name}@${spec.from.version}` : spec.model });
+  return ctx.publish(spec.tenant, spec.name, { config: new TextEncoder().encode(files.config), weights: files.weights });
+}
+
+async function loadExamples(fileId: string, ctx: JobContext): Promise<TrainingExample[]> {
+  const text = new TextDecoder().decode(await ctx.files.read(fileId));
+  // Truncation to the step graph's length happens after; parse at the configured maximum.
+  return parseTrainingJsonl(text, { ...ctx.dataset, maxLength: ctx.maxLength });
+}
+
+/** The LoRA layout and starting weights: a fresh adapter on the base, or the delta to continue from. */
+async function startingPoint(spec: FineTuneSpec, ctx: JobContext): Promise<{ lora: LoraTrainingSpec; targetModules: string[]; initial: TrainerState }> {
+  if (spec.from) {
+    const files = await ctx.readDelta(spec.from.owner, spec.from.name, spec.from.version);
+    const weights = loraWeightsFromPeft(new TextDecoder().decode(files.config), files.weights, ctx.arch);
+    const lora = { rank: weights.r, alpha: weights.alpha, useRslora: weights.useRslora, modules: [...weights.modules.keys()] };
+    return { lora, targetModules: weights.targetModules, initial: loraStateFromWeights(weights) };
+  }
+  const projections = allProjections(ctx.arch).flat();
+  const wanted = spec.lora.targetModules === 'all-linear' ? new Set(projections.map((p) => p.name)) : new Set(spec.lora.targetModules);
+  const modules = projections.filter((p) => wanted.has(p.name)).map((p) => p.modulePath);
+  const lora = { rank: spec.lora.r, alpha: spec.lora.alpha, useRslora: spec.lora.useRslora, modules };
+  return { lora, targetModules: [...wanted].sort(), initial: freshLoraState(ctx.arch, lora, spec.seed) };
+}
