@@ -36,6 +36,8 @@ export interface Engine {
   trainBegin(spec: TrainBeginSpec): Promise<void>;
   /** Runs one optimiser step between inference steps (serving keeps priority). */
   trainStep(jobId: string, batches: MicroBatch[], hyper: AdamWHyperparameters): Promise<TrainStepResult>;
+  /** Mean loss of held-out micro-batches under the job's current parameters. */
+  trainEvaluate(jobId: string, batches: MicroBatch[]): Promise<number>;
   trainState(jobId: string): Promise<TrainerState>;
   /** Releases the job's trainer and returns its final state. */
   trainEnd(jobId: string): Promise<TrainerState>;
@@ -157,6 +159,10 @@ class WorkerEngine implements Engine {
 
   trainState(jobId: string): Promise<TrainerState> {
     return this.call({ type: 'train_state', jobId });
+  }
+
+  trainEvaluate(jobId: string, batches: MicroBatch[]): Promise<number> {
+    return this.call({ type: 'train_evaluate', jobId, batches });
   }
 
   trainEnd(jobId: string): Promise<TrainerState> {

@@ -9,7 +9,7 @@ import { serializeModel } from '../graph/onnx/serialize.js';
 
 /** Bump when a lowering changes so cached graphs from older builds are not reused. */
 const LOWERING_VERSION = 3;
-const TRAINING_LOWERING_VERSION = 1;
+const TRAINING_LOWERING_VERSION = 2;
 
 /** The inference graph for a checkpoint and cache length (see prepareGraph). */
 export function prepareInferenceGraph(ckpt: Checkpoint, cacheDir: string, maxCacheLength: number): string {

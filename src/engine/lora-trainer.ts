@@ -140,6 +140,20 @@ export class LoraTrainer {
     return { loss: pending.loss, gradNorm: Number(out[TRAINING_IO.gradNorm]!.data[0]), gradients: pending.grads };
   }
 
+  /**
+   * The mean loss over `batches` with the current parameters, nothing updated: only the `loss`
+   * output is fetched, so ORT runs the forward and loss part of the step graph alone.
+   */
+  async evaluate(batches: MicroBatch[]): Promise<number> {
+    const count = batches.reduce((n, b) => n + sum(b.targetMask), 0);
+    if (count === 0) throw new Error('evaluation needs at least one target token');
+    const zeros = new Map<string, Float32Array>(this.params.map((p) => [p.name, new Float32Array(p.shape[0] * p.shape[1])]));
+    const scalars = adamwScalars({ lr: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: Infinity }, 1);
+    let loss = 0;
+    for (const batch of batches) loss += Number((await this.session.run(this.feeds(batch, count, zeros, scalars), [TRAINING_IO.loss]))[TRAINING_IO.loss]!.data[0]);
+    return loss;
+  }
+
   /** A whole step at once (tests and benches; the engine interleaves `advance()` with serving). */
   async step(batches: MicroBatch[], hyper: AdamWHyperparameters): Promise<StepResult> {
     this.startStep(batches, hyper);
@@ -183,7 +197,6 @@ export function adamwScalars(h: AdamWHyperparameters, t: number): Record<string,
   const A = TRAINING_IO.adamw;
   return {
     [A.decayFactor]: 1 - h.lr * h.weightDecay,
-    [A.beta1]: h.beta1,
     [A.oneMinusBeta1]: 1 - h.beta1,
     [A.beta2]: h.beta2,
     [A.oneMinusBeta2]: 1 - h.beta2,

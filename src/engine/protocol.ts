@@ -69,6 +69,8 @@ export type ToWorker =
   | { type: 'train_begin'; callId: number; spec: TrainBeginSpec }
   /** Runs one optimiser step over micro-batches, between inference steps; replies when done. */
   | { type: 'train_step'; callId: number; jobId: string; batches: MicroBatch[]; hyper: AdamWHyperparameters }
+  /** Mean loss of held-out micro-batches under the current parameters. */
+  | { type: 'train_evaluate'; callId: number; jobId: string; batches: MicroBatch[] }
   /** The trainer's parameters and AdamW moments (for a checkpoint). */
   | { type: 'train_state'; callId: number; jobId: string }
   /** Releases the trainer and replies with its final state. */

@@ -66,6 +66,13 @@ export class TrainingRunner {
     return new Promise((resolve, reject) => (job.step = { resolve, reject, deviceMs: 0 }));
   }
 
+  /** Mean loss of held-out micro-batches under the current parameters (run at once: it is forward-only). */
+  evaluate(jobId: string, batches: MicroBatch[]): Promise<number> {
+    const job = this.active(jobId);
+    if (job.step) throw new EngineError('training_busy', `job ${jobId} has a step in progress`);
+    return job.trainer.evaluate(batches);
+  }
+
   state(jobId: string): TrainerState {
     return this.active(jobId).trainer.snapshot();
   }

@@ -116,6 +116,8 @@ async function main(): Promise<void> {
         return respond(message.callId, () => training.begin(message.spec));
       case 'train_step':
         return respond(message.callId, () => training.step(message.jobId, message.batches, message.hyper));
+      case 'train_evaluate':
+        return respond(message.callId, () => training.evaluate(message.jobId, message.batches));
       case 'train_state':
         return reply(message.callId, training.state(message.jobId));
       case 'train_end':

@@ -48,7 +48,6 @@ export const TRAINING_IO = {
   gradNorm: 'grad_norm',
   adamw: {
     decayFactor: 'decay_factor',
-    beta1: 'beta1',
     oneMinusBeta1: 'one_minus_beta1',
     beta2: 'beta2',
     oneMinusBeta2: 'one_minus_beta2',

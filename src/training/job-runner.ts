@@ -14,7 +14,7 @@ import { learningRate } from './schedule.js';
 
 /** Everything a job needs from the server around it. */
 export interface JobContext {
-  engine: Pick<Engine, 'trainBegin' | 'trainStep' | 'trainState' | 'trainEnd'>;
+  engine: Pick<Engine, 'trainBegin' | 'trainStep' | 'trainEvaluate' | 'trainState' | 'trainEnd'>;
   arch: ArchitectureSpec;
   dataset: Omit<DatasetOptions, 'maxLength'>;
   files: TrainingFileStore;
@@ -32,6 +32,8 @@ export interface JobProgress {
   started(info: { totalSteps: number; resumedAt: number; examples: number }): void;
   stepped(metrics: { step: number; loss: number; gradNorm: number; lr: number; tokens: number; elapsedMs: number }): void;
   checkpointed(step: number): void;
+  /** Validation loss (when the job has a validation file), at each checkpoint and at the end. */
+  validated(metrics: { step: number; validLoss: number }): void;
   /** Cancelled by a user: stop, keep nothing. */
   cancelled(): boolean;
   /** The server is stopping: stop and save a checkpoint to resume from. */
@@ -53,7 +55,12 @@ export async function runJob(id: string, spec: FineTuneSpec, checkpointDir: stri
   const totalSteps = spec.hyper.maxSteps ?? (spec.hyper.nEpochs ?? 1) * stepsPerEpoch(examples.length, batchSize);
   const rows = Math.min(batchSize, ctx.microBatchRows);
   const seqLen = sequenceLength(examples, ctx.maxLength);
-  const truncated = examples.map((e) => ({ inputIds: e.inputIds.slice(0, seqLen), labels: e.labels.slice(0, seqLen) }));
+  const truncate = (e: TrainingExample) => ({ inputIds: e.inputIds.slice(0, seqLen), labels: e.labels.slice(0, seqLen) });
+  const truncated = examples.map(truncate);
+  const validation = spec.validationFile ? microBatches((await loadExamples(spec.validationFile, ctx)).map(truncate), rows, seqLen, ctx.padId).batches : undefined;
+  const validate = async (step: number) => {
+    if (validation) progress.validated({ step, validLoss: await ctx.engine.trainEvaluate(id, validation) });
+  };
   progress.started({ totalSteps, resumedAt: state.step, examples: examples.length });
   await ctx.engine.trainBegin({ jobId: id, lora, rows, seqLen, state });
   const began = performance.now();
@@ -71,8 +78,10 @@ export async function runJob(id: string, spec: FineTuneSpec, checkpointDir: stri
       if (result.step % ctx.checkpointEvery === 0 && result.step < totalSteps) {
         await saveTrainerState(checkpointDir, await ctx.engine.trainState(id));
         progress.checkpointed(result.step);
+        await validate(result.step);
       }
     }
+    if (!progress.cancelled() && !progress.interrupted()) await validate(totalSteps);
   } finally {
     final = await ctx.engine.trainEnd(id);
   }

@@ -53,6 +53,8 @@ export interface FineTuningJob {
   total_steps: number | null;
   /** Loss of the latest step. */
   loss: number | null;
+  /** Validation loss at the latest checkpoint or the end, when the job has a validation file. */
+  valid_loss: number | null;
   /** Training tokens per second over the job so far. */
   tokens_per_second: number | null;
   /** Seconds until the planned steps are done, at the rate so far. */

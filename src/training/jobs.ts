@@ -68,6 +68,7 @@ export class JobManager {
       step: 0,
       total_steps: null,
       loss: null,
+      valid_loss: null,
       tokens_per_second: null,
       eta_seconds: null,
     };
@@ -168,6 +169,10 @@ export class JobManager {
           this.event(id, 'info', 'metrics', `Step ${step}/${live.job.total_steps}: training loss=${loss.toFixed(4)}`, { step, train_loss: loss, grad_norm: gradNorm, learning_rate: lr, total_steps: live.job.total_steps });
         },
         checkpointed: (step) => this.event(id, 'info', 'message', `Checkpoint saved at step ${step}`),
+        validated: ({ step, validLoss }) => {
+          this.update(id, { valid_loss: validLoss });
+          this.event(id, 'info', 'metrics', `Step ${step}/${live.job.total_steps}: validation loss=${validLoss.toFixed(4)}`, { step, valid_loss: validLoss });
+        },
         cancelled: () => live.cancelRequested,
         interrupted: () => this.stopping,
       });

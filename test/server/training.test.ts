@@ -75,7 +75,7 @@ describe('fine-tuning through the admin API', () => {
     const file = await uploadFile(JSONL);
     assert.equal(file.status, 201, JSON.stringify(file.json));
     assert.equal(file.json.rows, 2);
-    const created = await call('POST', '/admin/v1/fine_tuning/jobs', jobRequest(file.json.id));
+    const created = await call('POST', '/admin/v1/fine_tuning/jobs', jobRequest(file.json.id, { validation_file: file.json.id }));
     assert.equal(created.status, 201, JSON.stringify(created.json));
     assert.equal(created.json.object, 'fine_tuning.job');
     const job = await waitFor(created.json.id, (j) => j.status === 'succeeded' || j.status === 'failed');
@@ -83,9 +83,12 @@ describe('fine-tuning through the admin API', () => {
     assert.equal(job.fine_tuned_model, 'default/memorized@1');
     assert.equal(job.step, 40);
     assert.ok(job.trained_tokens > 0 && job.tokens_per_second > 0);
+    // Validating on the training rows themselves: the final validation loss is the trained loss.
+    assert.ok(job.valid_loss < job.loss + 0.5, `valid_loss ${job.valid_loss}, last train loss ${job.loss}`);
 
     const events = (await call('GET', `/admin/v1/fine_tuning/jobs/${job.id}/events?limit=100`)).json;
-    const metrics = events.data.filter((e: Json) => e.type === 'metrics').reverse();
+    const metrics = events.data.filter((e: Json) => e.type === 'metrics' && 'train_loss' in e.data).reverse();
+    assert.ok(events.data.some((e: Json) => e.type === 'metrics' && e.data.valid_loss === job.valid_loss));
     assert.equal(metrics.length, 40);
     assert.deepEqual(Object.keys(metrics[0].data).slice(0, 2), ['step', 'train_loss']);
     // The random tiny model's logits are small (weights ~0.02), so the loss cannot go far below ln(512) - 1.5;

@@ -4,7 +4,6 @@ import type { TypedGraph } from '../typed-graph.js';
 export interface AdamWInputs {
   /** 1 - lr * weight_decay (decoupled decay, applied before the update). */
   decayFactor: string;
-  beta1: string;
   oneMinusBeta1: string;
   beta2: string;
   oneMinusBeta2: string;
