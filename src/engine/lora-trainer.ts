@@ -87,7 +87,7 @@ export class LoraTrainer {
       }
     }
     const modelPath = prepareTrainingGraph(ckpt, options.cacheDir, { rows: options.rows, seqLen: options.seqLen }, options.lora);
-    return new LoraTrainer(await createSession(modelPath, options), options, params, initial);
+    return new LoraTrainer(await createSession(modelPath, { ...options, spinning: false }), options, params, initial);
   }
 
   get stepsTaken(): number {

@@ -11,7 +11,7 @@ const DEVICE_HINTS: Record<Device, string> = {
 };
 
 /** A session on the chosen device; an unavailable device is one clear error naming what it needs. */
-export async function createSession(modelPath: string, options: { device: Device; threads?: number | undefined }): Promise<ort.InferenceSession> {
+export async function createSession(modelPath: string, options: { device: Device; threads?: number | undefined; spinning?: boolean }): Promise<ort.InferenceSession> {
   try {
     return await ort.InferenceSession.create(modelPath, {
       executionProviders: EXECUTION_PROVIDERS[options.device],
@@ -19,6 +19,9 @@ export async function createSession(modelPath: string, options: { device: Device
       intraOpNumThreads: options.threads ?? os.availableParallelism(),
       interOpNumThreads: 1,
       executionMode: 'sequential',
+      // A session that shares the cores with another (training beside serving) must not keep its
+      // idle threads spinning while the other runs.
+      ...(options.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}),
     });
   } catch (err) {
     if (options.device === 'cpu') throw err;
