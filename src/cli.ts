@@ -1,20 +1,22 @@
 import { parseArgs } from 'node:util';
-import { ConfigSchema, DEFAULT_TENANT, LIST_KEYS, configFromEnv, flagName, isLoopback, type Config } from './config.js';
+import { ConfigSchema, DEFAULT_TENANT, LIST_KEYS, configFromEnv, envName, flagName, isLoopback, type Config } from './config.js';
 import { loadAuthFile, type AuthTable } from './server/auth.js';
 import { startServer } from './server/serve.js';
 
-const USAGE = `usage: deltaserve [--model DIR] [--model-name NAME] [--delta [TENANT/]NAME=PEFT_DIR]... [--public-delta [TENANT/]NAME]...
-                  [--auth FILE] [--port N] [--host H] [--device cpu|webgpu|cuda] [--cache-dir DIR] [--max-rows N]
-                  [--max-context N] [--delta-slots N] [--max-rank N] [--prefill-chunk N] [--max-queue N]
-                  [--max-body-bytes N] [--threads N] [--request-timeout-ms N]
-  --delta [TENANT/]NAME=DIR   a PEFT LoRA adapter owned by TENANT ('${DEFAULT_TENANT}' without a prefix)
-  --public-delta [TENANT/]NAME  let every tenant use that --delta (others name it TENANT/NAME, or NAME when unambiguous)
-  --auth FILE                 API keys as SHA-256 hashes: {"tenants": {"acme": {"keys": ["sha256:<hex>"]}},
-                              "admin_keys": ["sha256:<hex>"]} in JSON, or YAML for .yaml/.yml; admin keys act as
-                              tenant 'admin', or as the tenant named by an X-Deltaserve-Tenant header. Without
-                              it the server is open and single-tenant ('${DEFAULT_TENANT}') and binds loopback only.
-Every flag can also be set as DELTASERVE_<FLAG> (e.g. DELTASERVE_MAX_ROWS, DELTASERVE_PUBLIC_DELTA); repeatable
-flags take a comma-separated list there; flags win.`;
+/** Usage text generated from the config schema, so every flag and its variable are listed. */
+function usage(): string {
+  const lines = Object.entries(ConfigSchema.shape).map(([key, schema]) => {
+    const description = (schema as { description?: string }).description ?? '';
+    return `  --${flagName(key).padEnd(26)} ${envName(key).padEnd(40)} ${description}`;
+  });
+  return [
+    'usage: deltaserve [flags]   (every flag is also a DELTASERVE_* variable; flags win; repeatable flags take a',
+    '                             comma-separated list in the variable)',
+    ...lines,
+    `  --delta [TENANT/]NAME=DIR is owned by TENANT ('${DEFAULT_TENANT}' without a prefix); --auth FILE holds API keys as`,
+    '  SHA-256 hashes: {"tenants": {"acme": {"keys": ["sha256:<hex>"]}}, "admin_keys": ["sha256:<hex>"]} (JSON, or YAML).',
+  ].join('\n');
+}
 
 /** Parses flags and DELTASERVE_* variables into one validated config. */
 export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
@@ -22,7 +24,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv): Config {
   const options = Object.fromEntries(keys.map((k) => [flagName(k), { type: 'string' as const, multiple: LIST_KEYS.has(k) }]));
   const { values } = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean' } }, allowPositionals: false });
   if (values.help) {
-    console.log(USAGE);
+    console.log(usage());
     process.exit(0);
   }
   const flags = values as Record<string, unknown>;
@@ -42,7 +44,7 @@ export async function main(): Promise<void> {
     config = parseConfig(process.argv.slice(2), process.env);
   } catch (err) {
     console.error((err as Error).message);
-    console.error(USAGE);
+    console.error(usage());
     process.exit(2);
   }
   let auth: AuthTable | null = null;
@@ -76,12 +78,18 @@ export async function main(): Promise<void> {
     await server.close();
     process.exit(1);
   }
+  // SIGTERM: readiness turns 503 at once, in-flight requests get the grace period, a training
+  // job checkpoints; then the engine closes. A second signal does not wait.
+  let stopping = false;
   const shutdown = async () => {
+    if (stopping) process.exit(1);
+    stopping = true;
+    await server.drain(config.shutdownGraceMs);
     await server.close();
     process.exit(0);
   };
-  process.once('SIGTERM', shutdown);
-  process.once('SIGINT', shutdown);
+  process.on('SIGTERM', shutdown);
+  process.on('SIGINT', shutdown);
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) await main();

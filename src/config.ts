@@ -59,8 +59,11 @@ export const ConfigSchema = z.object({
   maxTrainingFileBytes: positiveInt.default(64 * 1024 * 1024).describe('largest training file upload (JSONL)'),
   requestTimeoutMs: z.coerce.number().int().min(0).default(300_000).describe('a generation still running this long after it arrived is abandoned (0: never)'),
   threads: positiveInt.optional().describe('ORT intra-op threads; all cores when absent'),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('JSON log level (pino)'),
+  logPrompts: z.stringbool().default(false).describe('log prompt and completion text at debug level (never by default)'),
+  shutdownGraceMs: z.coerce.number().int().min(0).default(30_000).describe('on SIGTERM, how long in-flight requests may finish (readiness turns 503 at once; a training job checkpoints)'),
   trainingShare: z.coerce.number().gt(0).lt(1).default(0.25).describe('largest share of device time a training job takes while requests are being served'),
-  trainMicroBatch: positiveInt.default(2).describe('training rows per micro-batch (a step of batch_size rows runs as several, between inference steps)'),
+  trainMicroBatch: positiveInt.default(1).describe('training rows per micro-batch (a step of batch_size rows runs as several, between inference steps)'),
   trainMaxLength: positiveInt.default(512).describe('training rows are truncated to this many tokens'),
   trainCheckpointEvery: positiveInt.default(25).describe('training jobs save a resumable checkpoint every this many steps'),
 }).superRefine((config, ctx) => {

@@ -16,6 +16,9 @@ export interface EngineStats extends DeltaCacheStats {
   residentSlots: number;
   pinnedDeltas: number;
   loadsInFlight: number;
+  /** Delta keys (owner/name@version) of the rows in flight, and of the waiting requests. */
+  runningDeltas: string[];
+  waitingDeltas: string[];
 }
 
 /** The engine as the HTTP side sees it. */
@@ -41,6 +44,8 @@ export interface Engine {
   trainState(jobId: string): Promise<TrainerState>;
   /** Releases the job's trainer and returns its final state. */
   trainEnd(jobId: string): Promise<TrainerState>;
+  /** Hears every delta load the engine finishes (the tier it read from and its duration). */
+  onDeltaLoad(listener: (load: { name: string; tier: 'host' | 'disk' | 'store'; ms: number }) => void): void;
   close(): Promise<void>;
 }
 
@@ -85,8 +90,15 @@ class WorkerEngine implements Engine {
     });
   }
 
+  private readonly loadListeners: ((load: { name: string; tier: 'host' | 'disk' | 'store'; ms: number }) => void)[] = [];
+
+  onDeltaLoad(listener: (load: { name: string; tier: 'host' | 'disk' | 'store'; ms: number }) => void): void {
+    this.loadListeners.push(listener);
+  }
+
   private dispatch(message: FromWorker): void {
-    if (message.type === 'event') this.streams.get(message.event.id)?.(message.event);
+    if (message.type === 'delta_load') for (const listener of this.loadListeners) listener({ name: message.name, tier: message.tier, ms: message.ms });
+    else if (message.type === 'event') this.streams.get(message.event.id)?.(message.event);
     else if (message.type === 'reply') {
       const call = this.calls.get(message.callId);
       this.calls.delete(message.callId);

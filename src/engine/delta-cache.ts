@@ -1,3 +1,4 @@
+import type { DeltaLoad } from './scheduler.js';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -172,22 +173,24 @@ export class TieredDeltaSource {
   }
 
   /** Brings `owner/name@version` into host memory; the caller deduplicates concurrent loads. */
-  async load(name: string): Promise<void> {
-    if (this.held.has(name) || this.host.has(name)) return;
+  async load(name: string): Promise<DeltaLoad> {
+    if (this.held.has(name) || this.host.has(name)) return { tier: 'host', ms: 0 };
     this.counters.hostMisses++;
     const started = performance.now();
     try {
-      const delta = await this.parse(name, await this.files(name));
+      const { files, tier } = await this.files(name);
+      const delta = await this.parse(name, files);
       this.host.set(name, delta);
       this.hold(name, delta);
+      const ms = performance.now() - started;
+      this.counters.loads++;
+      this.counters.lastLoadMs = ms;
+      this.counters.totalLoadMs += ms;
+      return { tier, ms };
     } catch (err) {
       this.counters.loadFailures++;
       throw err;
     }
-    const ms = performance.now() - started;
-    this.counters.loads++;
-    this.counters.lastLoadMs = ms;
-    this.counters.totalLoadMs += ms;
   }
 
   private hold(name: string, delta: LoraDelta): void {
@@ -196,7 +199,7 @@ export class TieredDeltaSource {
     while (this.held.size > this.holdLimit) this.held.delete(this.held.keys().next().value!);
   }
 
-  private async files(name: string): Promise<DeltaFiles> {
+  private async files(name: string): Promise<{ files: DeltaFiles; tier: 'disk' | 'store' }> {
     const match = /^([^/]+)\/([^@]+)@(\d+)$/.exec(name);
     if (!match) throw new EngineError('delta_not_found', `delta '${name}' is not a stored delta version (owner/name@version)`);
     const version = await this.store.get(match[1]!, match[2]!, Number(match[3]));
@@ -205,14 +208,14 @@ export class TieredDeltaSource {
       const cached = await this.disk.read(version.sha256);
       if (cached) {
         this.counters.diskHits++;
-        return cached;
+        return { files: cached, tier: 'disk' };
       }
       this.counters.diskMisses++;
     }
     const files = await this.store.read(version);
     this.counters.storeLoads++;
     if (this.disk) await this.disk.write(version.sha256, files);
-    return files;
+    return { files, tier: 'store' };
   }
 
   get stats(): DeltaCacheStats {

@@ -30,6 +30,9 @@ export interface ModelInfo {
   family: string;
   vocabSize: number;
   maxContext: number;
+  /** KV-cache rows (the largest decode batch) and resident delta slots. */
+  maxRows: number;
+  deltaSlots: number;
   eosTokenIds: number[];
   bosTokenId?: number;
   device: Device;
@@ -81,5 +84,7 @@ export type FromWorker =
   | { type: 'ready'; info: ModelInfo }
   | { type: 'fatal'; message: string }
   | { type: 'event'; event: GenerateEvent }
+  /** A delta finished loading into host memory (telemetry). */
+  | { type: 'delta_load'; name: string; tier: 'host' | 'disk' | 'store'; ms: number }
   | { type: 'reply'; callId: number; ok: true; value: unknown }
   | { type: 'reply'; callId: number; ok: false; code: string; message: string };

@@ -11,6 +11,8 @@ export interface SchedulerOptions {
   maxQueue: number;
   /** Called when a delta load settles, so an idle engine loop runs a step. */
   wake?: () => void;
+  /** Hears every finished delta load (telemetry). */
+  onLoad?: (name: string, load: DeltaLoad) => void;
 }
 
 /**
@@ -23,9 +25,15 @@ export interface DeltaSource {
   /** Whether `lookup` would find it, without counting as a use. */
   has?(name: string): boolean;
   /** Brings a delta into host memory; rejects (EngineError delta_not_found, or any error) when it cannot. */
-  load?(name: string): Promise<void>;
+  load?(name: string): Promise<DeltaLoad | void>;
   /** The delta was written into a slot. */
   resident?(name: string): void;
+}
+
+/** Which tier a finished load read from, and how long it took (parse and layout included). */
+export interface DeltaLoad {
+  tier: 'host' | 'disk' | 'store';
+  ms: number;
 }
 
 /** Why a delta load failed: code delta_not_found or internal_error. */
@@ -52,6 +60,8 @@ export class Scheduler {
   private readonly failed = new Map<string, LoadFailure>();
   /** Deltas an operator pinned resident (admin pin); each holds one slot pin. */
   private readonly held = new Set<string>();
+  /** The last completed load of each delta, so requests that waited for it can report its tier. */
+  private readonly lastLoads = new Map<string, DeltaLoad & { at: number }>();
   readonly slotTable: SlotTable;
 
   constructor(
@@ -73,8 +83,17 @@ export class Scheduler {
     return this.loading.size;
   }
 
+  /** Deltas of the rows in flight and of the waiting requests (for routers' LoRA affinity). */
+  get deltaUse(): { running: string[]; waiting: string[] } {
+    const names = (seqs: Sequence[]) => [...new Set(seqs.map((s) => s.request.delta).filter((d): d is string => d !== null))];
+    return { running: names([...this.decoding, ...this.prefilling]), waiting: names(this.waiting) };
+  }
+
   get stats() {
+    const use = this.deltaUse;
     return {
+      runningDeltas: use.running,
+      waitingDeltas: use.waiting,
       waiting: this.waiting.length,
       decoding: this.decoding.length,
       running: this.decoding.length + this.prefilling.length,
@@ -135,7 +154,14 @@ export class Scheduler {
       return Promise.resolve(failure);
     }
     const settled = this.deltas.load(name).then(
-      () => undefined,
+      (load) => {
+        if (!load) return undefined;
+        this.lastLoads.delete(name);
+        this.lastLoads.set(name, { ...load, at: performance.now() });
+        if (this.lastLoads.size > 4096) this.lastLoads.delete(this.lastLoads.keys().next().value!);
+        this.options.onLoad?.(name, load);
+        return undefined;
+      },
       (err: Error & { code?: string }) => {
         const code = err.code === 'delta_not_found' ? 'delta_not_found' : 'internal_error';
         const failure = { code, message: `delta '${name}' could not be loaded: ${err.message}` };
@@ -200,13 +226,24 @@ export class Scheduler {
     for (let i = 0; i < this.waiting.length; i++) {
       if (this.decoding.length + this.prefilling.length >= this.runtime.options.maxRows) return;
       const seq = this.waiting[i]!;
+      const wasResident = seq.request.delta !== null && this.slotTable.find(seq.request.delta) >= 0;
       const slot = seq.request.delta === null ? -1 : this.acquireSlot(seq.request.delta);
       if (slot === undefined) continue; // every slot pinned by running sequences; try the next request
       this.waiting.splice(i--, 1);
+      this.emitAdmitted(seq, wasResident);
       seq.slot = slot;
       seq.row = this.decoding.length + this.prefilling.length;
       this.prefilling.push(seq);
     }
+  }
+
+  /** Reports the end of a request's queue wait and where its delta came from. */
+  private emitAdmitted(seq: Sequence, wasResident: boolean): void {
+    const name = seq.request.delta;
+    const load = name === null ? undefined : this.lastLoads.get(name);
+    const waitedForLoad = load !== undefined && load.at >= seq.submittedAt;
+    const deltaTier = name === null ? 'none' : waitedForLoad ? load.tier : wasResident ? 'slot' : 'host';
+    this.emit({ type: 'admitted', id: seq.id, deltaTier, deltaLoadMs: waitedForLoad ? load.ms : 0 });
   }
 
   /**

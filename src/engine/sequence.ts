@@ -14,6 +14,7 @@ export class Sequence {
   slot = -1;
   cancelled = false;
   readonly sampler: Sampler;
+  readonly submittedAt = performance.now();
 
   constructor(readonly request: GenerateRequest) {
     this.pending = [...request.promptIds];

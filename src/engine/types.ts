@@ -47,8 +47,13 @@ export interface TokenLogprob {
 
 export type FinishReason = 'stop' | 'length' | 'cancelled' | 'deadline';
 
+/** Where a request's delta came from when it was admitted: already resident, or the tier that loaded it. */
+export type DeltaTier = 'none' | 'slot' | 'host' | 'disk' | 'store';
+
 export type GenerateEvent =
   | { type: 'queued'; id: string }
+  /** The request got a batch row (queue wait ends); its delta is resident. */
+  | { type: 'admitted'; id: string; deltaTier: DeltaTier; deltaLoadMs: number }
   | { type: 'prompt'; id: string; logprobs: (TokenLogprob | null)[] }
   | { type: 'token'; id: string; token: number; logprob: number; top?: { token: number; logprob: number }[] }
   | { type: 'done'; id: string; finishReason: FinishReason; promptTokens: number; completionTokens: number }

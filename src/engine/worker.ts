@@ -32,7 +32,7 @@ async function main(): Promise<void> {
     holdLimit: Math.max(options.maxRows, options.deltaSlots),
   });
   let wake: (() => void) | null = null;
-  const scheduler = new Scheduler(runtime, deltas, (event) => send({ type: 'event', event }), { ...options, wake: () => wake?.() });
+  const scheduler = new Scheduler(runtime, deltas, (event) => send({ type: 'event', event }), { ...options, wake: () => wake?.(), onLoad: (name, load) => send({ type: 'delta_load', name, ...load }) });
   const training = new TrainingRunner(runtime.checkpoint, { cacheDir: options.cacheDir, device: options.device, threads: options.threads, share: options.trainingShare });
   let running = true;
 
@@ -130,7 +130,7 @@ async function main(): Promise<void> {
 
   send({
     type: 'ready',
-    info: { family: arch.family, vocabSize: arch.vocabSize, maxContext: runtime.options.maxContext, eosTokenIds: arch.eosTokenIds, bosTokenId: arch.bosTokenId, device: options.device, loadMs: performance.now() - started },
+    info: { family: arch.family, vocabSize: arch.vocabSize, maxContext: runtime.options.maxContext, maxRows: options.maxRows, deltaSlots: options.deltaSlots, eosTokenIds: arch.eosTokenIds, bosTokenId: arch.bosTokenId, device: options.device, loadMs: performance.now() - started },
   });
   while (running) {
     const serving = !scheduler.idle;

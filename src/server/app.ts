@@ -11,6 +11,7 @@ import { adminFileRoutes } from './routes/admin-files.js';
 import { adminFineTuningRoutes } from './routes/admin-fine-tuning.js';
 import { deltaRoutes } from './routes/deltas.js';
 import { healthRoutes } from './routes/health.js';
+import { metricsRoutes } from './routes/metrics.js';
 import { modelRoutes } from './routes/models.js';
 
 const PACKAGE_VERSION = '0.1.0';
@@ -25,13 +26,20 @@ export function createApp(state: ServerState): Hono {
   app.use(async (c, next) => {
     const requestId = c.req.header('x-request-id') ?? crypto.randomUUID();
     c.set('requestId', requestId);
+    c.set('logFields', {});
     c.header('x-request-id', requestId);
+    const started = performance.now();
     await next();
+    // One line per request; a streamed generation also logs a 'generation' line when its last byte is out.
+    if (c.req.path.startsWith('/health') || c.req.path === '/metrics') return;
+    const tenant = c.get('tenant');
+    state.logger.info({ requestId, tenant, method: c.req.method, path: c.req.path, status: c.res.status, durationMs: Math.round((performance.now() - started) * 10) / 10, ...c.get('logFields') }, 'request');
   });
   // Every /v1 and /admin route needs a key when there is an auth file; health routes never do.
   app.use('/v1/*', authenticate({ table: state.auth }));
   app.use('/admin/*', authenticate({ table: state.auth }));
   app.route('/', healthRoutes(state));
+  app.route('/', metricsRoutes(state));
   const openapi = openApiDocument(PACKAGE_VERSION);
   app.get('/openapi.json', (c) => c.json(openapi));
   app.route('/', modelRoutes(state));

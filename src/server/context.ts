@@ -5,6 +5,8 @@ import type { ChatTemplate } from '../model/chat-template.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import type { AuthTable } from './auth.js';
 import type { TrainingService } from './training-service.js';
+import type { Logger } from '../telemetry/logger.js';
+import type { Telemetry } from '../telemetry/telemetry.js';
 
 /** What routes need from the running server; `engine` is undefined until the model is loaded. */
 export interface ServerState {
@@ -28,6 +30,14 @@ export interface ServerState {
   /** Abandon a generation this long after it arrived (0: never). */
   requestTimeoutMs: number;
   startedAt: number;
+  telemetry: Telemetry;
+  logger: Logger;
+  /** Log prompt and completion text (debug level); off by default. */
+  logPrompts: boolean;
+  /** Generation requests not yet finished (their last byte not yet written). */
+  inFlight: number;
+  /** Shutting down: readiness is 503 and new generations are refused. */
+  draining: boolean;
 }
 
 declare module 'hono' {
@@ -37,5 +47,7 @@ declare module 'hono' {
     tenant: string;
     /** The key is an admin key (always true in open mode). */
     isAdmin: boolean;
+    /** Fields a route adds to the request's log line (model, delta, ...). */
+    logFields: Record<string, unknown>;
   }
 }

@@ -16,6 +16,8 @@ export interface ChoicePlan {
   echo: boolean;
   /** Report logprobs with this many alternatives per token; null: no logprobs. */
   logprobs: number | null;
+  /** Sees every engine event of this choice (tracing). */
+  observe?: (event: GenerateEvent) => void;
 }
 
 /** Legacy completions logprobs: parallel arrays over the emitted tokens. */
@@ -44,6 +46,7 @@ export interface ChoicePiece {
 export async function startChoice(engine: Engine, tokenizer: TextTokenizer | undefined, plan: ChoicePlan, signal?: AbortSignal): Promise<AsyncGenerator<ChoicePiece>> {
   const events = engine.generate(plan.request, signal)[Symbol.asyncIterator]();
   const first = await events.next();
+  if (!first.done) plan.observe?.(first.value);
   if (first.done || first.value.type !== 'queued') throw new Error(`engine answered ${JSON.stringify(first.value)} before queueing`);
   return runChoice(events, tokenizer, plan);
 }
@@ -85,6 +88,7 @@ async function* runChoice(events: AsyncIterator<GenerateEvent>, tokenizer: TextT
       const next = await events.next();
       if (next.done) return;
       const event = next.value;
+      plan.observe?.(event);
       if (event.type === 'prompt' && echo) {
         const lp = echo.logprobs!;
         for (const entry of event.logprobs) {

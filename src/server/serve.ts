@@ -5,6 +5,8 @@ import { DeltaCatalog, deltaKey } from '../deltas/catalog.js';
 import { openDeltaStore } from '../deltas/store/index.js';
 import { DeltaService } from './delta-service.js';
 import { TrainingService } from './training-service.js';
+import { createLogger, type Logger } from '../telemetry/logger.js';
+import { Telemetry } from '../telemetry/telemetry.js';
 import { openCheckpoint } from '../model/checkpoint.js';
 import { startEngine, type Engine } from '../engine/client.js';
 import { ChatTemplate } from '../model/chat-template.js';
@@ -20,6 +22,11 @@ export interface RunningServer {
   state: ServerState;
   /** Resolves once the model is loaded and the startup deltas are registered. */
   ready: Promise<Engine>;
+  /**
+   * Graceful shutdown's first half: readiness turns 503 and new generations are refused at once,
+   * a training job checkpoints, and in-flight requests get up to `graceMs` to finish.
+   */
+  drain(graceMs: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -29,6 +36,10 @@ export interface StartOptions {
    * anything starts); when absent, `config.auth` is loaded here, and no auth file means open mode.
    */
   auth?: AuthTable | null;
+  /** Telemetry to use (tests pass in-memory exporters); one is created otherwise. */
+  telemetry?: Telemetry;
+  /** Logger to use (tests capture its lines); JSON lines on stdout otherwise. */
+  logger?: Logger;
 }
 
 /**
@@ -52,6 +63,11 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     maxTrainingFileBytes: config.maxTrainingFileBytes,
     requestTimeoutMs: config.requestTimeoutMs,
     startedAt: Date.now(),
+    telemetry: options.telemetry ?? Telemetry.create({ serviceName: 'deltaserve' }),
+    logger: options.logger ?? createLogger({ level: config.logLevel }),
+    logPrompts: config.logPrompts,
+    inFlight: 0,
+    draining: false,
   };
   const app = createApp(state);
   const server = await listen(app.fetch, config.host, config.port);
@@ -75,6 +91,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     }
     state.deltaService = service;
     state.engine = engine;
+    observeServer(state, engine);
     return engine;
   })();
   ready.catch(() => undefined);
@@ -82,6 +99,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     url: `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`,
     state,
     ready,
+    drain: (graceMs: number) => drain(state, graceMs),
     async close() {
       // A running training job checkpoints and stays queued for the next start.
       await ready.catch(() => undefined);
@@ -89,6 +107,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       await new Promise<void>((resolve) => server.close(() => resolve()));
       // Also when startup failed after the engine was up: its worker would keep the process alive.
       await engine?.close();
+      if (!options.telemetry) await state.telemetry.shutdown();
     },
   };
 }
@@ -98,4 +117,24 @@ function listen(fetch: (req: Request) => Response | Promise<Response>, hostname:
     const server = serve({ fetch, hostname, port }, () => resolve(server));
     server.once('error', reject);
   });
+}
+
+/** Points the telemetry's gauges at the engine and the job manager, and records delta loads. */
+function observeServer(state: ServerState, engine: Engine): void {
+  const { instruments } = state.telemetry;
+  engine.onDeltaLoad((load) => instruments.deltaLoadDuration.record(load.ms / 1000, { 'deltaserve.cache.tier': load.tier }));
+  instruments.observe({
+    serving: () => engine.stats(),
+    training: () => state.training?.jobs.snapshot(),
+  });
+}
+
+async function drain(state: ServerState, graceMs: number): Promise<void> {
+  state.draining = true;
+  state.logger.info({ inFlight: state.inFlight, graceMs }, 'draining');
+  const training = state.training?.jobs.stop();
+  const deadline = Date.now() + graceMs;
+  while (state.inFlight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+  if (state.inFlight > 0) state.logger.warn({ inFlight: state.inFlight }, 'grace period over; closing with requests in flight');
+  await training;
 }

@@ -90,6 +90,18 @@ export class JobManager {
     return [...this.jobs.values()].map((j) => j.job).filter((j) => !tenant || j.organization_id === tenant).sort((a, b) => b.created_at - a.created_at || b.id.localeCompare(a.id));
   }
 
+  /** Job counts by status and the running job's progress, for the training metrics. */
+  snapshot(): { jobs: Record<string, number>; step: number | null; totalSteps: number | null; loss: number | null; trainedTokens: number } {
+    const jobs: Record<string, number> = { queued: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
+    let trainedTokens = 0;
+    for (const { job } of this.jobs.values()) {
+      jobs[job.status] = (jobs[job.status] ?? 0) + 1;
+      trainedTokens += job.trained_tokens;
+    }
+    const running = this.running ? this.jobs.get(this.running)!.job : undefined;
+    return { jobs, step: running?.step ?? null, totalSteps: running?.total_steps ?? null, loss: running?.loss ?? null, trainedTokens };
+  }
+
   /** Oldest first. */
   events(id: string): JobEvent[] {
     return this.jobs.get(id)?.events ?? [];

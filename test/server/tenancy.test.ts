@@ -9,6 +9,8 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ConfigSchema } from '../../src/config.js';
 import { DeltaCatalog } from '../../src/deltas/catalog.js';
+import { createLogger } from '../../src/telemetry/logger.js';
+import { Telemetry } from '../../src/telemetry/telemetry.js';
 import { createApp } from '../../src/server/app.js';
 import { hashKey } from '../../src/server/auth.js';
 import type { ServerState } from '../../src/server/context.js';
@@ -232,7 +234,7 @@ describe('open mode (no auth file)', () => {
   deltas.add({ owner: 'default', name: 'mine', public: false, rank: 8, modules: 7, createdAt: 1, version: 1, versions: [1] });
   deltas.add({ owner: 'acme', name: 'private', public: false, rank: 8, modules: 7, createdAt: 2, version: 1, versions: [1] });
   deltas.add({ owner: 'acme', name: 'shared', public: true, rank: 8, modules: 7, createdAt: 3, version: 1, versions: [1] });
-  const state = { modelName: BASE, deltas, auth: null, maxBodyBytes: 4096, requestTimeoutMs: 0, startedAt: Date.now() } as unknown as ServerState;
+  const state = { modelName: BASE, deltas, auth: null, maxBodyBytes: 4096, requestTimeoutMs: 0, startedAt: Date.now(), telemetry: Telemetry.create(), logger: createLogger({ level: 'silent' }), logPrompts: false, inFlight: 0, draining: false } as unknown as ServerState;
   const app = createApp(state);
 
   it('needs no key: every request is the default tenant, which owns unprefixed deltas', async () => {

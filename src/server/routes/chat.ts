@@ -1,6 +1,5 @@
 import crypto from 'node:crypto';
 import { Hono, type Context } from 'hono';
-import { streamSSE } from 'hono/streaming';
 import { parseJsonBody } from '../body.js';
 import type { ServerState } from '../context.js';
 import { ApiError } from '../errors.js';
@@ -8,47 +7,59 @@ import { collectChoices, startChoices, TTFT_HEADER, type ChoicePiece, type Logpr
 import { checkTokenIds, planChoices, samplingOptions } from '../plan.js';
 import { requireEngine, resolveModel } from '../resolve.js';
 import { ChatCompletionRequest } from '../schemas.js';
-import { usage } from './completions.js';
+import { requestAttributes, usage } from './completions.js';
+import { RequestTrace, tracedStream } from '../tracing.js';
 
 /** POST /v1/chat/completions: messages rendered with the model's chat template, then generated like a completion. */
 export function chatRoutes(state: ServerState): Hono {
   const app = new Hono();
   app.post('/v1/chat/completions', async (c) => {
     const started = performance.now();
-    const engine = requireEngine(state);
-    const body = ChatCompletionRequest.parse(await parseJsonBody(c, state.maxBodyBytes));
-    const delta = resolveModel(state, body.model, c.get('tenant'));
-    const promptIds = renderPrompt(state, body);
-    checkTokenIds([promptIds], engine.info.vocabSize, 'messages');
-    if (body.top_logprobs && !body.logprobs) throw new ApiError(400, 'top_logprobs requires logprobs: true', 'top_logprobs');
-    const maxTokensParam = body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
-    const plans = planChoices(engine, [promptIds], {
-      delta,
-      maxTokens: body.max_completion_tokens ?? body.max_tokens ?? Math.min(engine.info.maxContext - promptIds.length, 1024),
-      maxTokensParam,
-      ...samplingOptions(body),
-      echo: false,
-      logprobs: body.logprobs ? (body.top_logprobs ?? 0) : null,
-      deadline: state.requestTimeoutMs ? Date.now() + state.requestTimeoutMs : undefined,
-    });
-    const meta = { id: `chatcmpl-${crypto.randomUUID()}`, created: Math.floor(Date.now() / 1000), model: body.model };
-    const choices = await startChoices(engine, state.tokenizer, plans, c.req.raw.signal);
-    if (body.stream) return streamChat(c, choices, meta, { includeUsage: body.stream_options?.include_usage ?? false, promptTokens: promptIds.length });
-    const { results, firstTokenAt } = await collectChoices(choices, plans);
-    if (firstTokenAt) c.header(TTFT_HEADER, (firstTokenAt - started).toFixed(1));
-    return c.json({
-      ...meta,
-      object: 'chat.completion',
-      choices: results.map((r) => ({
-        index: r.index,
-        message: { role: 'assistant', content: r.text },
-        logprobs: r.logprobs ? chatLogprobs(r.logprobs) : null,
-        finish_reason: r.finishReason,
-        ...(body.return_token_ids ? { token_ids: r.tokenIds } : {}),
-      })),
-      usage: usage(promptIds.length, results.reduce((s, r) => s + r.completionTokens, 0)),
-      ...(body.return_token_ids ? { prompt_token_ids: promptIds } : {}),
-    });
+    const t = RequestTrace.start(state, c, 'chat');
+    try {
+      const engine = requireEngine(state);
+      const body = ChatCompletionRequest.parse(await parseJsonBody(c, state.maxBodyBytes));
+      t.request(body.model, {}, JSON.stringify(body.messages));
+      const delta = t.resolveDelta(() => resolveModel(state, body.model, c.get('tenant')));
+      const promptIds = renderPrompt(state, body);
+      const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? Math.min(engine.info.maxContext - promptIds.length, 1024);
+      t.request(body.model, requestAttributes(body, maxTokens));
+      checkTokenIds([promptIds], engine.info.vocabSize, 'messages');
+      if (body.top_logprobs && !body.logprobs) throw new ApiError(400, 'top_logprobs requires logprobs: true', 'top_logprobs');
+      const maxTokensParam = body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
+      const plans = planChoices(engine, [promptIds], {
+        delta,
+        maxTokens,
+        maxTokensParam,
+        ...samplingOptions(body),
+        echo: false,
+        logprobs: body.logprobs ? (body.top_logprobs ?? 0) : null,
+        deadline: state.requestTimeoutMs ? Date.now() + state.requestTimeoutMs : undefined,
+      });
+      for (const plan of plans) plan.observe = t.choice(plan.index, plan.request.promptIds.length);
+      const meta = { id: `chatcmpl-${crypto.randomUUID()}`, created: Math.floor(Date.now() / 1000), model: body.model };
+      const choices = await startChoices(engine, state.tokenizer, plans, c.req.raw.signal);
+      if (body.stream) return streamChat(c, choices, meta, { includeUsage: body.stream_options?.include_usage ?? false, promptTokens: promptIds.length }, t);
+      const { results, firstTokenAt } = await collectChoices(choices, plans);
+      if (firstTokenAt) c.header(TTFT_HEADER, (firstTokenAt - started).toFixed(1));
+      t.end();
+      return c.json({
+        ...meta,
+        object: 'chat.completion',
+        choices: results.map((r) => ({
+          index: r.index,
+          message: { role: 'assistant', content: r.text },
+          logprobs: r.logprobs ? chatLogprobs(r.logprobs) : null,
+          finish_reason: r.finishReason,
+          ...(body.return_token_ids ? { token_ids: r.tokenIds } : {}),
+        })),
+        usage: usage(promptIds.length, results.reduce((s, r) => s + r.completionTokens, 0)),
+        ...(body.return_token_ids ? { prompt_token_ids: promptIds } : {}),
+      });
+    } catch (err) {
+      t.end(err);
+      throw err;
+    }
   });
   return app;
 }
@@ -81,8 +92,8 @@ function chatLogprobs(block: LogprobsBlock) {
 }
 
 /** SSE chat chunks: a role chunk first, content deltas as they exist, the finish, optional usage, [DONE]. */
-function streamChat(c: Context, choices: AsyncGenerator<ChoicePiece>[], meta: { id: string; created: number; model: string }, options: { includeUsage: boolean; promptTokens: number }): Response {
-  return streamSSE(c, async (stream) => {
+function streamChat(c: Context, choices: AsyncGenerator<ChoicePiece>[], meta: { id: string; created: number; model: string }, options: { includeUsage: boolean; promptTokens: number }, t: RequestTrace): Response {
+  return tracedStream(c, t, async (stream) => {
     let aborted = false;
     stream.onAbort(() => {
       aborted = true;

@@ -1,6 +1,6 @@
 import crypto from 'node:crypto';
 import { Hono, type Context } from 'hono';
-import { streamSSE } from 'hono/streaming';
+import type { Attributes } from '@opentelemetry/api';
 import type { ServerState } from '../context.js';
 import { ApiError } from '../errors.js';
 import { collectChoices, startChoices, TTFT_HEADER, type ChoicePiece } from '../generation.js';
@@ -8,47 +8,56 @@ import { checkTokenIds, planChoices, samplingOptions } from '../plan.js';
 import { CompletionRequest } from '../schemas.js';
 import { parseJsonBody } from '../body.js';
 import { requireEngine, resolveModel } from '../resolve.js';
+import { RequestTrace, tracedStream } from '../tracing.js';
 
 /** POST /v1/completions (OpenAI legacy completions). */
 export function completionRoutes(state: ServerState): Hono {
   const app = new Hono();
   app.post('/v1/completions', async (c) => {
     const started = performance.now();
-    const engine = requireEngine(state);
-    const body = CompletionRequest.parse(await parseJsonBody(c, state.maxBodyBytes));
-    const delta = resolveModel(state, body.model, c.get('tenant'));
-    const prompts = promptIdLists(state, body.prompt);
-    const echo = body.echo ?? false;
-    const maxTokens = body.max_tokens ?? 16;
-    if (maxTokens === 0 && !echo) throw new ApiError(400, 'max_tokens must be at least 1 unless echo is true', 'max_tokens');
-    const plans = planChoices(engine, prompts, {
-      delta,
-      maxTokens,
-      maxTokensParam: 'max_tokens',
-      ...samplingOptions(body),
-      echo,
-      logprobs: body.logprobs ?? null,
-      deadline: state.requestTimeoutMs ? Date.now() + state.requestTimeoutMs : undefined,
-    });
-    const meta = { id: `cmpl-${crypto.randomUUID()}`, created: Math.floor(Date.now() / 1000), model: body.model };
-    const signal = c.req.raw.signal;
-    const choices = await startChoices(engine, state.tokenizer, plans, signal);
-    if (body.stream) return streamCompletion(c, choices, meta, body.stream_options?.include_usage ?? false);
-    const { results, firstTokenAt } = await collectChoices(choices, plans);
-    if (firstTokenAt) c.header(TTFT_HEADER, (firstTokenAt - started).toFixed(1));
-    return c.json({
-      ...meta,
-      object: 'text_completion',
-      choices: results.map((r) => ({
-        index: r.index,
-        text: r.text,
-        logprobs: r.logprobs ?? null,
-        finish_reason: r.finishReason,
-        ...(body.return_token_ids ? { prompt_token_ids: r.promptIds, token_ids: r.tokenIds } : {}),
-      })),
-      usage: usage(prompts.reduce((s, p) => s + p.length, 0), results.reduce((s, r) => s + r.completionTokens, 0)),
-      ...(body.return_token_ids ? { prompt_token_ids: prompts.length === 1 ? prompts[0] : prompts } : {}),
-    });
+    const t = RequestTrace.start(state, c, 'text_completion');
+    try {
+      const engine = requireEngine(state);
+      const body = CompletionRequest.parse(await parseJsonBody(c, state.maxBodyBytes));
+      const echo = body.echo ?? false;
+      const maxTokens = body.max_tokens ?? 16;
+      t.request(body.model, requestAttributes(body, maxTokens), typeof body.prompt === 'string' ? body.prompt : JSON.stringify(body.prompt));
+      const delta = t.resolveDelta(() => resolveModel(state, body.model, c.get('tenant')));
+      const prompts = promptIdLists(state, body.prompt);
+      if (maxTokens === 0 && !echo) throw new ApiError(400, 'max_tokens must be at least 1 unless echo is true', 'max_tokens');
+      const plans = planChoices(engine, prompts, {
+        delta,
+        maxTokens,
+        maxTokensParam: 'max_tokens',
+        ...samplingOptions(body),
+        echo,
+        logprobs: body.logprobs ?? null,
+        deadline: state.requestTimeoutMs ? Date.now() + state.requestTimeoutMs : undefined,
+      });
+      for (const plan of plans) plan.observe = t.choice(plan.index, plan.request.promptIds.length);
+      const meta = { id: `cmpl-${crypto.randomUUID()}`, created: Math.floor(Date.now() / 1000), model: body.model };
+      const choices = await startChoices(engine, state.tokenizer, plans, c.req.raw.signal);
+      if (body.stream) return streamCompletion(c, choices, meta, body.stream_options?.include_usage ?? false, t);
+      const { results, firstTokenAt } = await collectChoices(choices, plans);
+      if (firstTokenAt) c.header(TTFT_HEADER, (firstTokenAt - started).toFixed(1));
+      t.end();
+      return c.json({
+        ...meta,
+        object: 'text_completion',
+        choices: results.map((r) => ({
+          index: r.index,
+          text: r.text,
+          logprobs: r.logprobs ?? null,
+          finish_reason: r.finishReason,
+          ...(body.return_token_ids ? { prompt_token_ids: r.promptIds, token_ids: r.tokenIds } : {}),
+        })),
+        usage: usage(prompts.reduce((s, p) => s + p.length, 0), results.reduce((s, r) => s + r.completionTokens, 0)),
+        ...(body.return_token_ids ? { prompt_token_ids: prompts.length === 1 ? prompts[0] : prompts } : {}),
+      });
+    } catch (err) {
+      t.end(err);
+      throw err;
+    }
   });
   return app;
 }
@@ -68,8 +77,8 @@ function promptIdLists(state: ServerState, prompt: CompletionRequest['prompt']):
 }
 
 /** SSE: one `data:` chunk per piece as soon as it exists, an optional usage chunk, then `data: [DONE]`. */
-function streamCompletion(c: Context, choices: AsyncGenerator<ChoicePiece>[], meta: { id: string; created: number; model: string }, includeUsage: boolean): Response {
-  return streamSSE(c, async (stream) => {
+function streamCompletion(c: Context, choices: AsyncGenerator<ChoicePiece>[], meta: { id: string; created: number; model: string }, includeUsage: boolean, t: RequestTrace): Response {
+  return tracedStream(c, t, async (stream) => {
     let aborted = false;
     stream.onAbort(() => {
       aborted = true;
@@ -94,4 +103,13 @@ function streamCompletion(c: Context, choices: AsyncGenerator<ChoicePiece>[], me
     if (includeUsage) await stream.writeSSE({ data: JSON.stringify({ ...meta, object: 'text_completion', choices: [], usage: usage(promptTokens, completionTokens) }) });
     await stream.writeSSE({ data: '[DONE]' });
   });
+}
+
+/** GenAI request attributes shared by completions and chat. */
+export function requestAttributes(body: { temperature?: number | null; top_p?: number | null; n?: number | null; seed?: number | null }, maxTokens: number): Attributes {
+  const attributes: Attributes = { 'gen_ai.request.max_tokens': maxTokens, 'gen_ai.request.choice.count': body.n ?? 1 };
+  if (body.temperature != null) attributes['gen_ai.request.temperature'] = body.temperature;
+  if (body.top_p != null) attributes['gen_ai.request.top_p'] = body.top_p;
+  if (body.seed != null) attributes['gen_ai.request.seed'] = body.seed;
+  return attributes;
 }

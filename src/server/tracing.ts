@@ -1,0 +1,201 @@
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context as OtelContext, type Span } from '@opentelemetry/api';
+import { W3CTraceContextPropagator } from '@opentelemetry/core';
+import type { Context } from 'hono';
+import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
+import type { GenerateEvent } from '../engine/types.js';
+import { ApiError } from './errors.js';
+import type { ServerState } from './context.js';
+
+const propagator = new W3CTraceContextPropagator();
+const now = () => performance.timeOrigin + performance.now();
+
+/**
+ * One generation request's trace and metrics. The root span (`{operation} {model}`, GenAI
+ * semantic conventions) has children for delta resolution, and per choice the queue wait, the
+ * delta load (with the cache tier that answered), prefill and decode, plus the streaming of the
+ * response until its last byte. The root ends when the last byte is written, not when the
+ * handler returns a stream. Tenant is an attribute; API keys never are.
+ *
+ * @example
+ * const t = RequestTrace.start(state.telemetry, c, 'text_completion');
+ * plan.observe = t.choice(0); ...; t.end();
+ */
+export class RequestTrace {
+  private readonly started = now();
+  private readonly root: Span;
+  private readonly parent: OtelContext;
+  private readonly open = new Set<Span>();
+  private firstTokenAt = 0;
+  private lastTokenAt = 0;
+  private inputTokens = 0;
+  private outputTokens = 0;
+  private readonly finishReasons: string[] = [];
+  private stream: Span | undefined;
+  private ended = false;
+  private model: string | undefined;
+
+  private readonly log: Record<string, unknown>;
+
+  private constructor(private readonly state: ServerState, private readonly operation: string, c: Context) {
+    const tracer = state.telemetry.tracer;
+    state.inFlight++;
+    this.log = { requestId: c.get('requestId'), tenant: c.get('tenant'), operation };
+    const incoming = propagator.extract(ROOT_CONTEXT, c.req.raw.headers, { get: (h, key) => (h as Headers).get(key) ?? undefined, keys: (h) => [...(h as Headers).keys()] });
+    this.root = tracer.startSpan(operation, { kind: SpanKind.SERVER, startTime: this.started, attributes: { 'gen_ai.operation.name': operation, 'deltaserve.tenant': c.get('tenant'), 'deltaserve.request_id': c.get('requestId') } }, incoming);
+    this.parent = trace.setSpan(incoming, this.root);
+  }
+
+  /** Starts the trace of a generation request; refuses new ones (503) while the server drains. */
+  static start(state: ServerState, c: Context, operation: 'text_completion' | 'chat'): RequestTrace {
+    if (state.draining) throw new ApiError(503, 'the server is shutting down; retry on another replica', null, 'shutting_down', { 'Retry-After': '1' });
+    return new RequestTrace(state, operation, c);
+  }
+
+  /** The request names its model (the span is renamed `{operation} {model}` as the conventions ask). */
+  request(model: string, attributes: Attributes, promptText?: string): void {
+    this.model = model;
+    this.log['model'] = model;
+    if (promptText !== undefined && this.state.logPrompts) this.log['prompt'] = promptText;
+    this.root.updateName(`${this.operation} ${model}`);
+    this.root.setAttributes({ 'gen_ai.request.model': model, ...attributes });
+  }
+
+  /** Runs `resolve` inside a `deltaserve.delta.resolve` span and records the delta it chose. */
+  resolveDelta<T extends string | null>(resolve: () => T): T {
+    const span = this.child('deltaserve.delta.resolve');
+    try {
+      const delta = resolve();
+      span.setAttribute('deltaserve.delta', delta ?? 'none');
+      this.log['delta'] = delta;
+      this.root.setAttribute('deltaserve.delta', delta ?? 'none');
+      return delta;
+    } catch (err) {
+      fail(span, err);
+      throw err;
+    } finally {
+      this.close(span);
+    }
+  }
+
+  /** An observer of one choice's engine events, turning them into child spans. */
+  choice(index: number, promptTokens: number): (event: GenerateEvent) => void {
+    this.inputTokens += promptTokens;
+    let current: Span | undefined = this.child('deltaserve.queue', { 'deltaserve.choice': index });
+    let phase: 'queue' | 'prefill' | 'decode' = 'queue';
+    return (event) => {
+      const at = now();
+      if (event.type === 'admitted') {
+        this.close(current, at);
+        if (event.deltaTier !== 'none') {
+          const load = this.child('deltaserve.delta.load', { 'deltaserve.choice': index, 'deltaserve.cache.tier': event.deltaTier, 'deltaserve.delta.load_ms': event.deltaLoadMs }, at - event.deltaLoadMs);
+          this.close(load, at);
+        }
+        current = this.child('deltaserve.prefill', { 'deltaserve.choice': index }, at);
+        phase = 'prefill';
+      } else if (event.type === 'token') {
+        if (!this.firstTokenAt) this.firstTokenAt = at;
+        this.lastTokenAt = at;
+        if (phase !== 'decode') {
+          this.close(current, at);
+          current = this.child('deltaserve.decode', { 'deltaserve.choice': index }, at);
+          phase = 'decode';
+        }
+      } else if (event.type === 'done') {
+        this.outputTokens += event.completionTokens;
+        this.finishReasons.push(event.finishReason);
+        current?.setAttribute('gen_ai.usage.output_tokens', event.completionTokens);
+        this.close(current, at);
+        current = undefined;
+      } else if (event.type === 'error') {
+        if (current) fail(current, new Error(event.message));
+        this.close(current, at);
+        current = undefined;
+      }
+    };
+  }
+
+  /** The response body starts streaming; the span ends with the last byte. */
+  streamStarted(): void {
+    this.stream = this.child('deltaserve.stream');
+  }
+
+  /** Ends the trace (idempotent): usage attributes, metrics, and any span still open. */
+  end(error?: unknown): void {
+    if (this.ended) return;
+    this.ended = true;
+    const at = now();
+    for (const span of [...this.open]) {
+      if (error !== undefined) fail(span, error);
+      this.close(span, at);
+    }
+    this.root.setAttributes({ 'gen_ai.usage.input_tokens': this.inputTokens, 'gen_ai.usage.output_tokens': this.outputTokens, 'gen_ai.response.finish_reasons': this.finishReasons });
+    const attributes: Attributes = { 'gen_ai.operation.name': this.operation, ...(this.model === undefined ? {} : { 'gen_ai.request.model': this.model }) };
+    if (error !== undefined) {
+      fail(this.root, error);
+      attributes['error.type'] = errorType(error);
+    }
+    this.root.end(at);
+    this.state.inFlight--;
+    const outcome = error === undefined ? 'ok' : 'error';
+    const summary = { ...this.log, outcome, ...(error === undefined ? {} : { error: errorType(error) }), promptTokens: this.inputTokens, completionTokens: this.outputTokens, finishReasons: this.finishReasons, ttftMs: this.firstTokenAt ? round(this.firstTokenAt - this.started) : null, durationMs: round(at - this.started) };
+    this.state.logger[error === undefined ? 'info' : 'warn'](summary, 'generation');
+    const m = this.state.telemetry.instruments;
+    m.requestDuration.record((at - this.started) / 1000, attributes);
+    m.requests.add(1, { ...attributes, 'deltaserve.outcome': outcome });
+    if (this.firstTokenAt) m.timeToFirstToken.record((this.firstTokenAt - this.started) / 1000, attributes);
+    if (this.outputTokens > 1 && this.lastTokenAt > this.firstTokenAt) m.timePerOutputToken.record((this.lastTokenAt - this.firstTokenAt) / 1000 / (this.outputTokens - 1), attributes);
+    m.tokens.add(this.inputTokens, { ...attributes, 'gen_ai.token.type': 'input' });
+    m.tokens.add(this.outputTokens, { ...attributes, 'gen_ai.token.type': 'output' });
+  }
+
+  private child(name: string, attributes: Attributes = {}, startTime = now()): Span {
+    const span = this.state.telemetry.tracer.startSpan(name, { startTime, attributes }, this.parent);
+    this.open.add(span);
+    return span;
+  }
+
+  private close(span: Span | undefined, at = now()): void {
+    if (!span || !this.open.delete(span)) return;
+    span.end(at);
+  }
+}
+
+const round = (ms: number) => Math.round(ms * 10) / 10;
+
+function fail(span: Span, error: unknown): void {
+  span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
+}
+
+function errorType(error: unknown): string {
+  const e = error as { code?: string; name?: string; status?: number };
+  return e.code ?? (e.status ? String(e.status) : (e.name ?? 'Error'));
+}
+
+
+/**
+ * streamSSE whose body is traced as `deltaserve.stream` and whose request trace ends with the
+ * last byte (or the client's disconnect), not when the handler returns the Response.
+ */
+export function tracedStream(c: Context, t: RequestTrace, write: (stream: SSEStreamingApi) => Promise<void>): Response {
+  return streamSSE(c, async (stream) => {
+    t.streamStarted();
+    let disconnected = false;
+    stream.onAbort(() => {
+      disconnected = true;
+    });
+    try {
+      await write(stream);
+      t.end(disconnected ? new ClientDisconnected() : undefined);
+    } catch (err) {
+      t.end(err);
+      throw err;
+    }
+  });
+}
+
+class ClientDisconnected extends Error {
+  readonly code = 'client_disconnected';
+  constructor() {
+    super('the client disconnected before the response ended');
+  }
+}
