@@ -28,7 +28,8 @@ export interface Engine {
   generate(request: GenerateRequest, signal?: AbortSignal): AsyncIterable<GenerateEvent>;
   /** Validates a PEFT adapter's two files against the backbone; registers it under `name` unless dryRun. */
   registerPeft(name: string, files: { config: Uint8Array; weights: Uint8Array }, options?: { dryRun?: boolean }): Promise<DeltaSummary>;
-  unregisterDelta(name: string): Promise<void>;
+  /** Forgets a delta version; with its SHA-256, its files also leave the local disk cache. */
+  unregisterDelta(name: string, sha256?: string): Promise<void>;
   stats(): Promise<EngineStats>;
   /** Loads a delta (engine key) into host memory, and into a free or evictable slot if there is one. */
   prefetchDelta(name: string): Promise<DeltaResidency>;
@@ -157,8 +158,8 @@ class WorkerEngine implements Engine {
     return this.call({ type: 'register_peft', name, config, weights: files.weights, dryRun: options.dryRun ?? false });
   }
 
-  unregisterDelta(name: string): Promise<void> {
-    return this.call({ type: 'unregister_delta', name });
+  unregisterDelta(name: string, sha256?: string): Promise<void> {
+    return this.call({ type: 'unregister_delta', name, ...(sha256 ? { sha256 } : {}) });
   }
 
   trainBegin(spec: TrainBeginSpec): Promise<void> {

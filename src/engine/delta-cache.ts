@@ -1,10 +1,10 @@
-import type { DeltaLoad } from './scheduler.js';
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { LRUCache } from 'lru-cache';
 import type { LoraDelta } from '../deltas/peft-lora.js';
+import { digestFilesAsync } from '../deltas/store/common.js';
 import type { DeltaFiles, DeltaStore } from '../deltas/store/types.js';
+import type { DeltaLoad } from './scheduler.js';
 import { EngineError } from './types.js';
 
 /**
@@ -59,8 +59,6 @@ export class HostDeltaCache {
   }
 }
 
-const fileDigest = (files: DeltaFiles) => crypto.createHash('sha256').update(files.config).update(files.weights).digest('hex');
-
 /**
  * Verified delta files on local disk, one directory per SHA-256 (`<dir>/<sha256>/`), written to a
  * temporary directory and renamed into place, so a reader sees a whole entry or none. A read
@@ -78,9 +76,14 @@ export class DiskDeltaCache {
     } catch {
       return undefined;
     }
-    if (fileDigest(files) === sha256) return files;
+    if ((await digestFilesAsync(files)) === sha256) return files;
     await fs.promises.rm(entry, { recursive: true, force: true });
     return undefined;
+  }
+
+  async remove(sha256: string): Promise<void> {
+    if (!/^[0-9a-f]{64}$/.test(sha256)) return;
+    await fs.promises.rm(path.join(this.dir, sha256), { recursive: true, force: true });
   }
 
   async write(sha256: string, files: DeltaFiles): Promise<void> {
@@ -167,9 +170,11 @@ export class TieredDeltaSource {
     this.host.set(name, delta);
   }
 
-  forget(name: string): void {
+  /** Drops a deleted delta version from host memory, and with its digest from the disk cache. */
+  async forget(name: string, sha256?: string): Promise<void> {
     this.host.delete(name);
     this.held.delete(name);
+    if (sha256) await this.disk?.remove(sha256);
   }
 
   /** Brings `owner/name@version` into host memory; the caller deduplicates concurrent loads. */

@@ -61,7 +61,7 @@ export type ToWorker =
   | { type: 'cancel'; id: string }
   /** Validates a PEFT adapter against the backbone and (unless dryRun) registers it under `name`. */
   | { type: 'register_peft'; callId: number; name: string; config: string; weights: Uint8Array; dryRun: boolean }
-  | { type: 'unregister_delta'; callId: number; name: string }
+  | { type: 'unregister_delta'; callId: number; name: string; sha256?: string }
   | { type: 'stats'; callId: number }
   /** Loads a delta into host memory, and into a free or least recently used unpinned slot if there is one. */
   | { type: 'prefetch_delta'; callId: number; name: string }

@@ -86,9 +86,11 @@ async function main(): Promise<void> {
           return summary;
         });
       case 'unregister_delta':
-        deltas.forget(message.name);
         scheduler.forget(message.name);
-        return send({ type: 'reply', callId: message.callId, ok: true, value: null });
+        return respond(message.callId, async () => {
+          await deltas.forget(message.name, message.sha256);
+          return null;
+        });
       case 'stats':
         return send({ type: 'reply', callId: message.callId, ok: true, value: { ...scheduler.stats, ...deltas.stats } });
       case 'prefetch_delta':

@@ -53,10 +53,13 @@ export class DeltaService {
     }
   }
 
+  /** Deletes every version; the engine forgets them, and their files leave its disk cache. */
   async remove(record: DeltaRecord): Promise<void> {
+    const stored = await this.store.versions(record.owner, record.name);
     await this.store.delete(record.owner, record.name);
     this.catalog.remove(record.owner, record.name);
-    for (const v of record.versions) await this.engine.unregisterDelta(deltaKey(record.owner, record.name, v));
+    const digests = new Map(stored.map((v) => [v.version, v.sha256]));
+    for (const v of record.versions) await this.engine.unregisterDelta(deltaKey(record.owner, record.name, v), digests.get(v));
   }
 
   /** One stored version's files (verified against their SHA-256). */

@@ -172,4 +172,12 @@ describe('delta cache tiers (S3 store via s3rver): a restart serves through the 
     stats = await api.stats();
     assert.deepEqual([stats.hostMisses, stats.diskMisses, stats.diskHits, stats.storeLoads], [1, 0, 1, 0]);
   });
+
+  it('deleting a delta removes its files from the disk cache too', async () => {
+    const cached = () => fs.readdirSync(path.join(cacheDir, 'deltas')).filter((f) => !f.startsWith('.'));
+    assert.equal(cached().length, 1);
+    const res = await fetch(`${server.url}/v1/deltas/s3delta`, { method: 'DELETE' });
+    assert.equal(res.status, 200);
+    assert.deepEqual(cached(), []);
+  });
 });
