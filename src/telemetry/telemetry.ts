@@ -2,7 +2,7 @@ import type { Meter, Tracer } from '@opentelemetry/api';
 import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
 import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { resourceFromAttributes } from '@opentelemetry/resources';
+import { detectResources, envDetector, resourceFromAttributes } from '@opentelemetry/resources';
 import { MeterProvider, PeriodicExportingMetricReader, type MetricReader } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, BatchSpanProcessor, SimpleSpanProcessor, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { createInstruments, type Instruments } from './instruments.js';
@@ -40,7 +40,8 @@ export class Telemetry {
   ) {}
 
   static create(options: TelemetryOptions = {}): Telemetry {
-    const resource = resourceFromAttributes({ 'service.name': options.serviceName ?? 'deltaserve', 'service.version': options.serviceVersion ?? '0.1.0' });
+    // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES (e.g. the pod's name) override the defaults.
+    const resource = resourceFromAttributes({ 'service.name': options.serviceName ?? 'deltaserve', 'service.version': options.serviceVersion ?? '0.1.0' }).merge(detectResources({ detectors: [envDetector] }));
     const endpoint = options.otlpEndpoint ?? process.env['OTEL_EXPORTER_OTLP_ENDPOINT'];
     const spanProcessors: SpanProcessor[] = [];
     if (options.spanExporter) spanProcessors.push(new SimpleSpanProcessor(options.spanExporter));
