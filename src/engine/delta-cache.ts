@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { LRUCache } from 'lru-cache';
 import type { LoraDelta } from '../deltas/peft-lora.js';
-import { digestFilesAsync } from '../deltas/store/common.js';
+import { digestFiles } from '../deltas/store/common.js';
 import type { DeltaFiles, DeltaStore } from '../deltas/store/types.js';
 import type { DeltaLoad } from './scheduler.js';
 import { EngineError } from './types.js';
@@ -76,7 +76,7 @@ export class DiskDeltaCache {
     } catch {
       return undefined;
     }
-    if ((await digestFilesAsync(files)) === sha256) return files;
+    if (digestFiles(files) === sha256) return files;
     await fs.promises.rm(entry, { recursive: true, force: true });
     return undefined;
   }
