@@ -77,6 +77,7 @@ export class ModelRuntime {
     if (lengths.some((n) => n !== seq) && pass.pastLengths.some((p) => p !== 0)) throw new Error('rows of different lengths are only allowed in a first prefill');
     const totals = pass.pastLengths.map((p, r) => p + lengths[r]!);
     if (Math.max(...pass.pastLengths) + seq > this.options.maxContext) throw new Error(`sequence exceeds the context of ${this.options.maxContext} tokens`);
+    this.cache.reserve(Math.max(...pass.pastLengths) + seq);
     const feeds: Record<string, ort.Tensor> = {
       [G.GRAPH_INPUTS.inputIds]: int64(pass.tokens.flatMap((t) => padded(t, seq)), [batch, seq]),
       [G.GRAPH_INPUTS.positionIds]: int64(pass.pastLengths.flatMap((p) => Array.from({ length: seq }, (_, i) => p + i)), [batch, seq]),

@@ -392,6 +392,8 @@ export class Scheduler {
     }
     seq.row = -1;
     seq.slot = -1;
+    // The KV cache shrinks once the rows still live need much less than it holds.
+    cache.fit(Math.max(0, ...[...this.decoding, ...this.prefilling].map((s) => s.cached + s.pending.length + s.request.maxTokens)));
   }
 
   /** Moves prefilling sequences from index `from` on down to their rows, d + index. */

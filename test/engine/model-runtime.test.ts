@@ -65,6 +65,25 @@ describe('ModelRuntime on the PEFT fixture', () => {
     }
   });
 
+  it('decode across KV-cache growth (capacity growing mid-sequence) still equals full recomputation', async () => {
+    const long = await ModelRuntime.create({ modelDir: path.join(FIXTURE, 'base'), cacheDir: tempDir(), device: 'cpu', maxRows: 2, maxContext: 256, deltaSlots: 2, maxRank: 16 });
+    try {
+      const ids = Array.from({ length: 150 }, (_, i) => (i * 37 + 11) % VOCAB);
+      const full = await long.forward({ firstRow: 0, tokens: [ids], pastLengths: [0], slots: [-1], logits: 'all' });
+      assert.equal(long.cache.capacity, 160);
+      long.cache.fit(0);
+      assert.equal(long.cache.capacity, 64);
+      await long.forward({ firstRow: 1, tokens: [ids.slice(0, 60)], pastLengths: [0], slots: [-1], logits: 'last' });
+      for (let pos = 60; pos < 150; pos++) {
+        const step = await long.forward({ firstRow: 1, tokens: [[ids[pos]!]], pastLengths: [pos], slots: [-1], logits: 'last' });
+        if (pos % 10 === 4) assert.ok(maxAbsDiff(step, full.subarray(pos * VOCAB, (pos + 1) * VOCAB)) <= 1e-5, `position ${pos} (capacity ${long.cache.capacity})`);
+      }
+      assert.ok(long.cache.capacity >= 150 && long.cache.capacity < 256, `capacity ${long.cache.capacity}`);
+    } finally {
+      await long.release();
+    }
+  });
+
   for (const [label, slot, expected] of [['base', -1, ref.base], ['lora_all_r8', 1, ref.lora_all_r8]] as const) {
     it(`${label}: greedy 12-token continuations equal PEFT's`, async () => {
       assert.deepEqual(await greedyRows(rt, ref.input_ids, [slot, slot], 12), expected.greedy_12);
