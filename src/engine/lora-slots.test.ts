@@ -90,3 +90,11 @@ describe('LoRA slot stacks and token grouping', () => {
     assert.ok(stacks.range('m', 1, 2).a.every((v) => v === 0) && stacks.range('m', 1, 2).b.every((v) => v === 0));
   });
 });
+
+it('slots are faulted in one per call (a written slot counts), then prefaultNext reports none left', () => {
+  const stacks = new LoraSlotStacks([{ modulePath: 'm', inFeatures: 4, outFeatures: 3 }], 3, 2);
+  stacks.write(1, new Map());
+  assert.equal(stacks.prefaultNext(), true);
+  assert.equal(stacks.prefaultNext(), true);
+  assert.equal(stacks.prefaultNext(), false);
+});

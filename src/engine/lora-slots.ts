@@ -18,14 +18,32 @@ export interface ModuleShape {
 export class LoraSlotStacks {
   readonly a = new Map<string, Float32Array>();
   readonly b = new Map<string, Float32Array>();
+  private readonly faulted: boolean[];
 
   constructor(readonly modules: readonly ModuleShape[], readonly slots: number, readonly maxRank: number) {
-    // Writing the zeros touches every page now: a fresh array is mapped lazily, and paying those
-    // page faults on a slot's first write would add ~40 ms to a cache hit instead of ~1 ms.
     for (const m of modules) {
-      this.a.set(m.modulePath, new Float32Array(slots * maxRank * m.inFeatures).fill(0));
-      this.b.set(m.modulePath, new Float32Array(slots * maxRank * m.outFeatures).fill(0));
+      this.a.set(m.modulePath, new Float32Array(slots * maxRank * m.inFeatures));
+      this.b.set(m.modulePath, new Float32Array(slots * maxRank * m.outFeatures));
     }
+    this.faulted = Array<boolean>(slots).fill(false);
+  }
+
+  /**
+   * Touches every page of one slot. A fresh array is mapped lazily, and paying those page faults
+   * on a slot's first write adds ~40 ms to a cache hit instead of ~1 ms; doing all slots at
+   * construction cost ~2 s of cold start for 32 slots, so the engine faults them in while idle.
+   * Returns false when every slot already is.
+   */
+  prefaultNext(): boolean {
+    const slot = this.faulted.indexOf(false);
+    if (slot < 0) return false;
+    const R = this.maxRank;
+    for (const m of this.modules) {
+      this.a.get(m.modulePath)!.subarray(slot * R * m.inFeatures, (slot + 1) * R * m.inFeatures).fill(0);
+      this.b.get(m.modulePath)!.subarray(slot * R * m.outFeatures, (slot + 1) * R * m.outFeatures).fill(0);
+    }
+    this.faulted[slot] = true;
+    return true;
   }
 
   /** Bytes of one slot across all modules. */
@@ -39,6 +57,7 @@ export class LoraSlotStacks {
    */
   write(slot: number, weights: ReadonlyMap<string, LoraModule>): void {
     const R = this.maxRank;
+    this.faulted[slot] = true;
     for (const m of this.modules) {
       const aSlot = this.a.get(m.modulePath)!.subarray(slot * R * m.inFeatures, (slot + 1) * R * m.inFeatures);
       const bSlot = this.b.get(m.modulePath)!.subarray(slot * R * m.outFeatures, (slot + 1) * R * m.outFeatures);

@@ -142,8 +142,9 @@ async function main(): Promise<void> {
       training.served(performance.now() - started);
     } else training.servingIdle();
     // Serving keeps priority: a training micro-batch runs when nothing is served, or within its share.
+    // Idle otherwise: fault in the next delta slot's pages (one per turn), then wait for work.
     if (training.mayRun(serving)) await training.runMicroBatch();
-    else if (!serving) {
+    else if (!serving && !runtime.slots.prefaultNext()) {
       // While loads are in flight, look again now and then: a waiting request's deadline still counts.
       await new Promise<void>((resolve) => {
         wake = resolve;
