@@ -112,6 +112,12 @@ describe('fine-tuning through the admin API', () => {
     const stream = await fetch(`${server.url}/admin/v1/fine_tuning/jobs/${created.json.id}/events?stream=true`);
     assert.match(stream.headers.get('content-type') ?? '', /text\/event-stream/);
     await waitFor(created.json.id, (j) => j.step >= 2);
+    // One job trains at a time: a second one waits its turn, and cancelling it while queued is immediate.
+    const second = await call('POST', '/admin/v1/fine_tuning/jobs', jobRequest(file.json.id, { name: 'second' }));
+    assert.equal(second.json.status, 'queued');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.equal((await call('GET', `/admin/v1/fine_tuning/jobs/${second.json.id}`)).json.status, 'queued');
+    assert.equal((await call('POST', `/admin/v1/fine_tuning/jobs/${second.json.id}/cancel`)).json.status, 'cancelled');
     assert.equal((await call('POST', `/admin/v1/fine_tuning/jobs/${created.json.id}/cancel`)).status, 200);
     const text = await stream.text();
     const lines = text.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6));
