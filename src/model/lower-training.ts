@@ -78,6 +78,12 @@ export function trainableParams(arch: ArchitectureSpec, lora: LoraTrainingSpec):
   });
 }
 
+/** Why this backbone cannot be trained here, or null when it can (Llama, Mistral, Qwen2 — not GPT-2 yet). */
+export function trainingUnsupported(arch: ArchitectureSpec): string | null {
+  if (arch.positions.kind === 'rope' && arch.blocks.every((b) => 'q' in b.attention && b.mlp.kind === 'gated-silu' && b.inputNorm.kind === 'rms')) return null;
+  return `training supports Llama-family backbones (rotary positions, separate q/k/v, gated MLP, RMSNorm); ${arch.family} is not one`;
+}
+
 export function loraScale(lora: Pick<LoraTrainingSpec, 'rank' | 'alpha' | 'useRslora'>): number {
   return lora.useRslora ? lora.alpha / Math.sqrt(lora.rank) : lora.alpha / lora.rank;
 }
@@ -96,9 +102,8 @@ class TrainingLowering {
 
   constructor(private readonly ckpt: Checkpoint, private readonly options: TrainingGraphOptions) {
     this.arch = ckpt.arch;
-    if (this.arch.positions.kind !== 'rope' || this.arch.blocks.some((b) => !('q' in b.attention) || b.mlp.kind !== 'gated-silu')) {
-      throw new Error(`training supports Llama-family backbones (rotary positions, separate q/k/v, gated MLP); ${this.arch.family} is not one`);
-    }
+    const unsupported = trainingUnsupported(this.arch);
+    if (unsupported) throw new Error(unsupported);
     this.params = trainableParams(this.arch, options.lora);
   }
 

@@ -8,6 +8,7 @@ export function requireAdmin(c: Context): void {
 }
 
 export function requireTraining(state: ServerState): TrainingService {
-  if (!state.training) throw new ApiError(503, 'the model is still loading; retry shortly', null, 'model_loading', { 'Retry-After': '1' });
-  return state.training;
+  if (state.training) return state.training;
+  if (state.engine) throw new ApiError(501, 'this model has no tokenizer.json, which training data needs', null, 'training_unavailable');
+  throw new ApiError(503, 'the model is still loading; retry shortly', null, 'model_loading', { 'Retry-After': '1' });
 }

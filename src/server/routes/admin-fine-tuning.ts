@@ -8,6 +8,7 @@ import type { ServerState } from '../context.js';
 import { ApiError } from '../errors.js';
 import { FineTuningJobRequest } from '../fine-tuning-schema.js';
 import { resolveModel } from '../resolve.js';
+import { trainingUnsupported } from '../../model/lower-training.js';
 import { requireAdmin, requireTraining } from './admin-common.js';
 
 /**
@@ -94,6 +95,8 @@ function page<T extends { id: string }>(items: T[], c: Context): { object: 'list
 /** Checks everything that can be checked before the job is queued, naming the field that failed. */
 function toSpec(state: ServerState, body: FineTuningJobRequest, caller: string): FineTuneSpec {
   const training = requireTraining(state);
+  const unsupported = trainingUnsupported(training.arch);
+  if (unsupported) throw new ApiError(400, `model '${body.model}': ${unsupported}`, 'model', 'model_not_trainable');
   const tenant = body.tenant ?? caller;
   if (!NAME_PATTERN.test(tenant)) throw new ApiError(400, `tenant '${tenant}' must be letters, digits, '_', '.' or '-'`, 'tenant', 'invalid_value');
   const key = resolveModel(state, body.model, tenant);
