@@ -46,7 +46,6 @@ describe('loraWeightsFromPeft', () => {
     const cases: [Record<string, unknown>, RegExp][] = [
       [{ rank_pattern: { q_proj: 4 } }, /rank_pattern/],
       [{ alpha_pattern: { q_proj: 4 } }, /alpha_pattern/],
-      [{ fan_in_fan_out: true }, /fan_in_fan_out/],
       [{ use_dora: true }, /use_dora/],
       [{ bias: 'all' }, /bias/],
       [{ peft_type: 'IA3' }, /peft_type/],

@@ -26,6 +26,11 @@ export interface LoraWeights {
   /** PEFT target_modules, e.g. ['q_proj', 'v_proj']. */
   targetModules: string[];
   baseModel?: string;
+  /**
+   * PEFT's flag for Conv1D backbones (GPT-2), whose base weights are stored [in, out]; the LoRA
+   * factors keep their usual [r, in] / [out, r] layout either way.
+   */
+  fanInFanOut?: boolean;
   /** Module path (e.g. 'model.layers.0.self_attn.q_proj') -> factors. */
   modules: Map<string, LoraModuleWeights>;
 }
@@ -74,7 +79,7 @@ function configText(w: LoraWeights): string {
     alpha_pattern: {},
     base_model_name_or_path: w.baseModel ?? null,
     bias: 'none',
-    fan_in_fan_out: false,
+    fan_in_fan_out: w.fanInFanOut ?? false,
     inference_mode: true,
     init_lora_weights: true,
     lora_alpha: w.alpha,
@@ -94,7 +99,7 @@ function configText(w: LoraWeights): string {
 /**
  * Reads a PEFT LoRA adapter (F32, F16 or BF16) as raw, unscaled factors, validated against the
  * backbone by `parsePeftLora`. Features `LoraWeights` cannot hold (per-module rank or alpha,
- * Conv1D-style fan_in_fan_out, DoRA, trained biases, saved modules) are rejected, because
+ * DoRA, trained biases, saved modules) are rejected, because
  * dropping them would silently change the adapter. A string (regex) target_modules becomes the
  * list of projection names the adapter actually holds.
  *
@@ -122,6 +127,7 @@ export function loraWeightsFromPeft(configText: string, weightBytes: Uint8Array,
     targetModules,
     modules,
   };
+  if (config.fan_in_fan_out) weights.fanInFanOut = true;
   const base = (config as { base_model_name_or_path?: unknown }).base_model_name_or_path;
   if (typeof base === 'string') weights.baseModel = base;
   return weights;
@@ -142,7 +148,6 @@ function parseConfig(text: string): PeftLoraConfig {
   if (config.lora_alpha !== undefined && !Number.isFinite(config.lora_alpha)) problems.push(`lora_alpha ${JSON.stringify(config.lora_alpha)}`);
   if (config.rank_pattern && Object.keys(config.rank_pattern).length) problems.push('rank_pattern (per-module ranks)');
   if (config.alpha_pattern && Object.keys(config.alpha_pattern).length) problems.push('alpha_pattern (per-module alphas)');
-  if (config.fan_in_fan_out) problems.push('fan_in_fan_out (transposed Conv1D weights)');
   if (config.use_dora) problems.push('use_dora (DoRA magnitudes)');
   if (config.bias && config.bias !== 'none') problems.push(`bias ${JSON.stringify(config.bias)} (only "none")`);
   if (config.modules_to_save?.length) problems.push('modules_to_save (fully trained modules)');

@@ -8,7 +8,8 @@ import { ropeTables } from './rope.js';
 import { checkpointWeight } from './weight-data.js';
 
 /**
- * Lowers an architecture to ONE LoRA training-step graph built from primitive ops that have
+ * Lowers an architecture (Llama/Mistral/Qwen2 or GPT-2, from the same description inference
+ * uses) to ONE LoRA training-step graph built from primitive ops that have
  * gradient rules: forward over `rows` x `seqLen` tokens (causal, right-padded), the Hugging Face
  * causal-LM loss, gradients for the LoRA parameters only (the backbone stays frozen external
  * initializers shared with inference), global-norm clipping and AdamW.
@@ -78,10 +79,12 @@ export function trainableParams(arch: ArchitectureSpec, lora: LoraTrainingSpec):
   });
 }
 
-/** Why this backbone cannot be trained here, or null when it can (Llama, Mistral, Qwen2 — not GPT-2 yet). */
+const TRAINABLE_MLPS: ReadonlySet<string> = new Set(['gated-silu', 'gelu-tanh']);
+
+/** Why this backbone cannot be trained here, or null when it can (every family the engine serves today). */
 export function trainingUnsupported(arch: ArchitectureSpec): string | null {
-  if (arch.positions.kind === 'rope' && arch.blocks.every((b) => 'q' in b.attention && b.mlp.kind === 'gated-silu' && b.inputNorm.kind === 'rms')) return null;
-  return `training supports Llama-family backbones (rotary positions, separate q/k/v, gated MLP, RMSNorm); ${arch.family} is not one`;
+  const unknown = arch.blocks.find((b) => !TRAINABLE_MLPS.has(b.mlp.kind));
+  return unknown ? `training has no lowering for ${arch.family}'s ${unknown.mlp.kind} MLP` : null;
 }
 
 export function loraScale(lora: Pick<LoraTrainingSpec, 'rank' | 'alpha' | 'useRslora'>): number {
@@ -120,9 +123,14 @@ class TrainingLowering {
       entry[p.matrix === 'lora_A' ? 'a' : 'b'] = paramInputs[i]!;
       this.lora.set(p.module, entry);
     });
-    this.rope = this.ropeTables();
+    this.rope = arch.positions.kind === 'rope' ? this.ropeTables() : undefined;
 
-    let hidden = g.apply('Reshape', [g.apply('Gather', [this.weight(arch.embedTokens), ids]), g.ints([rows * seqLen, arch.hiddenSize])]); // [N, H]
+    let embedded = g.apply('Gather', [this.weight(arch.embedTokens), ids]); // [B, T, H]
+    if (arch.positions.kind === 'learned') {
+      const positions = g.constant('int64', [seqLen], Array.from({ length: seqLen }, (_, t) => t));
+      embedded = g.apply('Add', [embedded, g.apply('Gather', [this.weight(arch.positions.weight), positions])]); // + [T, H]
+    }
+    let hidden = g.apply('Reshape', [embedded, g.ints([rows * seqLen, arch.hiddenSize])]); // [N, H]
     for (const block of arch.blocks) hidden = this.block(block, hidden);
     const logits = g.apply('Gemm', [this.norm(arch.finalNorm, hidden), this.weight(arch.lmHead)], { transB: 1 }); // [N, V]
     const loss = this.crossEntropy(logits, targets, weights);
@@ -173,33 +181,52 @@ class TrainingLowering {
   private block(block: BlockSpec, x: string): string {
     const { g } = this;
     const afterAttn = g.apply('Add', [x, this.linear(block.o, this.attention(block, this.norm(block.inputNorm, x)))]);
-    if (block.mlp.kind !== 'gated-silu') throw new Error('unreachable: checked in the constructor');
     const m = this.norm(block.postAttentionNorm, afterAttn);
+    if (block.mlp.kind === 'gelu-tanh') return g.apply('Add', [afterAttn, this.linear(block.mlp.proj, this.geluTanh(this.linear(block.mlp.fc, m)))]);
     const gate = this.linear(block.mlp.gate, m);
     const act = g.apply('Mul', [g.apply('Mul', [gate, g.apply('Sigmoid', [gate])]), this.linear(block.mlp.up, m)]);
     return g.apply('Add', [afterAttn, this.linear(block.mlp.down, act)]);
   }
 
+  /** 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), GPT-2's gelu_new (ORT's FastGelu at inference). */
+  private geluTanh(x: string): string {
+    const { g } = this;
+    const cube = g.apply('Mul', [g.apply('Mul', [x, x]), x]);
+    const inner = g.apply('Mul', [g.apply('Add', [x, g.apply('Mul', [cube, g.scalar(0.044715, x)])]), g.scalar(Math.sqrt(2 / Math.PI), x)]);
+    return g.apply('Mul', [g.apply('Mul', [x, g.scalar(0.5, x)]), g.apply('Add', [g.scalar(1, x), g.apply('Tanh', [inner])])]);
+  }
+
   /** Causal self-attention with rotary positions and grouped key/value heads, as transformers' eager path. */
   private attention(block: BlockSpec, h: string): string {
     const { g, arch, options } = this;
-    if (!('q' in block.attention)) throw new Error('unreachable: checked in the constructor');
     const { rows, seqLen } = options;
     const D = arch.headDim;
     const heads = (t: string, count: number) =>
       g.apply('Transpose', [g.apply('Reshape', [t, g.ints([rows, seqLen, count, D])])], { perm: [0, 2, 1, 3] }); // [B, heads, T, D]
-    const q = this.rotate(heads(this.linear(block.attention.q, h), arch.numHeads));
-    const k = this.repeatKv(this.rotate(heads(this.linear(block.attention.k, h), arch.numKvHeads)));
-    const v = this.repeatKv(heads(this.linear(block.attention.v, h), arch.numKvHeads));
+    const [qFlat, kFlat, vFlat] = this.qkv(block, h);
+    const q = this.rotate(heads(qFlat, arch.numHeads));
+    const k = this.repeatKv(this.rotate(heads(kFlat, arch.numKvHeads)));
+    const v = this.repeatKv(heads(vFlat, arch.numKvHeads));
     const scores = g.apply('Mul', [g.apply('MatMul', [q, g.apply('Transpose', [k], { perm: [0, 1, 3, 2] })]), g.scalar(1 / Math.sqrt(D), q)]); // [B, Hq, T, T]
     const probs = g.apply('Softmax', [g.apply('Add', [scores, this.causalMask()])], { axis: -1 });
     const out = g.apply('Transpose', [g.apply('MatMul', [probs, v])], { perm: [0, 2, 1, 3] }); // [B, T, Hq, D]
     return g.apply('Reshape', [out, g.ints([rows * seqLen, arch.numHeads * D])]);
   }
 
-  /** x * cos + rotate_half(x) * sin, with rotate_half(x) = [-x2, x1]. */
+  /** Separate q/k/v projections, or GPT-2's fused c_attn sliced in three. */
+  private qkv(block: BlockSpec, h: string): [string, string, string] {
+    const { g, arch } = this;
+    if ('q' in block.attention) return [this.linear(block.attention.q, h), this.linear(block.attention.k, h), this.linear(block.attention.v, h)];
+    const fused = this.linear(block.attention.qkv, h); // [N, 3H]
+    const H = arch.hiddenSize;
+    const part = (i: number) => g.apply('Slice', [fused, g.ints([i * H]), g.ints([(i + 1) * H]), g.ints([1])]);
+    return [part(0), part(1), part(2)];
+  }
+
+  /** x * cos + rotate_half(x) * sin, with rotate_half(x) = [-x2, x1] (identity without rotary positions). */
   private rotate(x: string): string {
     const { g } = this;
+    if (!this.rope) return x;
     const half = this.arch.headDim / 2;
     const first = g.apply('Slice', [x, g.ints([0]), g.ints([half]), g.ints([-1])]);
     const second = g.apply('Slice', [x, g.ints([half]), g.ints([2 * half]), g.ints([-1])]);
@@ -225,19 +252,21 @@ class TrainingLowering {
   /** Full-width cos/sin [T, D] for positions 0..T-1 (both halves share a frequency). */
   private ropeTables(): { cos: string; sin: string } {
     const { arch, options, g } = this;
-    if (arch.positions.kind !== 'rope') throw new Error('unreachable: checked in the constructor');
+    if (arch.positions.kind !== 'rope') throw new Error('rotary tables for a model without rotary positions');
     const half = arch.headDim / 2;
     const { cos, sin } = ropeTables(arch.positions.invFreq, options.seqLen, arch.positions.attentionScaling);
     const full = (table: Float32Array) => Array.from({ length: options.seqLen * 2 * half }, (_, i) => table[Math.floor(i / (2 * half)) * half + (i % half)]!);
     return { cos: g.constant('float32', [options.seqLen, 2 * half], full(cos)), sin: g.constant('float32', [options.seqLen, 2 * half], full(sin)) };
   }
 
+  /** RMSNorm x / sqrt(mean(x^2) + eps) * w, or LayerNorm (x - mean) / sqrt(var + eps) * w + b (biased variance, as PyTorch). */
   private norm(spec: NormSpec, x: string): string {
     const { g } = this;
-    if (spec.kind !== 'rms') throw new Error('unreachable: Llama-family norms are RMSNorm');
-    const meanSquare = g.apply('ReduceMean', [g.apply('Mul', [x, x])], { axes: [-1], keepdims: 1 });
-    const normed = g.apply('Div', [x, g.apply('Sqrt', [g.apply('Add', [meanSquare, g.scalar(spec.eps, x)])])]);
-    return g.apply('Mul', [normed, this.weight(spec.weight)]);
+    const centred = spec.kind === 'layer' ? g.apply('Sub', [x, g.apply('ReduceMean', [x], { axes: [-1], keepdims: 1 })]) : x;
+    const meanSquare = g.apply('ReduceMean', [g.apply('Mul', [centred, centred])], { axes: [-1], keepdims: 1 });
+    const normed = g.apply('Div', [centred, g.apply('Sqrt', [g.apply('Add', [meanSquare, g.scalar(spec.eps, x)])])]);
+    const scaled = g.apply('Mul', [normed, this.weight(spec.weight)]);
+    return spec.bias ? g.apply('Add', [scaled, this.weight(spec.bias)]) : scaled;
   }
 
   /** y = x W^T + b, plus scale * (x A^T) B^T where the module carries LoRA. */

@@ -1,6 +1,6 @@
 import type { TrainerState } from '../engine/lora-trainer.js';
 import type { LoraWeights } from '../deltas/peft-lora-write.js';
-import type { ArchitectureSpec } from '../model/architecture.js';
+import { allProjections, type ArchitectureSpec } from '../model/architecture.js';
 import { trainableParams, type LoraTrainingSpec } from '../model/lower-training.js';
 import { mulberry32 } from '../model/random.js';
 
@@ -43,7 +43,8 @@ export function loraWeightsFromState(arch: ArchitectureSpec, lora: LoraTrainingS
     const [a, b] = [params[i]!, params[i + 1]!];
     modules.set(a.module, { a: state.params.get(a.name)!, b: state.params.get(b.name)!, inFeatures: a.shape[1], outFeatures: b.shape[0] });
   }
-  return { r: lora.rank, alpha: lora.alpha, useRslora: lora.useRslora, targetModules, modules };
+  const conv1d = allProjections(arch).flat().some((p) => p.layout === 'in_out' && modules.has(p.modulePath));
+  return { r: lora.rank, alpha: lora.alpha, useRslora: lora.useRslora, targetModules, modules, ...(conv1d ? { fanInFanOut: true } : {}) };
 }
 
 function withZeroMoments(params: Map<string, Float32Array>): TrainerState {

@@ -8,6 +8,7 @@ import './exp.js';
 import './log.js';
 import './sqrt.js';
 import './sigmoid.js';
+import './tanh.js';
 import './identity.js';
 import './matmul.js';
 import './gemm.js';
