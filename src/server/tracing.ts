@@ -160,6 +160,15 @@ export class RequestTrace {
   }
 }
 
+/** GenAI request attributes shared by completions and chat. */
+export function requestAttributes(body: { temperature?: number | null; top_p?: number | null; n?: number | null; seed?: number | null }, maxTokens: number): Attributes {
+  const attributes: Attributes = { 'gen_ai.request.max_tokens': maxTokens, 'gen_ai.request.choice.count': body.n ?? 1 };
+  if (body.temperature != null) attributes['gen_ai.request.temperature'] = body.temperature;
+  if (body.top_p != null) attributes['gen_ai.request.top_p'] = body.top_p;
+  if (body.seed != null) attributes['gen_ai.request.seed'] = body.seed;
+  return attributes;
+}
+
 const round = (ms: number) => Math.round(ms * 10) / 10;
 
 function fail(span: Span, error: unknown): void {

@@ -7,8 +7,8 @@ import { collectChoices, startChoices, TTFT_HEADER, type ChoicePiece, type Logpr
 import { checkTokenIds, planChoices, samplingOptions } from '../plan.js';
 import { requireEngine, resolveModel } from '../resolve.js';
 import { ChatCompletionRequest } from '../schemas.js';
-import { requestAttributes, usage } from './completions.js';
-import { RequestTrace, tracedStream } from '../tracing.js';
+import { usage } from './completions.js';
+import { requestAttributes, RequestTrace, tracedStream } from '../tracing.js';
 
 /** POST /v1/chat/completions: messages rendered with the model's chat template, then generated like a completion. */
 export function chatRoutes(state: ServerState): Hono {

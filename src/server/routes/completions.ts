@@ -1,6 +1,5 @@
 import crypto from 'node:crypto';
 import { Hono, type Context } from 'hono';
-import type { Attributes } from '@opentelemetry/api';
 import type { ServerState } from '../context.js';
 import { ApiError } from '../errors.js';
 import { collectChoices, startChoices, TTFT_HEADER, type ChoicePiece } from '../generation.js';
@@ -8,7 +7,7 @@ import { checkTokenIds, planChoices, samplingOptions } from '../plan.js';
 import { CompletionRequest } from '../schemas.js';
 import { parseJsonBody } from '../body.js';
 import { requireEngine, resolveModel } from '../resolve.js';
-import { RequestTrace, tracedStream } from '../tracing.js';
+import { requestAttributes, RequestTrace, tracedStream } from '../tracing.js';
 
 /** POST /v1/completions (OpenAI legacy completions). */
 export function completionRoutes(state: ServerState): Hono {
@@ -103,13 +102,4 @@ function streamCompletion(c: Context, choices: AsyncGenerator<ChoicePiece>[], me
     if (includeUsage) await stream.writeSSE({ data: JSON.stringify({ ...meta, object: 'text_completion', choices: [], usage: usage(promptTokens, completionTokens) }) });
     await stream.writeSSE({ data: '[DONE]' });
   });
-}
-
-/** GenAI request attributes shared by completions and chat. */
-export function requestAttributes(body: { temperature?: number | null; top_p?: number | null; n?: number | null; seed?: number | null }, maxTokens: number): Attributes {
-  const attributes: Attributes = { 'gen_ai.request.max_tokens': maxTokens, 'gen_ai.request.choice.count': body.n ?? 1 };
-  if (body.temperature != null) attributes['gen_ai.request.temperature'] = body.temperature;
-  if (body.top_p != null) attributes['gen_ai.request.top_p'] = body.top_p;
-  if (body.seed != null) attributes['gen_ai.request.seed'] = body.seed;
-  return attributes;
 }
