@@ -19,6 +19,8 @@ export class LoraSlotStacks {
   readonly a = new Map<string, Float32Array>();
   readonly b = new Map<string, Float32Array>();
   private readonly faulted: boolean[];
+  /** Bumped by every write, so a device copy of the stacks knows when it is stale. */
+  generation = 0;
 
   constructor(readonly modules: readonly ModuleShape[], readonly slots: number, readonly maxRank: number) {
     for (const m of modules) {
@@ -58,6 +60,7 @@ export class LoraSlotStacks {
   write(slot: number, weights: ReadonlyMap<string, LoraModule>): void {
     const R = this.maxRank;
     this.faulted[slot] = true;
+    this.generation++;
     for (const m of this.modules) {
       const aSlot = this.a.get(m.modulePath)!.subarray(slot * R * m.inFeatures, (slot + 1) * R * m.inFeatures);
       const bSlot = this.b.get(m.modulePath)!.subarray(slot * R * m.outFeatures, (slot + 1) * R * m.outFeatures);

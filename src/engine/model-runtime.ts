@@ -5,6 +5,7 @@ import * as G from '../model/lower-inference.js';
 import { checkFeeds, float32, int32, int64 } from './feeds.js';
 import { prepareInferenceGraph } from './graph-cache.js';
 import { createSession } from './session.js';
+import { GpuSlotStacks } from './gpu-slot-stacks.js';
 import { KvCache } from './kv-cache.js';
 import { loraGrouping, LoraSlotStacks, slotRange } from './lora-slots.js';
 
@@ -52,6 +53,8 @@ export class ModelRuntime {
     readonly cache: KvCache,
     readonly slots: LoraSlotStacks,
     readonly options: RuntimeOptions,
+    /** On webgpu: the slot stacks kept in device memory. */
+    private readonly gpuSlots?: GpuSlotStacks,
   ) {}
 
   get arch(): ArchitectureSpec {
@@ -67,7 +70,8 @@ export class ModelRuntime {
     const cache = new KvCache({ layers: arch.numLayers, rows: options.maxRows, kvHeads: arch.numKvHeads, maxLength: maxContext, headDim: arch.headDim });
     const modules = G.loraModules(arch).map((p) => ({ modulePath: p.modulePath, inFeatures: p.inFeatures, outFeatures: p.outFeatures }));
     const slots = new LoraSlotStacks(modules, options.deltaSlots, options.maxRank);
-    return new ModelRuntime(checkpoint, session, cache, slots, { ...options, maxContext });
+    const gpuSlots = options.device === 'webgpu' ? await GpuSlotStacks.create(slots) : undefined;
+    return new ModelRuntime(checkpoint, session, cache, slots, { ...options, maxContext }, gpuSlots);
   }
 
   async forward(pass: ForwardPass): Promise<Float32Array> {
@@ -91,7 +95,7 @@ export class ModelRuntime {
       feeds[G.pastKey(layer)] = float32(view.key, view.dims);
       feeds[G.pastValue(layer)] = float32(view.value, view.dims);
     }
-    this.addDeltaFeeds(feeds, pass.slots.flatMap((s, r) => padded(Array<number>(lengths[r]!).fill(s), seq, -1)));
+    await this.addDeltaFeeds(feeds, pass.slots.flatMap((s, r) => padded(Array<number>(lengths[r]!).fill(s), seq, -1)));
     checkFeeds(this.session.inputNames, feeds);
     const out = await this.session.run(feeds);
     for (let layer = 0; layer < this.arch.numLayers; layer++) {
@@ -102,13 +106,24 @@ export class ModelRuntime {
     return out.logits!.data as Float32Array;
   }
 
-  private addDeltaFeeds(feeds: Record<string, ort.Tensor>, tokenSlots: number[]): void {
-    const { lo, hi } = slotRange(tokenSlots);
+  /**
+   * The LoRA feeds: on CPU, zero-copy views of the slot range the pass uses; on webgpu, the
+   * device-resident stacks of every slot (a range of a GPU tensor cannot be taken from JS).
+   */
+  private async addDeltaFeeds(feeds: Record<string, ort.Tensor>, tokenSlots: number[]): Promise<void> {
+    const { lo, hi } = this.gpuSlots ? { lo: 0, hi: this.slots.slots } : slotRange(tokenSlots);
     const { gather, cells, scatter } = loraGrouping(tokenSlots, lo, hi);
     const R = this.slots.maxRank;
     feeds[G.GRAPH_INPUTS.loraGather] = int64(gather, [hi - lo, cells]);
     feeds[G.GRAPH_INPUTS.loraScatter] = int64(scatter, [tokenSlots.length]);
+    await this.gpuSlots?.sync();
     for (const m of this.slots.modules) {
+      if (this.gpuSlots) {
+        const { a, b } = this.gpuSlots.get(m.modulePath);
+        feeds[G.loraA(m.modulePath)] = a;
+        feeds[G.loraB(m.modulePath)] = b;
+        continue;
+      }
       const { a, b } = this.slots.range(m.modulePath, lo, hi);
       feeds[G.loraA(m.modulePath)] = float32(a, [hi - lo, m.inFeatures, R]);
       feeds[G.loraB(m.modulePath)] = float32(b, [hi - lo, R, m.outFeatures]);
@@ -116,6 +131,7 @@ export class ModelRuntime {
   }
 
   async release(): Promise<void> {
+    await this.gpuSlots?.release();
     await this.session.release();
   }
 }

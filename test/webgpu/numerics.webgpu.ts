@@ -34,4 +34,16 @@ describe('webgpu: the PEFT fixture', () => {
       assert.deepEqual(await greedyRows(rt, ref.input_ids, [slot, slot], 12), expected.greedy_12);
     });
   }
+
+  it('slot stacks live on the device and follow slot writes: a delta moved to another slot gives the same logits, a cleared slot the base', async () => {
+    const last = async (slot: number) => rt.forward({ firstRow: 0, tokens: [ref.input_ids[0]!], pastLengths: [0], slots: [slot], logits: 'last' });
+    const base = await last(-1);
+    const withDelta = await last(1);
+    rt.slots.write(0, readPeftDirectory(path.join(FIXTURE, 'lora_all_r8'), 'lora_all_r8', rt.arch, 16).modules);
+    rt.slots.clear(1);
+    assert.ok(maxAbsDiff(await last(0), withDelta) <= 1e-5, 'the delta in slot 0');
+    assert.ok(maxAbsDiff(await last(1), base) <= 1e-5, 'slot 1 cleared');
+    const mixed = await rt.forward({ firstRow: 0, tokens: [ref.input_ids[0]!, ref.input_ids[0]!], pastLengths: [0, 0], slots: [0, -1], logits: 'last' });
+    assert.ok(maxAbsDiff(mixed.subarray(0, VOCAB), withDelta) <= 1e-5 && maxAbsDiff(mixed.subarray(VOCAB), base) <= 1e-5, 'a mixed batch');
+  });
 });
