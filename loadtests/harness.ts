@@ -150,6 +150,8 @@ try {
       maxRank: 16,
       threads: values.threads,
       delta: models.map((name, i) => `${name}=${adapterDirs[i]}`),
+      // The harness prints its own table; the server's per-request JSON lines would drown it.
+      logLevel: 'warn',
     });
     const t1 = performance.now();
     server = await startServer(config);
