@@ -11,11 +11,11 @@ const DEVICE_HINTS: Record<Device, string> = {
 };
 
 /** A session on the chosen device; an unavailable device is one clear error naming what it needs. */
-export async function createSession(modelPath: string, options: { device: Device; threads?: number | undefined; spinning?: boolean }): Promise<ort.InferenceSession> {
+export async function createSession(modelPath: string, options: { device: Device; threads?: number | undefined; spinning?: boolean; optimization?: 'all' | 'extended' | 'basic' }): Promise<ort.InferenceSession> {
   try {
     return await ort.InferenceSession.create(modelPath, {
       executionProviders: EXECUTION_PROVIDERS[options.device],
-      graphOptimizationLevel: 'all',
+      graphOptimizationLevel: options.optimization ?? 'all',
       intraOpNumThreads: options.threads ?? os.availableParallelism(),
       interOpNumThreads: 1,
       executionMode: 'sequential',
