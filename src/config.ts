@@ -5,6 +5,9 @@ import { z } from 'zod';
 /** Tenant names and delta names: letters, digits, `_`, `.`, `-` (never `/` or `@`, which model references use). */
 export const NAME_PATTERN = /^[A-Za-z0-9_.-]+$/;
 
+/** Delta names clients give: 1-64 of those characters, not starting with '.'. */
+export const DELTA_NAME_PATTERN = /^(?!\.)[A-Za-z0-9_.-]{1,64}$/;
+
 /** The tenant that owns startup deltas named without a TENANT/ prefix, and every request in open mode. */
 export const DEFAULT_TENANT = 'default';
 

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { TrainerState } from '../engine/lora-trainer.js';
+import { replaceFileAtomically } from '../deltas/store/durable.js';
 import { encodeSafetensors, parseSafetensors } from '../model/safetensors.js';
 
 const FILE = 'trainer-state.safetensors';
@@ -21,16 +22,7 @@ export async function saveTrainerState(dir: string, state: TrainerState): Promis
   }
   const bytes = encodeSafetensors(tensors, { step: String(state.step) });
   await fs.promises.mkdir(dir, { recursive: true });
-  const target = path.join(dir, FILE);
-  const temp = `${target}.tmp-${process.pid}`;
-  const handle = await fs.promises.open(temp, 'w');
-  try {
-    await handle.writeFile(bytes);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await fs.promises.rename(temp, target);
+  await replaceFileAtomically(path.join(dir, FILE), bytes);
 }
 
 /** The last saved state, or undefined when the job never reached a checkpoint. */

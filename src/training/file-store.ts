@@ -8,8 +8,9 @@
  * both. Removal deletes the record first for the same reason.
  */
 import crypto from 'node:crypto';
-import fsp, { type FileHandle } from 'node:fs/promises';
+import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { fsyncDirectory, replaceFileAtomically } from '../deltas/store/durable.js';
 
 /** One uploaded training file, as the Files API returns it (plus the owning tenant and row count). */
 export interface TrainingFile {
@@ -85,10 +86,10 @@ export class TrainingFileStore {
       tenant: meta.tenant,
       rows: meta.rows,
     };
-    await this.writeAtomically(`${id}${DATA_EXT}`, bytes);
+    await replaceFileAtomically(path.join(this.dir, `${id}${DATA_EXT}`), bytes);
     // The data's rename must be durable before the record's, or a crash could keep only the record.
     await fsyncDirectory(this.dir);
-    await this.writeAtomically(`${id}${META_EXT}`, new TextEncoder().encode(JSON.stringify(file)));
+    await replaceFileAtomically(path.join(this.dir, `${id}${META_EXT}`), new TextEncoder().encode(JSON.stringify(file)));
     await fsyncDirectory(this.dir);
     this.files.set(id, file);
     return file;
@@ -148,23 +149,6 @@ export class TrainingFileStore {
     }
   }
 
-  /** Temp name in the same directory (so rename is atomic), fsync, then rename into place. */
-  private async writeAtomically(name: string, bytes: Uint8Array): Promise<void> {
-    const temp = path.join(this.dir, `.${name}.${process.pid}.${crypto.randomBytes(4).toString('hex')}.tmp`);
-    const handle = await fsp.open(temp, 'wx');
-    try {
-      await handle.writeFile(bytes);
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    try {
-      await fsp.rename(temp, path.join(this.dir, name));
-    } catch (err) {
-      await fsp.rm(temp, { force: true });
-      throw err;
-    }
-  }
 }
 
 function checkMeta({ filename, tenant, rows }: NewTrainingFile): void {
@@ -185,16 +169,3 @@ function parseRecord(text: string, id: string): TrainingFile | undefined {
   }
 }
 
-/** Makes renames durable (POSIX needs the directory fsynced); platforms that cannot are tolerated. */
-async function fsyncDirectory(dir: string): Promise<void> {
-  let handle: FileHandle | undefined;
-  try {
-    handle = await fsp.open(dir, 'r');
-    await handle.sync();
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code !== 'EISDIR' && code !== 'EPERM' && code !== 'EINVAL' && code !== 'EBADF') throw err;
-  } finally {
-    await handle?.close();
-  }
-}

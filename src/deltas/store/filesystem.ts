@@ -14,7 +14,7 @@
  * older than a day, e.g. from another host sharing the directory).
  */
 import fs from 'node:fs';
-import fsp, { type FileHandle } from 'node:fs/promises';
+import fsp from 'node:fs/promises';
 import crypto from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
@@ -37,11 +37,11 @@ import {
   verifyFiles,
   versionSegment,
 } from './common.js';
+import { fsyncDirectory, writeFileDurably } from './durable.js';
 import type { DeltaFiles, DeltaStore, DeltaVersion, NewDeltaVersion } from './types.js';
 
 const STAGING_DIR = '.staging';
 /** Files are written in chunks of this size (one huge write() holds a large buffer in the kernel path). */
-const WRITE_CHUNK = 1 << 20;
 /** Staging entries older than this are removed whoever left them. */
 const STALE_STAGING_MS = 24 * 60 * 60 * 1000;
 const MAX_PUT_ATTEMPTS = 1000;
@@ -255,33 +255,7 @@ function processIsAlive(pid: number): boolean {
   }
 }
 
-async function writeFileDurably(file: string, bytes: Uint8Array, overwrite = false): Promise<void> {
-  const handle = await fsp.open(file, overwrite ? 'w' : 'wx');
-  try {
-    for (let offset = 0; offset < bytes.byteLength; ) {
-      const length = Math.min(WRITE_CHUNK, bytes.byteLength - offset);
-      const { bytesWritten } = await handle.write(bytes, offset, length, offset);
-      offset += bytesWritten;
-    }
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
 
-/** fsync a directory so a rename or create inside it is durable (a no-op where unsupported). */
-async function fsyncDirectory(dir: string): Promise<void> {
-  let handle: FileHandle | undefined;
-  try {
-    handle = await fsp.open(dir, 'r');
-    await handle.sync();
-  } catch (error) {
-    const code = errorCode(error);
-    if (code !== 'EISDIR' && code !== 'EPERM' && code !== 'EINVAL' && code !== 'EBADF' && code !== 'ENOENT') throw error;
-  } finally {
-    await handle?.close();
-  }
-}
 
 async function readDirNames(dir: string): Promise<string[]> {
   try {

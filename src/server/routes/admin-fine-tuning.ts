@@ -1,7 +1,7 @@
 import crypto from 'node:crypto';
 import { Hono, type Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
-import { NAME_PATTERN } from '../../config.js';
+import { DELTA_NAME_PATTERN, NAME_PATTERN } from '../../config.js';
 import { TERMINAL, type FineTuneSpec, type JobEvent } from '../../training/job-types.js';
 import { parseJsonBody } from '../body.js';
 import type { ServerState } from '../context.js';
@@ -105,7 +105,7 @@ function toSpec(state: ServerState, body: FineTuningJobRequest, caller: string):
     if (id && !training.files.get(id)) throw new ApiError(400, `${param} '${id}' does not exist; upload it to /admin/v1/files first`, param, 'invalid_file');
   }
   const name = body.name ?? (body.suffix ? `${body.suffix}` : `ft-${crypto.randomBytes(4).toString('hex')}`);
-  if (!/^(?!\.)[A-Za-z0-9_.-]{1,64}$/.test(name) || name === state.modelName) {
+  if (!DELTA_NAME_PATTERN.test(name) || name === state.modelName) {
     throw new ApiError(400, `delta name '${name}' must be 1-64 letters, digits, '_', '-' or '.' and differ from the base model`, body.name ? 'name' : 'suffix', 'invalid_value');
   }
   const lora = body.method?.lora ?? { r: 8, alpha: 16, target_modules: 'all-linear' as const, use_rslora: false };

@@ -1,4 +1,5 @@
 import { Hono, type Context } from 'hono';
+import { DELTA_NAME_PATTERN } from '../../config.js';
 import type { DeltaRecord } from '../../deltas/catalog.js';
 import type { DeltaFiles, DeltaVersion } from '../../deltas/store/types.js';
 import type { ServerState } from '../context.js';
@@ -7,7 +8,6 @@ import { ApiError } from '../errors.js';
 import { fileField, parseForm, textField } from '../form.js';
 import { findVisible } from '../resolve.js';
 
-const NAME = /^(?!\.)[A-Za-z0-9_.-]{1,64}$/;
 const FILES = { 'adapter_config.json': 'config', 'adapter_model.safetensors': 'weights' } as const;
 
 /**
@@ -24,7 +24,7 @@ export function deltaRoutes(state: ServerState): Hono {
     if (declared > state.maxDeltaBytes + 64 * 1024) throw new ApiError(413, `upload of ${declared} bytes exceeds the limit of ${state.maxDeltaBytes}`, null, 'body_too_large');
     const form = await parseForm(c, 'fields name, adapter_config and adapter_model');
     const name = textField(form, 'name');
-    if (!NAME.test(name) || name === state.modelName) throw new ApiError(400, `name '${name}' must be 1-64 letters, digits, '_', '-' or '.' (not starting with '.') and differ from the base model`, 'name', 'invalid_value');
+    if (!DELTA_NAME_PATTERN.test(name) || name === state.modelName) throw new ApiError(400, `name '${name}' must be 1-64 letters, digits, '_', '-' or '.' (not starting with '.') and differ from the base model`, 'name', 'invalid_value');
     const isPublic = textField(form, 'public', 'false') === 'true';
     if (isPublic && !c.get('isAdmin')) throw new ApiError(403, 'only admin keys may upload public deltas', 'public', 'permission_denied');
     const files: DeltaFiles = { config: await fileField(form, 'adapter_config'), weights: await fileField(form, 'adapter_model') };
