@@ -3,17 +3,17 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Checkpoint } from '../model/checkpoint.js';
 import type { Graph } from '../graph/ir.js';
-import { lowerInferenceGraph } from '../model/lower-inference.js';
+import { lowerInferenceGraph, type AttentionKernel } from '../model/lower-inference.js';
 import { lowerTrainingGraph, type LoraTrainingSpec } from '../model/lower-training.js';
 import { serializeModel } from '../graph/onnx/serialize.js';
 
 /** Bump when a lowering changes so cached graphs from older builds are not reused. */
-const LOWERING_VERSION = 3;
+const LOWERING_VERSION = 4;
 const TRAINING_LOWERING_VERSION = 2;
 
-/** The inference graph for a checkpoint and cache length (see prepareGraph). */
-export function prepareInferenceGraph(ckpt: Checkpoint, cacheDir: string, maxCacheLength: number): string {
-  return prepareGraph(ckpt, cacheDir, { v: LOWERING_VERSION, maxCacheLength }, (weightFile) => lowerInferenceGraph(ckpt, { weightFile, maxCacheLength }));
+/** The inference graph for a checkpoint, cache length and attention kernel (see prepareGraph). */
+export function prepareInferenceGraph(ckpt: Checkpoint, cacheDir: string, maxCacheLength: number, attention: AttentionKernel): string {
+  return prepareGraph(ckpt, cacheDir, { v: LOWERING_VERSION, maxCacheLength, attention }, (weightFile) => lowerInferenceGraph(ckpt, { weightFile, maxCacheLength, attention }));
 }
 
 /** The LoRA training-step graph for a micro-batch shape and LoRA layout (see prepareGraph). */

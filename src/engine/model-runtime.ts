@@ -24,6 +24,8 @@ export interface RuntimeOptions {
   /** Largest LoRA rank a slot holds; smaller ranks are zero-padded. */
   maxRank: number;
   threads?: number;
+  /** Defaults to 'matmul' on CPU and 'group-query' on GPU providers (see InferenceGraphOptions). */
+  attention?: G.AttentionKernel;
 }
 
 /**
@@ -65,13 +67,14 @@ export class ModelRuntime {
     const checkpoint = openCheckpoint(options.modelDir);
     const { arch } = checkpoint;
     const maxContext = Math.min(options.maxContext, arch.maxPositions);
-    const modelPath = prepareInferenceGraph(checkpoint, options.cacheDir, maxContext);
+    const attention = options.attention ?? (options.device === 'cpu' ? 'matmul' : 'group-query');
+    const modelPath = prepareInferenceGraph(checkpoint, options.cacheDir, maxContext, attention);
     const session = await createSession(modelPath, options);
     const cache = new KvCache({ layers: arch.numLayers, rows: options.maxRows, kvHeads: arch.numKvHeads, maxLength: maxContext, headDim: arch.headDim });
     const modules = G.loraModules(arch).map((p) => ({ modulePath: p.modulePath, inFeatures: p.inFeatures, outFeatures: p.outFeatures }));
     const slots = new LoraSlotStacks(modules, options.deltaSlots, options.maxRank);
     const gpuSlots = options.device === 'webgpu' ? await GpuSlotStacks.create(slots) : undefined;
-    return new ModelRuntime(checkpoint, session, cache, slots, { ...options, maxContext }, gpuSlots);
+    return new ModelRuntime(checkpoint, session, cache, slots, { ...options, maxContext, attention }, gpuSlots);
   }
 
   async forward(pass: ForwardPass): Promise<Float32Array> {
@@ -85,11 +88,13 @@ export class ModelRuntime {
     const feeds: Record<string, ort.Tensor> = {
       [G.GRAPH_INPUTS.inputIds]: int64(pass.tokens.flatMap((t) => padded(t, seq)), [batch, seq]),
       [G.GRAPH_INPUTS.positionIds]: int64(pass.pastLengths.flatMap((p) => Array.from({ length: seq }, (_, i) => p + i)), [batch, seq]),
-      // GroupQueryAttention masks each row beyond its own length, so padding is never attended.
-      [G.GRAPH_INPUTS.seqlensK]: int32(totals.map((t) => t - 1), [batch]),
-      [G.GRAPH_INPUTS.totalSequenceLength]: int32([Math.max(...pass.pastLengths) + seq], []),
       [G.GRAPH_INPUTS.logitsIndex]: int64(pass.logits === 'all' ? range(batch * seq) : lengths.map((n, r) => r * seq + n - 1), [pass.logits === 'all' ? batch * seq : batch]),
     };
+    if (this.options.attention === 'group-query') {
+      // GroupQueryAttention masks each row beyond its own length, so padding is never attended.
+      feeds[G.GRAPH_INPUTS.seqlensK] = int32(totals.map((t) => t - 1), [batch]);
+      feeds[G.GRAPH_INPUTS.totalSequenceLength] = int32([Math.max(...pass.pastLengths) + seq], []);
+    }
     for (let layer = 0; layer < this.arch.numLayers; layer++) {
       const view = this.cache.view(layer, pass.firstRow, batch);
       feeds[G.pastKey(layer)] = float32(view.key, view.dims);

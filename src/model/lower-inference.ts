@@ -11,8 +11,8 @@ import { checkpointWeight } from './weight-data.js';
  *
  * Graph interface (names are the engine's contract, see engine/feeds.ts):
  *   input_ids, position_ids  int64 [batch, seq]
- *   seqlens_k                int32 [batch]   total length - 1 per row (GroupQueryAttention)
- *   total_sequence_length    int32 []        max total length in the batch
+ *   seqlens_k                int32 [batch]   total length - 1 per row (only with attention 'group-query')
+ *   total_sequence_length    int32 []        max total length in the batch (only with attention 'group-query')
  *   logits_index             int64 [n]       flattened token positions whose logits are returned
  *   past_key.L/past_value.L  f32 [batch, kv_heads, max_cache, head_dim]  zero-copy views of the engine's cache
  * Outputs: logits [n, vocab], and new_key.L/new_value.L [batch, seq, kv_heads*head_dim] (after rotary),
@@ -32,7 +32,19 @@ export interface InferenceGraphOptions {
   weightFile: (file: string) => string;
   /** Cache length every row's KV buffer has (positions beyond it cannot be attended). */
   maxCacheLength: number;
+  /**
+   * How attention reads the KV cache:
+   *   'group-query': ORT's fused GroupQueryAttention (GPU providers). Its present output is a
+   *     separate buffer unless it aliases the past input, which onnxruntime-node cannot arrange
+   *     (outputs are always copied into fresh JS arrays), so on CPU every step clears and copies
+   *     the whole cache of every row: at batch 8, half the attention time.
+   *   'matmul': scores against the cache and against this pass's own keys, masked, one softmax
+   *     over both, then the two weighted sums. Only reads the cache; the CPU default.
+   */
+  attention: AttentionKernel;
 }
+
+export type AttentionKernel = 'group-query' | 'matmul';
 
 export const GRAPH_INPUTS = {
   inputIds: 'input_ids',
@@ -81,8 +93,9 @@ class InferenceLowering {
     const I = GRAPH_INPUTS;
     const ids = b.input(I.inputIds, 'int64', ['batch', 'seq']);
     const positions = b.input(I.positionIds, 'int64', ['batch', 'seq']);
-    const seqlens = b.input(I.seqlensK, 'int32', ['batch']);
-    const total = b.input(I.totalSequenceLength, 'int32', []);
+    const groupQuery = this.options.attention === 'group-query';
+    const seqlens = groupQuery ? b.input(I.seqlensK, 'int32', ['batch']) : '';
+    const total = groupQuery ? b.input(I.totalSequenceLength, 'int32', []) : '';
     const logitsIndex = b.input(I.logitsIndex, 'int64', ['n_logits']);
     this.loraGather = b.input(I.loraGather, 'int64', ['lora_slots', 'lora_cells']);
     this.loraScatter = b.input(I.loraScatter, 'int64', ['tokens']);
@@ -128,7 +141,7 @@ class InferenceLowering {
     return b.op1('Add', [afterAttn, mlpOut]);
   }
 
-  /** Projections, rotary positions and GroupQueryAttention over the cache; also returns this pass's keys/values as outputs. */
+  /** Projections, rotary positions and attention over the cache; also returns this pass's keys/values as outputs. */
   private attention(block: BlockSpec, layer: number, h: string, ctx: AttentionContext): string {
     const { b, arch } = this;
     let q: string, k: string, v: string;
@@ -148,16 +161,67 @@ class InferenceLowering {
       q3 = b.op1('RotaryEmbedding', [q3, ctx.positions, ctx.rope.cos, ctx.rope.sin], { interleaved: 0 }, { domain: 'com.microsoft' });
       k3 = b.op1('RotaryEmbedding', [k3, ctx.positions, ctx.rope.cos, ctx.rope.sin], { interleaved: 0 }, { domain: 'com.microsoft' });
     }
-    const [attn] = b.op(
-      'GroupQueryAttention',
-      [q3, k3, v3, b.input(pastKey(layer), 'float32', ['batch', arch.numKvHeads, 'max_cache', arch.headDim]), b.input(pastValue(layer), 'float32', ['batch', arch.numKvHeads, 'max_cache', arch.headDim]), ctx.seqlens, ctx.total],
-      { num_heads: arch.numHeads, kv_num_heads: arch.numKvHeads },
-      { domain: 'com.microsoft', outputs: 3 },
-    );
+    const cacheDims = ['batch', arch.numKvHeads, 'max_cache', arch.headDim];
+    const past = { key: b.input(pastKey(layer), 'float32', cacheDims), value: b.input(pastValue(layer), 'float32', cacheDims) };
     const kvWidth = arch.numKvHeads * arch.headDim;
     b.output(k3, newKey(layer), 'float32', ['batch', 'seq', kvWidth]);
     b.output(v3, newValue(layer), 'float32', ['batch', 'seq', kvWidth]);
+    if (this.options.attention === 'matmul') return this.matmulAttention(q3, k3, v3, past, ctx);
+    const [attn] = b.op(
+      'GroupQueryAttention',
+      [q3, k3, v3, past.key, past.value, ctx.seqlens, ctx.total],
+      { num_heads: arch.numHeads, kv_num_heads: arch.numKvHeads },
+      { domain: 'com.microsoft', outputs: 3 },
+    );
     return b.op1('Reshape', [attn!, b.constant('int64', [2], [-1, arch.numHeads * arch.headDim])]);
+  }
+
+  /**
+   * Attention that only reads the cache. Query heads are grouped by the KV head they share, as
+   * [batch, kv_heads, group*seq, head_dim] (row g*seq + s), so each KV head is one batched matmul.
+   * Cache position j is visible to a row's new tokens when j < the row's past length (its first
+   * position id); this pass's own key s' is visible to query s when s' <= s. Padding tokens (in a
+   * first prefill) only ever follow a row's real tokens, so no real query sees them.
+   */
+  private matmulAttention(q: string, k: string, v: string, past: { key: string; value: string }, ctx: AttentionContext): string {
+    const { b, arch } = this;
+    const group = arch.numHeads / arch.numKvHeads;
+    const D = arch.headDim;
+    const masks = this.attentionMasks(past.key, ctx.positions);
+    const heads = (t: string) => b.op1('Transpose', [b.op1('Reshape', [t, b.constant('int64', [4], [0, 0, arch.numKvHeads, D])])], { perm: [0, 2, 1, 3] }); // [B, Hkv, S, D]
+    const grouped = b.op1('Transpose', [b.op1('Reshape', [q, b.constant('int64', [5], [0, 0, arch.numKvHeads, group, D])])], { perm: [0, 2, 3, 1, 4] }); // [B, Hkv, G, S, D]
+    const queries = b.op1('Reshape', [grouped, b.constant('int64', [4], [0, arch.numKvHeads, -1, D])]); // [B, Hkv, G*S, D]
+    const scaled = (keys: string) => b.op1('FusedMatMul', [queries, keys], { alpha: { float: 1 / Math.sqrt(D) }, transB: 1 }, { domain: 'com.microsoft' });
+    const cacheScores = b.op1('Add', [scaled(past.key), masks.cache]); // [B, Hkv, G*S, C]
+    const ownScores = b.op1('Add', [scaled(heads(k)), masks.own]); // [B, Hkv, G*S, S]
+    const probs = b.op1('Softmax', [b.op1('Concat', [cacheScores, ownScores], { axis: -1 })], { axis: -1 });
+    const axis3 = b.constant('int64', [1], [3]);
+    const cacheProbs = b.op1('Slice', [probs, b.constant('int64', [1], [0]), masks.cacheLength, axis3]);
+    const ownProbs = b.op1('Slice', [probs, masks.cacheLength, b.constant('int64', [1], [Number.MAX_SAFE_INTEGER]), axis3]);
+    const out = b.op1('Add', [b.op1('MatMul', [cacheProbs, past.value]), b.op1('MatMul', [ownProbs, heads(v)])]); // [B, Hkv, G*S, D]
+    const ungrouped = b.op1('Transpose', [b.op1('Reshape', [out, b.constant('int64', [5], [0, arch.numKvHeads, group, -1, D])])], { perm: [0, 3, 1, 2, 4] }); // [B, S, Hkv, G, D]
+    return b.op1('Reshape', [ungrouped, b.constant('int64', [2], [-1, arch.numHeads * D])]);
+  }
+
+  private masks?: { cache: string; own: string; cacheLength: string };
+
+  /** Additive masks shared by every layer: 0 where visible, -inf where not (see matmulAttention). */
+  private attentionMasks(pastKey: string, positions: string): { cache: string; own: string; cacheLength: string } {
+    if (this.masks) return this.masks;
+    const { b, arch } = this;
+    const i64 = (values: number[]) => b.constant('int64', [values.length], values);
+    const scalar = (value: number) => b.constant('int64', [], [value]);
+    const bias = (visible: string) => b.op1('Where', [visible, b.constant('float32', [], [0]), b.constant('float32', [], [-Infinity])]);
+    const cacheLength = b.op1('Slice', [b.op1('Shape', [pastKey]), i64([2]), i64([3])]); // [1]
+    const cachePositions = b.op1('Range', [scalar(0), b.op1('Squeeze', [cacheLength]), scalar(1)]); // [C]
+    const pastLengths = b.op1('Slice', [positions, i64([0]), i64([1]), i64([1])]); // [B, 1]
+    const cache = b.op1('Unsqueeze', [bias(b.op1('Less', [cachePositions, pastLengths])), i64([1, 2])]); // [B, 1, 1, C]
+    const seq = b.op1('Squeeze', [b.op1('Slice', [b.op1('Shape', [positions]), i64([1]), i64([2])])]);
+    const steps = b.op1('Range', [scalar(0), seq, scalar(1)]); // [S]
+    const causal = b.op1('LessOrEqual', [b.op1('Unsqueeze', [steps, i64([0])]), b.op1('Unsqueeze', [steps, i64([1])])]); // [S(query), S(key)]
+    const own = b.op1('Tile', [bias(causal), i64([arch.numHeads / arch.numKvHeads, 1])]); // [G*S, S]
+    this.masks = { cache, own, cacheLength };
+    return this.masks;
   }
 
   private readonly batchShapes = new Map<number, string>();

@@ -57,8 +57,9 @@ const PROMPTS = [
 const NEW_TOKENS = 6;
 const LORA_SLOT = 1;
 
-for (const c of CASES) {
-  describe(`ModelRuntime vs oracle: ${c.label}`, () => {
+// Every case on both attention kernels: 'matmul' (the CPU default) and 'group-query' (the GPU providers').
+for (const c of CASES) for (const attention of ['matmul', 'group-query'] as const) {
+  describe(`ModelRuntime vs oracle: ${c.label} (attention: ${attention})`, () => {
     let rt: ModelRuntime;
     let config: any;
     let weights: OracleWeights;
@@ -74,7 +75,7 @@ for (const c of CASES) {
       config = readConfig(modelDir);
       weights = loadWeightsF32(modelDir); // F16/BF16 converted exactly, so the oracle sees the same weights
       lora = loadOracleLora(loraDir);
-      rt = await ModelRuntime.create({ modelDir, cacheDir: path.join(root, 'cache'), device: 'cpu', maxRows: 4, maxContext: 32, deltaSlots: 2, maxRank: 16, threads: 1 });
+      rt = await ModelRuntime.create({ modelDir, cacheDir: path.join(root, 'cache'), device: 'cpu', maxRows: 4, maxContext: 32, deltaSlots: 2, maxRank: 16, threads: 1, attention });
       const delta = readPeftDirectory(loraDir, 'tiny-lora', rt.arch, 16);
       assert.equal(delta.modules.size, rt.slots.modules.length, 'the LoRA targets every projection');
       rt.slots.write(LORA_SLOT, delta.modules);

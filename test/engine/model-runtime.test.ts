@@ -8,10 +8,11 @@ import { FIXTURE, greedyRows, loadReference, logSoftmax, maxAbsDiff, tempDir } f
 const ref = loadReference();
 const VOCAB = 512;
 
-describe('ModelRuntime on the PEFT fixture', () => {
+// Both attention kernels run here: 'matmul' is the CPU default, 'group-query' the GPU providers' one.
+for (const attention of ['matmul', 'group-query'] as const) describe(`ModelRuntime on the PEFT fixture (attention: ${attention})`, () => {
   let rt: ModelRuntime;
   before(async () => {
-    rt = await ModelRuntime.create({ modelDir: path.join(FIXTURE, 'base'), cacheDir: tempDir(), device: 'cpu', maxRows: 4, maxContext: 64, deltaSlots: 3, maxRank: 16 });
+    rt = await ModelRuntime.create({ modelDir: path.join(FIXTURE, 'base'), cacheDir: tempDir(), device: 'cpu', maxRows: 4, maxContext: 64, deltaSlots: 3, maxRank: 16, attention });
     const lora = readPeftDirectory(path.join(FIXTURE, 'lora_all_r8'), 'lora_all_r8', rt.arch, 16);
     rt.slots.write(1, lora.modules);
   });
@@ -66,7 +67,7 @@ describe('ModelRuntime on the PEFT fixture', () => {
   });
 
   it('decode across KV-cache growth (capacity growing mid-sequence) still equals full recomputation', async () => {
-    const long = await ModelRuntime.create({ modelDir: path.join(FIXTURE, 'base'), cacheDir: tempDir(), device: 'cpu', maxRows: 2, maxContext: 256, deltaSlots: 2, maxRank: 16 });
+    const long = await ModelRuntime.create({ modelDir: path.join(FIXTURE, 'base'), cacheDir: tempDir(), device: 'cpu', maxRows: 2, maxContext: 256, deltaSlots: 2, maxRank: 16, attention });
     try {
       const ids = Array.from({ length: 150 }, (_, i) => (i * 37 + 11) % VOCAB);
       const full = await long.forward({ firstRow: 0, tokens: [ids], pastLengths: [0], slots: [-1], logits: 'all' });
