@@ -18,7 +18,10 @@ export interface LoraModule {
   layout?: 'slot';
 }
 
-/** A LoRA delta resolved against a backbone: per module A [r, in], B [out, r] and the folded scale. */
+/**
+ * A LoRA delta resolved against a backbone: per module A [r, in], B [out, r] and the folded scale.
+ * From `parsePeftLora`, A and B may be views of the weight bytes it was given: read them, never write.
+ */
 export interface LoraDelta {
   kind: 'lora';
   name: string;
@@ -132,10 +135,10 @@ function loadModule(
     if (!['F32', 'F16', 'BF16'].includes(entry.dtype)) problems.push(`${key}: dtype ${entry.dtype} is not supported (F32, F16, BF16)`);
   }
   if (problems.length > before) return undefined;
-  const a = parsed.tensor(keyA);
-  const b = parsed.tensor(keyB);
+  const a = parsed.view(keyA);
+  const b = parsed.view(keyB);
   for (const [key, data] of [[keyA, a], [keyB, b]] as const) {
-    const bad = data.findIndex((v) => !Number.isFinite(v));
+    const bad = firstNonFinite(data);
     if (bad >= 0) problems.push(`${key}: value at index ${bad} is not finite (${data[bad]})`);
   }
   const expectedRank = patternValue(config.rank_pattern, modulePath) ?? config.r;
@@ -143,6 +146,15 @@ function loadModule(
   const alpha = patternValue(config.alpha_pattern, modulePath) ?? config.lora_alpha ?? 8;
   const scale = config.use_rslora ? alpha / Math.sqrt(rank) : alpha / rank;
   return { a, b, rank, scale };
+}
+
+/** Index of the first NaN or ±Infinity, or -1. `x * 0` is 0 for every finite x and NaN otherwise, so one sum screens a whole tensor. */
+export function firstNonFinite(data: Float32Array): number {
+  let screen = 0;
+  for (let i = 0; i < data.length; i++) screen += data[i]! * 0;
+  if (screen === 0) return -1;
+  for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i]!)) return i;
+  return -1;
 }
 
 /** PEFT matches rank_pattern/alpha_pattern keys as a regex against the end of the module path. */

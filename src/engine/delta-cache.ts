@@ -117,17 +117,20 @@ export interface DeltaCacheStats {
 
 export interface TieredDeltaSourceOptions {
   hostCacheBytes: number;
-  /** Verified files cached here by SHA-256; absent for a filesystem store (it is local already). */
+  /** The disk tier's directory, from which a deleted version's files are removed. */
   diskCacheDir?: string;
   /** How many loaded deltas are held (outside the LRU) until the scheduler makes them resident. */
   holdLimit?: number;
 }
 
+/** Reads a stored delta version and lays it out for slots (the loader thread's work), and says from which tier. */
+export type FetchDelta = (name: string) => Promise<{ delta: LoraDelta; tier: 'disk' | 'store' }>;
+
 /**
- * A scheduler DeltaSource over the tiers. `lookup` answers from host memory only; `load` fetches
- * a cold delta (disk cache, else the store) and parses it. A loaded delta is also held outside
- * the LRU until `resident` says it reached a slot, so a host cache smaller than the working set
- * cannot evict it between its load and its admission.
+ * A scheduler DeltaSource over the tiers. `lookup` answers from host memory only; `load` has a
+ * cold delta fetched and parsed (disk cache, else the store) and keeps it in host memory. A
+ * loaded delta is also held outside the LRU until `resident` says it reached a slot, so a host
+ * cache smaller than the working set cannot evict it between its load and its admission.
  */
 export class TieredDeltaSource {
   readonly host: HostDeltaCache;
@@ -137,8 +140,7 @@ export class TieredDeltaSource {
   private readonly counters = { hostHits: 0, hostMisses: 0, diskHits: 0, diskMisses: 0, storeLoads: 0, loads: 0, loadFailures: 0, lastLoadMs: 0, totalLoadMs: 0 };
 
   constructor(
-    private readonly store: DeltaStore,
-    private readonly parse: (name: string, files: DeltaFiles) => LoraDelta | Promise<LoraDelta>,
+    private readonly fetch: FetchDelta,
     options: TieredDeltaSourceOptions,
   ) {
     this.host = new HostDeltaCache(options.hostCacheBytes);
@@ -183,8 +185,10 @@ export class TieredDeltaSource {
     this.counters.hostMisses++;
     const started = performance.now();
     try {
-      const { files, tier } = await this.files(name);
-      const delta = await this.parse(name, files);
+      const { delta, tier } = await this.fetch(name);
+      if (tier === 'disk') this.counters.diskHits++;
+      else if (this.disk) this.counters.diskMisses++;
+      if (tier === 'store') this.counters.storeLoads++;
       this.host.set(name, delta);
       this.hold(name, delta);
       const ms = performance.now() - started;
@@ -204,27 +208,24 @@ export class TieredDeltaSource {
     while (this.held.size > this.holdLimit) this.held.delete(this.held.keys().next().value!);
   }
 
-  private async files(name: string): Promise<{ files: DeltaFiles; tier: 'disk' | 'store' }> {
-    const match = /^([^/]+)\/([^@]+)@(\d+)$/.exec(name);
-    if (!match) throw new EngineError('delta_not_found', `delta '${name}' is not a stored delta version (owner/name@version)`);
-    const version = await this.store.get(match[1]!, match[2]!, Number(match[3]));
-    if (!version) throw new EngineError('delta_not_found', `delta '${name}' does not exist in ${this.store.location}`);
-    if (this.disk) {
-      const cached = await this.disk.read(version.sha256);
-      if (cached) {
-        this.counters.diskHits++;
-        return { files: cached, tier: 'disk' };
-      }
-      this.counters.diskMisses++;
-    }
-    const files = await this.store.read(version);
-    this.counters.storeLoads++;
-    if (this.disk) await this.disk.write(version.sha256, files);
-    return { files, tier: 'store' };
-  }
-
   get stats(): DeltaCacheStats {
     const { totalLoadMs, ...c } = this.counters;
     return { ...c, hostBytes: this.host.bytes, hostEntries: this.host.size, avgLoadMs: c.loads ? totalLoadMs / c.loads : 0 };
   }
+}
+
+/**
+ * The files of `owner/name@version`: from the disk tier when it holds them (digest checked), else
+ * from the store (which verifies the digest), then copied into the disk tier.
+ */
+export async function fetchDeltaFiles(store: DeltaStore, disk: DiskDeltaCache | undefined, name: string): Promise<{ files: DeltaFiles; tier: 'disk' | 'store' }> {
+  const match = /^([^/]+)\/([^@]+)@(\d+)$/.exec(name);
+  if (!match) throw new EngineError('delta_not_found', `delta '${name}' is not a stored delta version (owner/name@version)`);
+  const version = await store.get(match[1]!, match[2]!, Number(match[3]));
+  if (!version) throw new EngineError('delta_not_found', `delta '${name}' does not exist in ${store.location}`);
+  const cached = await disk?.read(version.sha256);
+  if (cached) return { files: cached, tier: 'disk' };
+  const files = await store.read(version);
+  if (disk) await disk.write(version.sha256, files);
+  return { files, tier: 'store' };
 }

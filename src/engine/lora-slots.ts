@@ -69,6 +69,8 @@ export class LoraSlotStacks {
         aSlot.set(w.a);
         bSlot.set(w.b);
       } else if (w) {
+        aSlot.fill(0);
+        bSlot.fill(0);
         layOut(m, w, R, aSlot, bSlot);
       } else {
         aSlot.fill(0);
@@ -96,9 +98,16 @@ export class LoraSlotStacks {
   }
 }
 
-/** Every module of a delta in slot layout for rank R (see LoraSlotStacks.write); pure, so any thread can run it. */
+/**
+ * Every module of a delta in slot layout for rank R (see LoraSlotStacks.write); pure, so any thread
+ * can run it. The modules share one buffer (one allocation, one transfer between threads).
+ */
 export function toSlotLayout(modules: readonly ModuleShape[], weights: ReadonlyMap<string, LoraModule>, R: number): Map<string, LoraModule> {
   const out = new Map<string, LoraModule>();
+  const pending = modules.filter((m) => weights.get(m.modulePath)?.layout !== 'slot' && weights.has(m.modulePath));
+  const buffer = new Float32Array(pending.reduce((n, m) => n + R * (m.inFeatures + m.outFeatures), 0));
+  let offset = 0;
+  const take = (length: number) => buffer.subarray(offset, (offset += length));
   for (const m of modules) {
     const w = weights.get(m.modulePath);
     if (!w) continue;
@@ -106,22 +115,25 @@ export function toSlotLayout(modules: readonly ModuleShape[], weights: ReadonlyM
       out.set(m.modulePath, w);
       continue;
     }
-    const a = new Float32Array(m.inFeatures * R);
-    const b = new Float32Array(R * m.outFeatures);
+    const a = take(m.inFeatures * R);
+    const b = take(R * m.outFeatures);
     layOut(m, w, R, a, b);
     out.set(m.modulePath, { a, b, rank: R, scale: 1, layout: 'slot' });
   }
   return out;
 }
 
-/** PEFT layout → slot layout: A [r, in] → [in, R] and B [out, r] → scale · [R, out], zero-padded. */
+/** PEFT layout → slot layout into zeroed arrays: A [r, in] → [in, R] and B [out, r] → scale · [R, out], zero-padded. */
 function layOut(m: ModuleShape, w: LoraModule, R: number, a: Float32Array, b: Float32Array): void {
-  a.fill(0);
-  b.fill(0);
-  for (let r = 0; r < w.rank; r++) {
-    for (let i = 0; i < m.inFeatures; i++) a[i * R + r] = w.a[r * m.inFeatures + i]!;
-    const row = b.subarray(r * m.outFeatures, (r + 1) * m.outFeatures);
-    for (let o = 0; o < m.outFeatures; o++) row[o] = w.scale * w.b[o * w.rank + r]!;
+  const { inFeatures, outFeatures } = m;
+  const { rank, scale } = w;
+  const wa = w.a;
+  const wb = w.b;
+  for (let r = 0; r < rank; r++) {
+    for (let i = 0; i < inFeatures; i++) a[i * R + r] = wa[r * inFeatures + i]!;
+  }
+  for (let o = 0; o < outFeatures; o++) {
+    for (let r = 0; r < rank; r++) b[r * outFeatures + o] = scale * wb[o * rank + r]!;
   }
 }
 

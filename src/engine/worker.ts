@@ -1,7 +1,6 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { openDeltaStore } from '../deltas/store/index.js';
 import { TieredDeltaSource } from './delta-cache.js';
-import { DeltaParserThread } from './delta-parser.js';
+import { DeltaLoaderThread } from './delta-loader.js';
 import { ModelRuntime } from './model-runtime.js';
 import type { DeltaResidency, DeltaSummary, EngineOptions, FromWorker, ToWorker } from './protocol.js';
 import { Scheduler } from './scheduler.js';
@@ -20,13 +19,12 @@ async function main(): Promise<void> {
   const started = performance.now();
   const runtime = await ModelRuntime.create(options);
   const { arch } = runtime;
-  const store = openDeltaStore(options.store);
   // The disk tier only pays for stores that are not local files already.
   const diskCacheDir = options.store.startsWith('s3://') ? options.diskCacheDir : undefined;
-  // Deltas are validated and laid out for slots on a thread of their own (a 20 MB parse would
-  // stall every running stream), and host-cached in slot layout, so making one resident is a copy.
-  const parser = new DeltaParserThread({ modelDir: options.modelDir, maxRank: options.maxRank });
-  const deltas = new TieredDeltaSource(store, (name, files) => parser.parse(name, files), {
+  // Deltas are fetched, verified, validated and laid out for slots on a thread of their own, and
+  // host-cached in slot layout, so making one resident is a copy.
+  const loader = new DeltaLoaderThread({ modelDir: options.modelDir, maxRank: options.maxRank, store: options.store, diskCacheDir });
+  const deltas = new TieredDeltaSource((name) => loader.load(name), {
     hostCacheBytes: options.hostCacheBytes,
     diskCacheDir,
     holdLimit: Math.max(options.maxRows, options.deltaSlots),
@@ -76,7 +74,7 @@ async function main(): Promise<void> {
         return scheduler.cancel(message.id);
       case 'register_peft':
         return respond(message.callId, async () => {
-          const delta = await parser.parse(message.name, { config: new TextEncoder().encode(message.config), weights: message.weights });
+          const delta = await loader.parse(message.name, { config: new TextEncoder().encode(message.config), weights: message.weights });
           if (!message.dryRun) {
             // Warm after upload: the new version is in host memory.
             deltas.put(message.name, delta);
@@ -156,7 +154,7 @@ async function main(): Promise<void> {
     // Let queued messages (new requests, cancellations, training steps) in between steps.
     await new Promise((resolve) => setImmediate(resolve));
   }
-  await parser.close();
+  await loader.close();
   await runtime.release();
   port.close();
 }

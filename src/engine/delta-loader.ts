@@ -1,0 +1,117 @@
+import { Worker } from 'node:worker_threads';
+import { DeltaValidationError } from '../deltas/errors.js';
+import type { LoraDelta, LoraModule } from '../deltas/peft-lora.js';
+import type { DeltaFiles } from '../deltas/store/types.js';
+
+/** What the loader thread needs: the backbone to validate against, the store, and the disk tier. */
+export interface DeltaLoaderOptions {
+  modelDir: string;
+  maxRank: number;
+  /** The delta store's location (opened again on the loader thread). */
+  store: string;
+  /** Verified files are cached here by SHA-256; absent for a filesystem store (it is local already). */
+  diskCacheDir?: string;
+}
+
+/** The tier a stored delta was read from. */
+export type FetchTier = 'disk' | 'store';
+
+export type LoaderRequest = { id: number; kind: 'parse'; name: string; config: string; weights: Uint8Array } | { id: number; kind: 'load'; name: string };
+export type LoaderReply =
+  | { id: number; ok: true; name: string; maxRank: number; modules: [string, LoraModule][]; tier?: FetchTier }
+  | { id: number; ok: false; name: string; code: string; problems?: string[]; message: string };
+
+/**
+ * Fetches, verifies, validates, converts and lays out deltas on a thread of its own. On the
+ * engine thread, whose event loop only turns between forward passes, a 20 MB download would
+ * trickle in a socket buffer at a time, and its digest and parse (tens of milliseconds) would
+ * stall every running stream. Results come back with their buffers transferred, not copied.
+ *
+ * @example const { delta, tier } = await loader.load('acme/sql@3');
+ */
+export class DeltaLoaderThread {
+  private readonly worker: Worker;
+  private readonly pending = new Map<number, { resolve: (reply: LoaderReply & { ok: true }) => void; reject: (e: Error) => void }>();
+  private nextId = 1;
+  /**
+   * Loads run at most two at a time (one downloading while one parses), first come first served.
+   * Run all at once, concurrent loads share the CPU and the link and all finish late; one after
+   * another, the first finishes as soon as it alone would, which halves the average wait.
+   */
+  private readonly loadQueue: (() => void)[] = [];
+  private loadsRunning = 0;
+  private static readonly MAX_CONCURRENT_LOADS = 2;
+
+  constructor(options: DeltaLoaderOptions) {
+    this.worker = new Worker(new URL('./delta-loader-entry.mjs', import.meta.url), { workerData: options });
+    this.worker.unref();
+    this.worker.on('message', (reply: LoaderReply) => this.settle(reply));
+    this.worker.on('error', (err) => this.failAll(err));
+  }
+
+  /** Validates and lays out files already in hand (an upload or a registered directory). */
+  async parse(name: string, files: DeltaFiles): Promise<LoraDelta> {
+    // A buffer the weights own whole moves to the loader thread instead of being copied (20 MB);
+    // the caller does not touch the files after handing them over.
+    const { buffer, byteOffset, byteLength } = files.weights;
+    const transfer = byteOffset === 0 && byteLength === buffer.byteLength && buffer instanceof ArrayBuffer ? [buffer] : [];
+    const reply = await this.call({ kind: 'parse', name, config: new TextDecoder().decode(files.config), weights: files.weights }, transfer);
+    return toDelta(reply);
+  }
+
+  /** Reads `owner/name@version` from the disk tier or the store, verifies its digest, and parses it. */
+  async load(name: string): Promise<{ delta: LoraDelta; tier: FetchTier }> {
+    await this.acquireLoadTurn();
+    try {
+      const reply = await this.call({ kind: 'load', name });
+      return { delta: toDelta(reply), tier: reply.tier ?? 'store' };
+    } finally {
+      this.releaseLoadTurn();
+    }
+  }
+
+  private async acquireLoadTurn(): Promise<void> {
+    if (this.loadsRunning < DeltaLoaderThread.MAX_CONCURRENT_LOADS) {
+      this.loadsRunning++;
+      return;
+    }
+    // A finishing load hands its turn over directly (see releaseLoadTurn).
+    await new Promise<void>((resolve) => this.loadQueue.push(resolve));
+  }
+
+  private releaseLoadTurn(): void {
+    const next = this.loadQueue.shift();
+    if (next) next();
+    else this.loadsRunning--;
+  }
+
+  private call(request: Omit<Extract<LoaderRequest, { kind: 'parse' }>, 'id'> | Omit<Extract<LoaderRequest, { kind: 'load' }>, 'id'>, transfer: ArrayBuffer[] = []): Promise<LoaderReply & { ok: true }> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ ...request, id }, transfer);
+    });
+  }
+
+  private settle(reply: LoaderReply): void {
+    const call = this.pending.get(reply.id);
+    this.pending.delete(reply.id);
+    if (!call) return;
+    if (reply.ok) call.resolve(reply);
+    else if (reply.code === 'invalid_delta') call.reject(new DeltaValidationError(reply.name, reply.problems ?? [reply.message]));
+    else call.reject(Object.assign(new Error(reply.message), { code: reply.code }));
+  }
+
+  private failAll(err: Error): void {
+    for (const call of this.pending.values()) call.reject(err);
+    this.pending.clear();
+  }
+
+  async close(): Promise<void> {
+    await this.worker.terminate();
+  }
+}
+
+function toDelta(reply: LoaderReply & { ok: true }): LoraDelta {
+  return { kind: 'lora', name: reply.name, maxRank: reply.maxRank, modules: new Map(reply.modules) };
+}
