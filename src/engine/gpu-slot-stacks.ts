@@ -1,17 +1,15 @@
-import ort from 'onnxruntime-node';
-import { GraphBuilder } from '../graph/builder.js';
-import { serializeModel } from '../graph/onnx/serialize.js';
+import type ort from 'onnxruntime-node';
+import type { DeviceUploader } from './device-upload.js';
 import type { LoraSlotStacks } from './lora-slots.js';
 
 /**
  * On webgpu, the resident delta slot stacks as GPU tensors, so a forward pass reads every
- * resident delta from device memory instead of uploading the slots it uses on each run. JS code
- * cannot create GPU tensors, so each stack goes up through a one-node Identity session whose
- * output stays a `gpu-buffer`; the host stacks remain the source of truth, and a slot write
- * (a delta made resident) re-uploads them before the next pass.
+ * resident delta from device memory instead of uploading the slots it uses on each run. The host
+ * stacks remain the source of truth, and a slot write (a delta made resident) re-uploads them
+ * before the next pass.
  *
  * @example
- * const gpu = await GpuSlotStacks.create(runtime.slots);
+ * const gpu = new GpuSlotStacks(new DeviceUploader(), runtime.slots);
  * await gpu.sync(); // after slots.write(...)
  * feeds['lora_A.model.layers.0.self_attn.q_proj'] = gpu.get('model.layers.0.self_attn.q_proj').a;
  */
@@ -19,14 +17,7 @@ export class GpuSlotStacks {
   private readonly tensors = new Map<string, { a: ort.Tensor; b: ort.Tensor }>();
   private uploadedGeneration = -1;
 
-  private constructor(private readonly uploader: ort.InferenceSession, private readonly stacks: LoraSlotStacks) {}
-
-  static async create(stacks: LoraSlotStacks): Promise<GpuSlotStacks> {
-    const b = new GraphBuilder('deltaserve_upload');
-    b.output(b.op1('Identity', [b.input('x', 'float32', ['s', 'i', 'o'])]), 'y', 'float32', ['s', 'i', 'o']);
-    const uploader = await ort.InferenceSession.create(serializeModel(b.build()), { executionProviders: ['webgpu'], preferredOutputLocation: 'gpu-buffer' });
-    return new GpuSlotStacks(uploader, stacks);
-  }
+  constructor(private readonly uploader: DeviceUploader, private readonly stacks: LoraSlotStacks) {}
 
   /** Uploads the stacks again if any slot was written since the last upload. */
   async sync(): Promise<void> {
@@ -34,7 +25,7 @@ export class GpuSlotStacks {
     const { slots, maxRank: R } = this.stacks;
     for (const m of this.stacks.modules) {
       const { a, b } = this.stacks.range(m.modulePath, 0, slots);
-      const next = { a: await this.upload(a, [slots, m.inFeatures, R]), b: await this.upload(b, [slots, R, m.outFeatures]) };
+      const next = { a: await this.uploader.upload(a, [slots, m.inFeatures, R]), b: await this.uploader.upload(b, [slots, R, m.outFeatures]) };
       const old = this.tensors.get(m.modulePath);
       this.tensors.set(m.modulePath, next);
       old?.a.dispose();
@@ -49,16 +40,11 @@ export class GpuSlotStacks {
     return tensors;
   }
 
-  async release(): Promise<void> {
+  release(): void {
     for (const { a, b } of this.tensors.values()) {
       a.dispose();
       b.dispose();
     }
     this.tensors.clear();
-    await this.uploader.release();
-  }
-
-  private async upload(values: Float32Array, dims: number[]): Promise<ort.Tensor> {
-    return (await this.uploader.run({ x: new ort.Tensor('float32', values, dims) }))['y']!;
   }
 }

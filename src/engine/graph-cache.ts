@@ -11,9 +11,9 @@ import { serializeModel } from '../graph/onnx/serialize.js';
 const LOWERING_VERSION = 4;
 const TRAINING_LOWERING_VERSION = 2;
 
-/** The inference graph for a checkpoint, cache length and attention kernel (see prepareGraph). */
-export function prepareInferenceGraph(ckpt: Checkpoint, cacheDir: string, maxCacheLength: number, attention: AttentionKernel): string {
-  return prepareGraph(ckpt, cacheDir, { v: LOWERING_VERSION, maxCacheLength, attention }, (weightFile) => lowerInferenceGraph(ckpt, { weightFile, maxCacheLength, attention }));
+/** The inference graph for a checkpoint, cache length, attention kernel and KV-cache placement (see prepareGraph). */
+export function prepareInferenceGraph(ckpt: Checkpoint, cacheDir: string, maxCacheLength: number, attention: AttentionKernel, kvCache: 'host' | 'device'): string {
+  return prepareGraph(ckpt, cacheDir, { v: LOWERING_VERSION, maxCacheLength, attention, kvCache }, (weightFile) => lowerInferenceGraph(ckpt, { weightFile, maxCacheLength, attention, kvCache }));
 }
 
 /** The LoRA training-step graph for a micro-batch shape and LoRA layout (see prepareGraph). */

@@ -5,8 +5,10 @@ import * as G from '../model/lower-inference.js';
 import { checkFeeds, float32, int32, int64 } from './feeds.js';
 import { prepareInferenceGraph } from './graph-cache.js';
 import { createSession } from './session.js';
+import { DeviceKvCache } from './device-kv-cache.js';
+import { DeviceUploader } from './device-upload.js';
 import { GpuSlotStacks } from './gpu-slot-stacks.js';
-import { KvCache } from './kv-cache.js';
+import { KvCache, type KvCacheShape } from './kv-cache.js';
 import { loraGrouping, LoraSlotStacks, slotRange } from './lora-slots.js';
 
 export type Device = 'cpu' | 'webgpu' | 'cuda';
@@ -44,6 +46,16 @@ export interface ForwardPass {
 }
 
 
+/** What the scheduler does with the KV cache, wherever it lives: rows move, capacity follows the live sequences. */
+export type KvRows = Pick<KvCache, 'capacity' | 'byteLength' | 'reserve' | 'fit' | 'moveRow'>;
+
+/** On webgpu: the KV cache and the slot stacks kept in device memory, and the uploader that put them there. */
+interface DeviceResidents {
+  uploader: DeviceUploader;
+  cache: DeviceKvCache;
+  slots: GpuSlotStacks;
+}
+
 /**
  * The backbone on one device: the ORT session, the KV cache and the resident delta slots.
  * `forward()` is the only place that calls `session.run()`.
@@ -52,12 +64,15 @@ export class ModelRuntime {
   private constructor(
     readonly checkpoint: Checkpoint,
     readonly session: ort.InferenceSession,
-    readonly cache: KvCache,
+    private readonly hostCache: KvCache | undefined,
     readonly slots: LoraSlotStacks,
     readonly options: RuntimeOptions,
-    /** On webgpu: the slot stacks kept in device memory. */
-    private readonly gpuSlots?: GpuSlotStacks,
+    private readonly device?: DeviceResidents,
   ) {}
+
+  get cache(): KvRows {
+    return this.device?.cache ?? this.hostCache!;
+  }
 
   get arch(): ArchitectureSpec {
     return this.checkpoint.arch;
@@ -68,13 +83,20 @@ export class ModelRuntime {
     const { arch } = checkpoint;
     const maxContext = Math.min(options.maxContext, arch.maxPositions);
     const attention = options.attention ?? (options.device === 'cpu' ? 'matmul' : 'group-query');
-    const modelPath = prepareInferenceGraph(checkpoint, options.cacheDir, maxContext, attention);
-    const session = await createSession(modelPath, options);
-    const cache = new KvCache({ layers: arch.numLayers, rows: options.maxRows, kvHeads: arch.numKvHeads, maxLength: maxContext, headDim: arch.headDim });
+    // WebGPU keeps the KV cache on the device (needs gpu-buffer outputs, which only it has here).
+    const kvCache = options.device === 'webgpu' ? 'device' : 'host';
+    const modelPath = prepareInferenceGraph(checkpoint, options.cacheDir, maxContext, attention, kvCache);
+    const cacheOutputs = kvCache === 'device' ? Array.from({ length: arch.numLayers }, (_, l) => [G.cacheKeyOut(l), G.cacheValueOut(l)]).flat() : [];
+    const session = await createSession(modelPath, { ...options, gpuOutputs: cacheOutputs });
+    const shape: KvCacheShape = { layers: arch.numLayers, rows: options.maxRows, kvHeads: arch.numKvHeads, maxLength: maxContext, headDim: arch.headDim };
     const modules = G.loraModules(arch).map((p) => ({ modulePath: p.modulePath, inFeatures: p.inFeatures, outFeatures: p.outFeatures }));
     const slots = new LoraSlotStacks(modules, options.deltaSlots, options.maxRank);
-    const gpuSlots = options.device === 'webgpu' ? await GpuSlotStacks.create(slots) : undefined;
-    return new ModelRuntime(checkpoint, session, cache, slots, { ...options, maxContext, attention }, gpuSlots);
+    let device: DeviceResidents | undefined;
+    if (kvCache === 'device') {
+      const uploader = new DeviceUploader();
+      device = { uploader, cache: await DeviceKvCache.create(shape, uploader), slots: new GpuSlotStacks(uploader, slots) };
+    }
+    return new ModelRuntime(checkpoint, session, device ? undefined : new KvCache(shape), slots, { ...options, maxContext, attention }, device);
   }
 
   async forward(pass: ForwardPass): Promise<Float32Array> {
@@ -85,6 +107,7 @@ export class ModelRuntime {
     const totals = pass.pastLengths.map((p, r) => p + lengths[r]!);
     if (Math.max(...pass.pastLengths) + seq > this.options.maxContext) throw new Error(`sequence exceeds the context of ${this.options.maxContext} tokens`);
     this.cache.reserve(Math.max(...pass.pastLengths) + seq);
+    const tokenSlots = pass.slots.flatMap((s, r) => padded(Array<number>(lengths[r]!).fill(s), seq, -1));
     const feeds: Record<string, ort.Tensor> = {
       [G.GRAPH_INPUTS.inputIds]: int64(pass.tokens.flatMap((t) => padded(t, seq)), [batch, seq]),
       [G.GRAPH_INPUTS.positionIds]: int64(pass.pastLengths.flatMap((p) => Array.from({ length: seq }, (_, i) => p + i)), [batch, seq]),
@@ -95,19 +118,44 @@ export class ModelRuntime {
       feeds[G.GRAPH_INPUTS.seqlensK] = int32(totals.map((t) => t - 1), [batch]);
       feeds[G.GRAPH_INPUTS.totalSequenceLength] = int32([Math.max(...pass.pastLengths) + seq], []);
     }
+    if (this.device) return this.runOnDeviceCache(feeds, pass, seq, tokenSlots);
+    const cache = this.hostCache!;
     for (let layer = 0; layer < this.arch.numLayers; layer++) {
-      const view = this.cache.view(layer, pass.firstRow, batch);
+      const view = cache.view(layer, pass.firstRow, batch);
       feeds[G.pastKey(layer)] = float32(view.key, view.dims);
       feeds[G.pastValue(layer)] = float32(view.value, view.dims);
     }
-    await this.addDeltaFeeds(feeds, pass.slots.flatMap((s, r) => padded(Array<number>(lengths[r]!).fill(s), seq, -1)));
+    await this.addDeltaFeeds(feeds, tokenSlots);
     checkFeeds(this.session.inputNames, feeds);
     const out = await this.session.run(feeds);
     for (let layer = 0; layer < this.arch.numLayers; layer++) {
       const keys = out[G.newKey(layer)]!.data as Float32Array;
       const values = out[G.newValue(layer)]!.data as Float32Array;
-      this.cache.append(layer, pass.firstRow, pass.pastLengths, lengths, seq, keys, values);
+      cache.append(layer, pass.firstRow, pass.pastLengths, lengths, seq, keys, values);
     }
+    return out.logits!.data as Float32Array;
+  }
+
+  /**
+   * The pass on webgpu: the whole device cache goes in with the pass's physical rows and where
+   * each new token's keys/values land (padding positions of a first prefill land past the row's
+   * length, where attention never looks and later tokens overwrite them); the updated cache
+   * comes back as GPU tensors.
+   */
+  private async runOnDeviceCache(feeds: Record<string, ort.Tensor>, pass: ForwardPass, seq: number, tokenSlots: number[]): Promise<Float32Array> {
+    const cache = this.device!.cache;
+    const rows = cache.rows(pass.firstRow, pass.tokens.length);
+    feeds[G.GRAPH_INPUTS.cacheRows] = int64(rows, [rows.length]);
+    feeds[G.GRAPH_INPUTS.cacheWrites] = int64(rows.flatMap((row, r) => Array.from({ length: seq }, (_, s) => [row, pass.pastLengths[r]! + s]).flat()), [rows.length * seq, 2]);
+    for (let layer = 0; layer < this.arch.numLayers; layer++) {
+      const { key, value } = cache.layer(layer);
+      feeds[G.cacheKey(layer)] = key;
+      feeds[G.cacheValue(layer)] = value;
+    }
+    await this.addDeltaFeeds(feeds, tokenSlots);
+    checkFeeds(this.session.inputNames, feeds);
+    const out = await this.session.run(feeds);
+    for (let layer = 0; layer < this.arch.numLayers; layer++) cache.replace(layer, out[G.cacheKeyOut(layer)]!, out[G.cacheValueOut(layer)]!);
     return out.logits!.data as Float32Array;
   }
 
@@ -116,15 +164,16 @@ export class ModelRuntime {
    * device-resident stacks of every slot (a range of a GPU tensor cannot be taken from JS).
    */
   private async addDeltaFeeds(feeds: Record<string, ort.Tensor>, tokenSlots: number[]): Promise<void> {
-    const { lo, hi } = this.gpuSlots ? { lo: 0, hi: this.slots.slots } : slotRange(tokenSlots);
+    const gpuSlots = this.device?.slots;
+    const { lo, hi } = gpuSlots ? { lo: 0, hi: this.slots.slots } : slotRange(tokenSlots);
     const { gather, cells, scatter } = loraGrouping(tokenSlots, lo, hi);
     const R = this.slots.maxRank;
     feeds[G.GRAPH_INPUTS.loraGather] = int64(gather, [hi - lo, cells]);
     feeds[G.GRAPH_INPUTS.loraScatter] = int64(scatter, [tokenSlots.length]);
-    await this.gpuSlots?.sync();
+    await gpuSlots?.sync();
     for (const m of this.slots.modules) {
-      if (this.gpuSlots) {
-        const { a, b } = this.gpuSlots.get(m.modulePath);
+      if (gpuSlots) {
+        const { a, b } = gpuSlots.get(m.modulePath);
         feeds[G.loraA(m.modulePath)] = a;
         feeds[G.loraB(m.modulePath)] = b;
         continue;
@@ -136,7 +185,11 @@ export class ModelRuntime {
   }
 
   async release(): Promise<void> {
-    await this.gpuSlots?.release();
+    if (this.device) {
+      this.device.slots.release();
+      this.device.cache.release();
+      await this.device.uploader.release();
+    }
     await this.session.release();
   }
 }

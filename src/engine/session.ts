@@ -11,7 +11,10 @@ const DEVICE_HINTS: Record<Device, string> = {
 };
 
 /** A session on the chosen device; an unavailable device is one clear error naming what it needs. */
-export async function createSession(modelPath: string, options: { device: Device; threads?: number | undefined; spinning?: boolean; optimization?: 'all' | 'extended' | 'basic' }): Promise<ort.InferenceSession> {
+export async function createSession(
+  modelPath: string,
+  options: { device: Device; threads?: number | undefined; spinning?: boolean; optimization?: 'all' | 'extended' | 'basic'; gpuOutputs?: string[] },
+): Promise<ort.InferenceSession> {
   try {
     return await ort.InferenceSession.create(modelPath, {
       executionProviders: EXECUTION_PROVIDERS[options.device],
@@ -19,6 +22,8 @@ export async function createSession(modelPath: string, options: { device: Device
       intraOpNumThreads: options.threads ?? os.availableParallelism(),
       interOpNumThreads: 1,
       executionMode: 'sequential',
+      // Outputs fed back into the next run (the device KV cache) stay in GPU memory; the rest come to the host.
+      ...(options.gpuOutputs?.length ? { preferredOutputLocation: Object.fromEntries(options.gpuOutputs.map((name) => [name, 'gpu-buffer' as const])) } : {}),
       // A session that shares the cores with another (training beside serving) must not keep its
       // idle threads spinning while the other runs.
       ...(options.spinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}),

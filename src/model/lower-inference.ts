@@ -42,6 +42,17 @@ export interface InferenceGraphOptions {
    *     over both, then the two weighted sums. Only reads the cache; the CPU default.
    */
   attention: AttentionKernel;
+  /**
+   * Where the KV cache lives:
+   *   'host' (default): the engine's JS buffers, fed as past_key.L/past_value.L views of the
+   *     pass's rows; the graph returns the new keys/values (new_key.L/new_value.L).
+   *   'device' (GPU providers, attention 'group-query'): the whole cache is an input,
+   *     cache_key.L/cache_value.L [cache_rows, max_cache, kv_heads, head_dim], fed as the GPU
+   *     tensors the previous pass returned; the graph gathers the pass's rows (cache_rows) as
+   *     the past, scatters the new keys/values in at (row, position) (cache_writes), and returns
+   *     the updated cache as cache_key_out.L/cache_value_out.L, which stay on the device.
+   */
+  kvCache?: 'host' | 'device';
 }
 
 export type AttentionKernel = 'group-query' | 'matmul';
@@ -54,12 +65,18 @@ export const GRAPH_INPUTS = {
   logitsIndex: 'logits_index',
   loraGather: 'lora_gather',
   loraScatter: 'lora_scatter',
+  cacheRows: 'cache_rows',
+  cacheWrites: 'cache_writes',
 } as const;
 
 export const pastKey = (layer: number) => `past_key.${layer}`;
 export const pastValue = (layer: number) => `past_value.${layer}`;
 export const newKey = (layer: number) => `new_key.${layer}`;
 export const newValue = (layer: number) => `new_value.${layer}`;
+export const cacheKey = (layer: number) => `cache_key.${layer}`;
+export const cacheValue = (layer: number) => `cache_value.${layer}`;
+export const cacheKeyOut = (layer: number) => `cache_key_out.${layer}`;
+export const cacheValueOut = (layer: number) => `cache_value_out.${layer}`;
 export const loraA = (modulePath: string) => `lora_A.${modulePath}`;
 export const loraB = (modulePath: string) => `lora_B.${modulePath}`;
 
@@ -161,11 +178,7 @@ class InferenceLowering {
       q3 = b.op1('RotaryEmbedding', [q3, ctx.positions, ctx.rope.cos, ctx.rope.sin], { interleaved: 0 }, { domain: 'com.microsoft' });
       k3 = b.op1('RotaryEmbedding', [k3, ctx.positions, ctx.rope.cos, ctx.rope.sin], { interleaved: 0 }, { domain: 'com.microsoft' });
     }
-    const cacheDims = ['batch', arch.numKvHeads, 'max_cache', arch.headDim];
-    const past = { key: b.input(pastKey(layer), 'float32', cacheDims), value: b.input(pastValue(layer), 'float32', cacheDims) };
-    const kvWidth = arch.numKvHeads * arch.headDim;
-    b.output(k3, newKey(layer), 'float32', ['batch', 'seq', kvWidth]);
-    b.output(v3, newValue(layer), 'float32', ['batch', 'seq', kvWidth]);
+    const past = this.options.kvCache === 'device' ? this.deviceCache(layer, k3, v3) : this.hostCache(layer, k3, v3);
     if (this.options.attention === 'matmul') return this.matmulAttention(q3, k3, v3, past, ctx);
     const [attn] = b.op(
       'GroupQueryAttention',
@@ -175,6 +188,34 @@ class InferenceLowering {
     );
     return b.op1('Reshape', [attn!, b.constant('int64', [2], [-1, arch.numHeads * arch.headDim])]);
   }
+
+  /** past_* views of the engine's cache rows as inputs; this pass's keys/values as outputs. */
+  private hostCache(layer: number, k3: string, v3: string): { key: string; value: string } {
+    const { b, arch } = this;
+    const cacheDims = ['batch', arch.numKvHeads, 'max_cache', arch.headDim];
+    const kvWidth = arch.numKvHeads * arch.headDim;
+    b.output(k3, newKey(layer), 'float32', ['batch', 'seq', kvWidth]);
+    b.output(v3, newValue(layer), 'float32', ['batch', 'seq', kvWidth]);
+    return { key: b.input(pastKey(layer), 'float32', cacheDims), value: b.input(pastValue(layer), 'float32', cacheDims) };
+  }
+
+  /** The whole cache in and out (see InferenceGraphOptions.kvCache); the past is the pass's rows before this pass's writes. */
+  private deviceCache(layer: number, k3: string, v3: string): { key: string; value: string } {
+    const { b, arch } = this;
+    const rows = this.deviceCacheRows ??= b.input(GRAPH_INPUTS.cacheRows, 'int64', ['batch']);
+    const writes = this.deviceCacheWrites ??= b.input(GRAPH_INPUTS.cacheWrites, 'int64', ['tokens', 2]);
+    const dims = ['cache_rows', 'max_cache', arch.numKvHeads, arch.headDim];
+    const perToken = b.constant('int64', [3], [-1, arch.numKvHeads, arch.headDim]);
+    const one = (input: string, output: string, fresh: string): string => {
+      const cache = b.input(input, 'float32', dims);
+      b.output(b.op1('ScatterND', [cache, writes, b.op1('Reshape', [fresh, perToken])]), output, 'float32', dims);
+      return b.op1('Transpose', [b.op1('Gather', [cache, rows], { axis: 0 })], { perm: [0, 2, 1, 3] }); // [B, Hkv, C, D]
+    };
+    return { key: one(cacheKey(layer), cacheKeyOut(layer), k3), value: one(cacheValue(layer), cacheValueOut(layer), v3) };
+  }
+
+  private deviceCacheRows?: string;
+  private deviceCacheWrites?: string;
 
   /**
    * Attention that only reads the cache. Query heads are grouped by the KV head they share, as
