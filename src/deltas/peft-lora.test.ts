@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { describeArchitecture } from '../model/families/index.js';
 import { encodeSafetensors } from '../model/safetensors.js';
 import { DeltaValidationError } from './errors.js';
-import { parsePeftLora, type PeftLoraConfig } from './peft-lora.js';
+import { firstNonFinite, parsePeftLora, type PeftLoraConfig } from './peft-lora.js';
 
 // A tiny llama: hidden 64, 4 heads of 16, 2 kv heads (k/v out 32), intermediate 128, 2 layers.
 const ARCH = describeArchitecture(
@@ -338,5 +338,18 @@ describe('parsePeftLora: invalid adapters name the tensor or field', () => {
       [lit(keyA(mod)), /rank 20 exceeds max rank 16/],
       [lit(keyA(mod)), /shape \[20,48\], expected \[20, 64\]/],
     ]);
+  });
+});
+
+describe('firstNonFinite', () => {
+  it('finds the first NaN or infinity, and -1 for finite data (zeros, extremes and negative zero included)', () => {
+    assert.equal(firstNonFinite(new Float32Array([0, -0, 3.4e38, -3.4e38, 1e-45])), -1);
+    assert.equal(firstNonFinite(new Float32Array(0)), -1);
+    for (const bad of [NaN, Infinity, -Infinity]) {
+      const data = new Float32Array(1000).fill(0.5);
+      data[700] = bad;
+      data[900] = NaN;
+      assert.equal(firstNonFinite(data), 700, String(bad));
+    }
   });
 });

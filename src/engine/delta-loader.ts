@@ -2,6 +2,7 @@ import { Worker } from 'node:worker_threads';
 import { DeltaValidationError } from '../deltas/errors.js';
 import type { LoraDelta, LoraModule } from '../deltas/peft-lora.js';
 import type { DeltaFiles } from '../deltas/store/types.js';
+import { Turns } from './turns.js';
 
 /** What the loader thread needs: the backbone to validate against, the store, and the disk tier. */
 export interface DeltaLoaderOptions {
@@ -38,9 +39,7 @@ export class DeltaLoaderThread {
    * Run all at once, concurrent loads share the CPU and the link and all finish late; one after
    * another, the first finishes as soon as it alone would, which halves the average wait.
    */
-  private readonly loadQueue: (() => void)[] = [];
-  private loadsRunning = 0;
-  private static readonly MAX_CONCURRENT_LOADS = 2;
+  private readonly loadTurns = new Turns(2);
 
   constructor(options: DeltaLoaderOptions) {
     this.worker = new Worker(new URL('./delta-loader-entry.mjs', import.meta.url), { workerData: options });
@@ -61,28 +60,8 @@ export class DeltaLoaderThread {
 
   /** Reads `owner/name@version` from the disk tier or the store, verifies its digest, and parses it. */
   async load(name: string): Promise<{ delta: LoraDelta; tier: FetchTier }> {
-    await this.acquireLoadTurn();
-    try {
-      const reply = await this.call({ kind: 'load', name });
-      return { delta: toDelta(reply), tier: reply.tier ?? 'store' };
-    } finally {
-      this.releaseLoadTurn();
-    }
-  }
-
-  private async acquireLoadTurn(): Promise<void> {
-    if (this.loadsRunning < DeltaLoaderThread.MAX_CONCURRENT_LOADS) {
-      this.loadsRunning++;
-      return;
-    }
-    // A finishing load hands its turn over directly (see releaseLoadTurn).
-    await new Promise<void>((resolve) => this.loadQueue.push(resolve));
-  }
-
-  private releaseLoadTurn(): void {
-    const next = this.loadQueue.shift();
-    if (next) next();
-    else this.loadsRunning--;
+    const reply = await this.loadTurns.run(() => this.call({ kind: 'load', name }));
+    return { delta: toDelta(reply), tier: reply.tier ?? 'store' };
   }
 
   private call(request: Omit<Extract<LoaderRequest, { kind: 'parse' }>, 'id'> | Omit<Extract<LoaderRequest, { kind: 'load' }>, 'id'>, transfer: ArrayBuffer[] = []): Promise<LoaderReply & { ok: true }> {

@@ -59,6 +59,23 @@ describe('round trip', () => {
     for (const name of ['w32', 'w16', 'wbf']) assert.deepEqual(readTensorF32(h, name), values, name);
   });
 
+  test('view(): aligned F32 data in place (no copy), anything else converted like tensor()', () => {
+    const values = new Float32Array([1, -2.5, 3, 4]);
+    const bytes = encodeSafetensors({ w32: { dtype: 'F32', shape: [4], data: values }, w16: { dtype: 'F16', shape: [4], data: float32ToF16(values) } });
+    const { view, header } = parseSafetensors(bytes, 'mem');
+    const inPlace = view('w32');
+    assert.deepEqual(inPlace, values);
+    assert.equal(inPlace.buffer, bytes.buffer, 'shares the input buffer');
+    assert.equal(inPlace.byteOffset, header.tensors.get('w32')!.fileOffset);
+    assert.deepEqual(view('w16'), values);
+    // The same file one byte into a larger buffer: F32 data is misaligned there, so it is copied.
+    const shifted = new Uint8Array(bytes.length + 1);
+    shifted.set(bytes, 1);
+    const misaligned = parseSafetensors(shifted.subarray(1), 'shifted').view('w32');
+    assert.deepEqual(misaligned, values);
+    assert.notEqual(misaligned.buffer, shifted.buffer);
+  });
+
   test('F64 (hand-built file) converts to F32', () => {
     const data = new Float64Array([1.5, -3, 1 / 3]);
     const file = writeTmp('f64.safetensors', rawFile({ x: { dtype: 'F64', shape: [3], data_offsets: [0, 24] } }, bytesOf(data)));
