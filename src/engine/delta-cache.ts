@@ -123,8 +123,11 @@ export interface TieredDeltaSourceOptions {
   holdLimit?: number;
 }
 
+/** The tier a stored delta was read from. */
+export type FetchTier = 'disk' | 'store';
+
 /** Reads a stored delta version and lays it out for slots (the loader thread's work), and says from which tier. */
-export type FetchDelta = (name: string) => Promise<{ delta: LoraDelta; tier: 'disk' | 'store' }>;
+export type FetchDelta = (name: string) => Promise<{ delta: LoraDelta; tier: FetchTier }>;
 
 /**
  * A scheduler DeltaSource over the tiers. `lookup` answers from host memory only; `load` has a
@@ -218,7 +221,7 @@ export class TieredDeltaSource {
  * The files of `owner/name@version`: from the disk tier when it holds them (digest checked), else
  * from the store (which verifies the digest), then copied into the disk tier.
  */
-export async function fetchDeltaFiles(store: DeltaStore, disk: DiskDeltaCache | undefined, name: string): Promise<{ files: DeltaFiles; tier: 'disk' | 'store' }> {
+export async function fetchDeltaFiles(store: DeltaStore, disk: DiskDeltaCache | undefined, name: string): Promise<{ files: DeltaFiles; tier: FetchTier }> {
   const match = /^([^/]+)\/([^@]+)@(\d+)$/.exec(name);
   if (!match) throw new EngineError('delta_not_found', `delta '${name}' is not a stored delta version (owner/name@version)`);
   const version = await store.get(match[1]!, match[2]!, Number(match[3]));

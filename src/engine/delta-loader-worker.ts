@@ -4,8 +4,8 @@ import { parsePeftLora } from '../deltas/peft-lora.js';
 import { openDeltaStore } from '../deltas/store/index.js';
 import { openCheckpoint } from '../model/checkpoint.js';
 import { loraModules } from '../model/lower-inference.js';
-import { DiskDeltaCache, fetchDeltaFiles } from './delta-cache.js';
-import type { DeltaLoaderOptions, FetchTier, LoaderReply, LoaderRequest } from './delta-loader.js';
+import { DiskDeltaCache, fetchDeltaFiles, type FetchTier } from './delta-cache.js';
+import type { DeltaLoaderOptions, LoaderReply, LoaderRequest } from './delta-loader.js';
 import { toSlotLayout } from './lora-slots.js';
 
 /** The loader thread: fetch and verify (load), validate against the backbone, convert to f32, lay out for slots, transfer back. */

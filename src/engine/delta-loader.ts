@@ -2,6 +2,7 @@ import { Worker } from 'node:worker_threads';
 import { DeltaValidationError } from '../deltas/errors.js';
 import type { LoraDelta, LoraModule } from '../deltas/peft-lora.js';
 import type { DeltaFiles } from '../deltas/store/types.js';
+import type { FetchTier } from './delta-cache.js';
 import { Turns } from './turns.js';
 
 /** What the loader thread needs: the backbone to validate against, the store, and the disk tier. */
@@ -13,9 +14,6 @@ export interface DeltaLoaderOptions {
   /** Verified files are cached here by SHA-256; absent for a filesystem store (it is local already). */
   diskCacheDir?: string;
 }
-
-/** The tier a stored delta was read from. */
-export type FetchTier = 'disk' | 'store';
 
 export type LoaderRequest = { id: number; kind: 'parse'; name: string; config: string; weights: Uint8Array } | { id: number; kind: 'load'; name: string };
 export type LoaderReply =

@@ -118,32 +118,34 @@ export class ModelRuntime {
       feeds[G.GRAPH_INPUTS.seqlensK] = int32(totals.map((t) => t - 1), [batch]);
       feeds[G.GRAPH_INPUTS.totalSequenceLength] = int32([Math.max(...pass.pastLengths) + seq], []);
     }
-    if (this.device) return this.runOnDeviceCache(feeds, pass, seq, tokenSlots);
-    const cache = this.hostCache!;
-    for (let layer = 0; layer < this.arch.numLayers; layer++) {
-      const view = cache.view(layer, pass.firstRow, batch);
-      feeds[G.pastKey(layer)] = float32(view.key, view.dims);
-      feeds[G.pastValue(layer)] = float32(view.value, view.dims);
-    }
+    const device = this.device?.cache;
+    if (device) this.addDeviceCacheFeeds(feeds, device, pass, seq);
+    else this.addHostCacheFeeds(feeds, pass.firstRow, batch);
     await this.addDeltaFeeds(feeds, tokenSlots);
     checkFeeds(this.session.inputNames, feeds);
     const out = await this.session.run(feeds);
     for (let layer = 0; layer < this.arch.numLayers; layer++) {
-      const keys = out[G.newKey(layer)]!.data as Float32Array;
-      const values = out[G.newValue(layer)]!.data as Float32Array;
-      cache.append(layer, pass.firstRow, pass.pastLengths, lengths, seq, keys, values);
+      if (device) device.replace(layer, out[G.cacheKeyOut(layer)]!, out[G.cacheValueOut(layer)]!);
+      else this.hostCache!.append(layer, pass.firstRow, pass.pastLengths, lengths, seq, out[G.newKey(layer)]!.data as Float32Array, out[G.newValue(layer)]!.data as Float32Array);
     }
     return out.logits!.data as Float32Array;
   }
 
+  /** Zero-copy views of the pass's rows of the host cache. */
+  private addHostCacheFeeds(feeds: Record<string, ort.Tensor>, firstRow: number, batch: number): void {
+    for (let layer = 0; layer < this.arch.numLayers; layer++) {
+      const view = this.hostCache!.view(layer, firstRow, batch);
+      feeds[G.pastKey(layer)] = float32(view.key, view.dims);
+      feeds[G.pastValue(layer)] = float32(view.value, view.dims);
+    }
+  }
+
   /**
-   * The pass on webgpu: the whole device cache goes in with the pass's physical rows and where
-   * each new token's keys/values land (padding positions of a first prefill land past the row's
-   * length, where attention never looks and later tokens overwrite them); the updated cache
-   * comes back as GPU tensors.
+   * The whole device cache, the pass's physical rows, and where each new token's keys/values land
+   * (padding positions of a first prefill land past the row's length, where attention never looks
+   * and later tokens overwrite them).
    */
-  private async runOnDeviceCache(feeds: Record<string, ort.Tensor>, pass: ForwardPass, seq: number, tokenSlots: number[]): Promise<Float32Array> {
-    const cache = this.device!.cache;
+  private addDeviceCacheFeeds(feeds: Record<string, ort.Tensor>, cache: DeviceKvCache, pass: ForwardPass, seq: number): void {
     const rows = cache.rows(pass.firstRow, pass.tokens.length);
     feeds[G.GRAPH_INPUTS.cacheRows] = int64(rows, [rows.length]);
     feeds[G.GRAPH_INPUTS.cacheWrites] = int64(rows.flatMap((row, r) => Array.from({ length: seq }, (_, s) => [row, pass.pastLengths[r]! + s]).flat()), [rows.length * seq, 2]);
@@ -152,11 +154,6 @@ export class ModelRuntime {
       feeds[G.cacheKey(layer)] = key;
       feeds[G.cacheValue(layer)] = value;
     }
-    await this.addDeltaFeeds(feeds, tokenSlots);
-    checkFeeds(this.session.inputNames, feeds);
-    const out = await this.session.run(feeds);
-    for (let layer = 0; layer < this.arch.numLayers; layer++) cache.replace(layer, out[G.cacheKeyOut(layer)]!, out[G.cacheValueOut(layer)]!);
-    return out.logits!.data as Float32Array;
   }
 
   /**
