@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { S3Client, CreateBucketCommand } from '@aws-sdk/client-s3';
+import { S3Client, CreateBucketCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import S3rver from 's3rver';
 import { ConfigSchema } from '../../src/config.js';
 import { parsePeftLora } from '../../src/deltas/peft-lora.js';
@@ -137,6 +137,7 @@ describe('delta cache tiers (S3 store via s3rver): a restart serves through the 
   let server: RunningServer;
   const api = client(() => server);
   let config: ReturnType<typeof ConfigSchema.parse>;
+  let admin: S3Client;
   const restart = async () => {
     await server?.close();
     server = await startServer(config);
@@ -146,13 +147,13 @@ describe('delta cache tiers (S3 store via s3rver): a restart serves through the 
   before(async () => {
     const { port } = await s3.run();
     Object.assign(process.env, { AWS_ENDPOINT_URL_S3: `http://127.0.0.1:${port}`, AWS_S3_FORCE_PATH_STYLE: 'true', AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: 'S3RVER', AWS_SECRET_ACCESS_KEY: 'S3RVER' });
-    const admin = new S3Client({ endpoint: `http://127.0.0.1:${port}`, forcePathStyle: true, region: 'us-east-1', credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
+    admin = new S3Client({ endpoint: `http://127.0.0.1:${port}`, forcePathStyle: true, region: 'us-east-1', credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } });
     await admin.send(new CreateBucketCommand({ Bucket: 'tiers' }));
-    admin.destroy();
     config = ConfigSchema.parse({ port: 0, cacheDir, dataDir: tempDir(), store: 's3://tiers/prefix', model: path.join(FIXTURE, 'base'), modelName: 'tiny-llama', maxContext: 64, threads: 1, maxRank: 8 });
     await restart();
   });
   after(async () => {
+    admin.destroy();
     await server.close();
     await s3.close();
     fs.rmSync(directory, { recursive: true, force: true });
@@ -173,11 +174,38 @@ describe('delta cache tiers (S3 store via s3rver): a restart serves through the 
     assert.deepEqual([stats.hostMisses, stats.diskMisses, stats.diskHits, stats.storeLoads], [1, 0, 1, 0]);
   });
 
+  it('a disk-tier entry that no longer matches its digest is dropped, and the delta comes from the store again', async () => {
+    const [entry] = fs.readdirSync(path.join(cacheDir, 'deltas')).filter((f) => !f.startsWith('.'));
+    const weightsFile = path.join(cacheDir, 'deltas', entry!, 'adapter_model.safetensors');
+    const bytes = fs.readFileSync(weightsFile);
+    bytes[bytes.length - 1] ^= 0xff;
+    fs.writeFileSync(weightsFile, bytes);
+    await restart();
+    assert.deepEqual(await api.greedy('s3delta'), ref.lora_all_r8.greedy_12[0]!.slice(0, 8));
+    const stats = await api.stats();
+    assert.deepEqual([stats.diskHits, stats.diskMisses, stats.storeLoads], [0, 1, 1]);
+    assert.deepEqual(fs.readFileSync(weightsFile), Buffer.from(WEIGHTS), 'the entry is written again from the store');
+  });
+
   it('deleting a delta removes its files from the disk cache too', async () => {
     const cached = () => fs.readdirSync(path.join(cacheDir, 'deltas')).filter((f) => !f.startsWith('.'));
     assert.equal(cached().length, 1);
     const res = await fetch(`${server.url}/v1/deltas/s3delta`, { method: 'DELETE' });
     assert.equal(res.status, 200);
     assert.deepEqual(cached(), []);
+  });
+
+  it('a stored object that no longer matches its digest fails its requests with a clear error; the server keeps serving', async () => {
+    const { version } = await api.upload('tampered', WEIGHTS);
+    const changed = new Uint8Array(WEIGHTS);
+    changed[changed.length - 1] ^= 0xff;
+    await admin.send(new PutObjectCommand({ Bucket: 'tiers', Key: `prefix/default/tampered/v${version}/adapter_model.safetensors`, Body: changed }));
+    await restart();
+    const res = await fetch(`${server.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'tampered', prompt: ref.input_ids[0], max_tokens: 4 }) });
+    const json = (await res.json()) as Json;
+    assert.equal(res.status, 500, JSON.stringify(json));
+    assert.match(json.error.message, /SHA-256/);
+    assert.equal((await api.stats()).loadFailures, 1);
+    assert.deepEqual(await api.greedy('tiny-llama'), ref.base.greedy_12[0]!.slice(0, 8));
   });
 });
