@@ -178,7 +178,7 @@ describe('delta cache tiers (S3 store via s3rver): a restart serves through the 
     const [entry] = fs.readdirSync(path.join(cacheDir, 'deltas')).filter((f) => !f.startsWith('.'));
     const weightsFile = path.join(cacheDir, 'deltas', entry!, 'adapter_model.safetensors');
     const bytes = fs.readFileSync(weightsFile);
-    bytes[bytes.length - 1] ^= 0xff;
+    bytes[bytes.length - 1] = bytes[bytes.length - 1]! ^ 0xff;
     fs.writeFileSync(weightsFile, bytes);
     await restart();
     assert.deepEqual(await api.greedy('s3delta'), ref.lora_all_r8.greedy_12[0]!.slice(0, 8));
@@ -198,7 +198,7 @@ describe('delta cache tiers (S3 store via s3rver): a restart serves through the 
   it('a stored object that no longer matches its digest fails its requests with a clear error; the server keeps serving', async () => {
     const { version } = await api.upload('tampered', WEIGHTS);
     const changed = new Uint8Array(WEIGHTS);
-    changed[changed.length - 1] ^= 0xff;
+    changed[changed.length - 1] = changed[changed.length - 1]! ^ 0xff;
     await admin.send(new PutObjectCommand({ Bucket: 'tiers', Key: `prefix/default/tampered/v${version}/adapter_model.safetensors`, Body: changed }));
     await restart();
     const res = await fetch(`${server.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'tampered', prompt: ref.input_ids[0], max_tokens: 4 }) });
