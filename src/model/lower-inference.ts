@@ -7,7 +7,7 @@ import { checkpointWeight } from './weight-data.js';
 
 /**
  * Lowers an architecture to the inference graph: one forward over `batch` rows of `seq` new tokens
- * each, attending over a shared-buffer KV cache, with per-row LoRA deltas.
+ * each, attending over a KV cache, with per-row LoRA deltas.
  *
  * Graph interface (names are the engine's contract, see engine/feeds.ts):
  *   input_ids, position_ids  int64 [batch, seq]
@@ -18,7 +18,9 @@ import { checkpointWeight } from './weight-data.js';
  * Outputs: logits [n, vocab], and new_key.L/new_value.L [batch, seq, kv_heads*head_dim] (after rotary),
  * which the engine writes into its cache. Only these small tensors leave the graph: onnxruntime-node
  * copies every output into a fresh JS array, even a preallocated one, so a graph that returned the
- * whole cache would copy it on every step.
+ * whole cache would copy it on every step. (With `kvCache: 'device'` the cache is instead a whole
+ * input and output that stays in GPU memory: cache_rows, cache_writes, cache_key.L/cache_value.L
+ * in, cache_key_out.L/cache_value_out.L out; see InferenceGraphOptions.)
  *   lora_gather              int64 [slots, cells]     token index of each (slot, cell); spare cells repeat token 0
  *   lora_scatter             int64 [tokens]           token t's flattened cell, or slots*cells (a zero row) without a delta
  *   lora_A.<module>          f32 [slots, in, R]       the resident slot range's A, rank-padded
