@@ -29,7 +29,7 @@ export type LoaderReply =
  * @example const { delta, tier } = await loader.load('acme/sql@3');
  */
 export class DeltaLoaderThread {
-  private readonly worker: Worker;
+  private worker: Worker;
   private readonly pending = new Map<number, { resolve: (reply: LoaderReply & { ok: true }) => void; reject: (e: Error) => void }>();
   private nextId = 1;
   /**
@@ -39,11 +39,24 @@ export class DeltaLoaderThread {
    */
   private readonly loadTurns = new Turns(2);
 
-  constructor(options: DeltaLoaderOptions) {
-    this.worker = new Worker(new URL('./delta-loader-entry.mjs', import.meta.url), { workerData: options });
-    this.worker.unref();
-    this.worker.on('message', (reply: LoaderReply) => this.settle(reply));
-    this.worker.on('error', (err) => this.failAll(err));
+  private closed = false;
+
+  constructor(private readonly options: DeltaLoaderOptions) {
+    this.worker = this.spawn();
+  }
+
+  /** The thread, replaced if it ever exits unasked (its pending calls fail; later calls go to the new one). */
+  private spawn(): Worker {
+    const worker = new Worker(new URL('./delta-loader-entry.mjs', import.meta.url), { workerData: this.options });
+    worker.unref();
+    worker.on('message', (reply: LoaderReply) => this.settle(reply));
+    worker.on('error', (err) => this.failAll(err));
+    worker.on('exit', (code) => {
+      if (this.closed) return;
+      this.failAll(new Error(`the delta loader thread exited (code ${code})`));
+      this.worker = this.spawn();
+    });
+    return worker;
   }
 
   /** Validates and lays out files already in hand (an upload or a registered directory). */
@@ -85,6 +98,7 @@ export class DeltaLoaderThread {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     await this.worker.terminate();
   }
 }
