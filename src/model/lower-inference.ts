@@ -3,7 +3,7 @@ import { inlineTensor, type Graph } from '../graph/ir.js';
 import { allProjections, type ArchitectureSpec, type BlockSpec, type NormSpec, type ProjectionSpec } from './architecture.js';
 import type { Checkpoint } from './checkpoint.js';
 import { ropeTables } from './rope.js';
-import { checkpointWeight } from './weight-data.js';
+import { frozenWeights } from './weight-data.js';
 
 /**
  * Lowers an architecture to the inference graph: one forward over `batch` rows of `seq` new tokens
@@ -96,15 +96,17 @@ interface AttentionContext {
 class InferenceLowering {
   private readonly b = new GraphBuilder('deltaserve_inference');
   private readonly arch: ArchitectureSpec;
-  private readonly weightNames = new Map<string, string>();
+  /** A frozen weight as a float32 value (see frozenWeights). */
+  private readonly weight: (name: string) => string;
   private loraGather = '';
   private loraScatter = '';
   /** Per activation: its rows gathered into [slots, cells, features], shared by projections with that input. */
   private readonly gathered = new Map<string, string>();
   private readonly zeroRows = new Map<number, string>();
 
-  constructor(private readonly ckpt: Checkpoint, private readonly options: InferenceGraphOptions) {
+  constructor(ckpt: Checkpoint, private readonly options: InferenceGraphOptions) {
     this.arch = ckpt.arch;
+    this.weight = frozenWeights(ckpt, options.weightFile, { initializer: (name, data) => this.b.initializer(name, data), castToFloat32: (value) => this.b.op1('Cast', [value], { to: 1 }) });
   }
 
   build(): Graph {
@@ -321,16 +323,6 @@ class InferenceLowering {
     return zero;
   }
 
-  /** An initializer pointing into the checkpoint file, cast to float32 when stored as F16/BF16. */
-  private weight(name: string): string {
-    const known = this.weightNames.get(name);
-    if (known) return known;
-    const data = checkpointWeight(this.ckpt, name, this.options.weightFile);
-    const init = this.b.initializer(name, data);
-    const value = data.dtype === 'float32' ? init : this.b.op1('Cast', [init], { to: 1 });
-    this.weightNames.set(name, value);
-    return value;
-  }
 }
 
 /** Every projection module path in graph order (the LoRA inputs the engine must feed). */

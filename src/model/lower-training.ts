@@ -5,7 +5,7 @@ import { TypedGraph } from '../graph/typed-graph.js';
 import { allProjections, type ArchitectureSpec, type BlockSpec, type NormSpec, type ProjectionSpec } from './architecture.js';
 import type { Checkpoint } from './checkpoint.js';
 import { ropeTables } from './rope.js';
-import { checkpointWeight } from './weight-data.js';
+import { frozenWeights } from './weight-data.js';
 
 /**
  * Lowers an architecture (Llama/Mistral/Qwen2 or GPT-2, from the same description inference
@@ -98,13 +98,15 @@ export function lowerTrainingGraph(ckpt: Checkpoint, options: TrainingGraphOptio
 class TrainingLowering {
   private readonly g = new TypedGraph('deltaserve_training_step');
   private readonly arch: ArchitectureSpec;
-  private readonly weights = new Map<string, string>();
+  /** A frozen weight as a float32 value (see frozenWeights). */
+  private readonly weight: (name: string) => string;
   private readonly lora = new Map<string, { a: string; b: string }>();
   private readonly params: TrainableParam[];
   private rope?: { cos: string; sin: string };
 
-  constructor(private readonly ckpt: Checkpoint, private readonly options: TrainingGraphOptions) {
+  constructor(ckpt: Checkpoint, private readonly options: TrainingGraphOptions) {
     this.arch = ckpt.arch;
+    this.weight = frozenWeights(ckpt, options.weightFile, { initializer: (name, data) => this.g.initializer(name, data), castToFloat32: (value) => this.g.apply('Cast', [value], { to: 1 }) });
     const unsupported = trainingUnsupported(this.arch);
     if (unsupported) throw new Error(unsupported);
     this.params = trainableParams(this.arch, options.lora);
@@ -281,13 +283,4 @@ class TrainingLowering {
     return g.apply('Add', [base, g.apply('Mul', [update, g.scalar(loraScale(this.options.lora), update)])]);
   }
 
-  private weight(name: string): string {
-    const known = this.weights.get(name);
-    if (known) return known;
-    const data = checkpointWeight(this.ckpt, name, this.options.weightFile);
-    const init = this.g.initializer(name, data);
-    const value = data.dtype === 'float32' ? init : this.g.apply('Cast', [init], { to: 1 });
-    this.weights.set(name, value);
-    return value;
-  }
 }

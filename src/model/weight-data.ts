@@ -19,3 +19,27 @@ export function checkpointWeight(ckpt: Checkpoint, name: string, weightFile: (fi
     length: entry.byteLength,
   };
 }
+
+/**
+ * `name` → the graph value of that frozen weight as float32: its external initializer, behind a
+ * Cast when stored as F16/BF16 (cast once by ORT at load). Each weight is added once, however many
+ * times it is asked for (tied embeddings ask twice). `graph` adds initializers and Cast nodes in
+ * whichever builder the lowering uses.
+ */
+export function frozenWeights(
+  ckpt: Checkpoint,
+  weightFile: (file: string) => string,
+  graph: { initializer(name: string, data: TensorData): string; castToFloat32(value: string): string },
+): (name: string) => string {
+  const values = new Map<string, string>();
+  return (name) => {
+    let value = values.get(name);
+    if (!value) {
+      const data = checkpointWeight(ckpt, name, weightFile);
+      const init = graph.initializer(name, data);
+      value = data.dtype === 'float32' ? init : graph.castToFloat32(init);
+      values.set(name, value);
+    }
+    return value;
+  };
+}
