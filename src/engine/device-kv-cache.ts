@@ -57,6 +57,12 @@ export class DeviceKvCache {
     [this.physical[to], this.physical[from]] = [this.physical[from]!, this.physical[to]!];
   }
 
+  /**
+   * Nothing to clear: the graph reads a row's past only through a selection of the positions
+   * before its length (see the lowering's deviceCache), so stale entries are never read.
+   */
+  clearRow(_row: number): void {}
+
   /** Physical rows of logical rows [first, first + count). */
   rows(first: number, count: number): number[] {
     return this.physical.slice(first, first + count);

@@ -8,7 +8,7 @@ import { lowerTrainingGraph, type LoraTrainingSpec } from '../model/lower-traini
 import { serializeModel } from '../graph/onnx/serialize.js';
 
 /** Bump when a lowering changes so cached graphs from older builds are not reused. */
-const LOWERING_VERSION = 4;
+const LOWERING_VERSION = 5;
 const TRAINING_LOWERING_VERSION = 2;
 
 /** The inference graph for a checkpoint, cache length, attention kernel and KV-cache placement (see prepareGraph). */

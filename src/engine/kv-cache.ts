@@ -23,11 +23,19 @@ export class KvCache {
   keys: Float32Array[];
   values: Float32Array[];
   private cap: number;
+  /**
+   * Per row, one past the last position ever written since the row was last cleared. Everything
+   * at or beyond a row's live length is kept zero (see `clearRow`, `moveRow`): attention weights
+   * masked positions by exactly 0, but 0 × NaN is NaN, so a stale value left by an earlier
+   * occupant (a delta that produced NaN or Inf) would otherwise reach the next one.
+   */
+  private readonly written: Int32Array;
 
   constructor(readonly shape: KvCacheShape) {
     this.cap = Math.min(shape.maxLength, shape.initialCapacity ?? 64);
     this.keys = this.allocate();
     this.values = this.allocate();
+    this.written = new Int32Array(shape.rows);
   }
 
   /** Positions each row holds now. */
@@ -86,6 +94,7 @@ export class KvCache {
     const { kvHeads, headDim } = this.shape;
     const width = kvHeads * headDim;
     const { rowStride, headStride } = this;
+    for (let r = 0; r < pastLengths.length; r++) this.written[first + r] = Math.max(this.written[first + r]!, pastLengths[r]! + lengths[r]!);
     for (const [target, source] of [[this.keys[layer]!, keys], [this.values[layer]!, values]] as const) {
       for (let r = 0; r < pastLengths.length; r++) {
         for (let s = 0; s < lengths[r]!; s++) {
@@ -100,9 +109,12 @@ export class KvCache {
     }
   }
 
-  /** Copies the first `length` positions of row `from` into row `to` (compaction when a row frees up). */
+  /**
+   * Copies the first `length` positions of row `from` into row `to` (compaction when a row frees
+   * up) and zeroes what `to` held beyond them.
+   */
   moveRow(from: number, to: number, length: number): void {
-    if (from === to || length === 0) return;
+    if (from === to) return;
     const span = length * this.shape.headDim;
     const { rowStride, headStride } = this;
     for (const buffers of [this.keys, this.values]) {
@@ -113,6 +125,30 @@ export class KvCache {
         }
       }
     }
+    this.zeroFrom(to, length);
+  }
+
+  /** Zeroes a row before a new sequence takes it, so nothing its last occupant wrote is ever read. */
+  clearRow(row: number): void {
+    this.zeroFrom(row, 0);
+  }
+
+  /** Zeroes positions [from, written) of one row in every layer and head. */
+  private zeroFrom(row: number, from: number): void {
+    const end = Math.min(this.written[row]!, this.cap);
+    if (end > from) {
+      const { rowStride, headStride } = this;
+      const { headDim } = this.shape;
+      for (const buffers of [this.keys, this.values]) {
+        for (const buffer of buffers) {
+          for (let h = 0; h < this.shape.kvHeads; h++) {
+            const head = row * rowStride + h * headStride;
+            buffer.fill(0, head + from * headDim, head + end * headDim);
+          }
+        }
+      }
+    }
+    this.written[row] = from;
   }
 
   private allocate(): Float32Array[] {
@@ -134,5 +170,6 @@ export class KvCache {
       });
     this.keys = relayout(this.keys);
     this.values = relayout(this.values);
+    for (let row = 0; row < rows; row++) this.written[row] = Math.min(this.written[row]!, capacity);
   }
 }

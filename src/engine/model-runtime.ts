@@ -47,7 +47,7 @@ export interface ForwardPass {
 
 
 /** What the scheduler does with the KV cache, wherever it lives: rows move, capacity follows the live sequences. */
-export type KvRows = Pick<KvCache, 'capacity' | 'byteLength' | 'reserve' | 'fit' | 'moveRow'>;
+export type KvRows = Pick<KvCache, 'capacity' | 'byteLength' | 'reserve' | 'fit' | 'moveRow' | 'clearRow'>;
 
 /** On webgpu: the KV cache and the slot stacks kept in device memory, and the uploader that put them there. */
 interface DeviceResidents {
@@ -149,6 +149,7 @@ export class ModelRuntime {
     const rows = cache.rows(pass.firstRow, pass.tokens.length);
     feeds[G.GRAPH_INPUTS.cacheRows] = int64(rows, [rows.length]);
     feeds[G.GRAPH_INPUTS.cacheWrites] = int64(rows.flatMap((row, r) => Array.from({ length: seq }, (_, s) => [row, pass.pastLengths[r]! + s]).flat()), [rows.length * seq, 2]);
+    feeds[G.GRAPH_INPUTS.cacheVisible] = pastVisible(pass.pastLengths, cache.capacity);
     for (let layer = 0; layer < this.arch.numLayers; layer++) {
       const { key, value } = cache.layer(layer);
       feeds[G.cacheKey(layer)] = key;
@@ -189,6 +190,13 @@ export class ModelRuntime {
     }
     await this.session.release();
   }
+}
+
+/** [rows, capacity] booleans: cache position j is visible to row r when j < pastLengths[r]. */
+function pastVisible(pastLengths: number[], capacity: number): ort.Tensor {
+  const visible = new Uint8Array(pastLengths.length * capacity);
+  pastLengths.forEach((length, r) => visible.fill(1, r * capacity, r * capacity + length));
+  return new ort.Tensor('bool', visible, [pastLengths.length, capacity]);
 }
 
 function padded(values: number[], length: number, fill = 0): number[] {

@@ -1,4 +1,5 @@
 import type { LoraDelta } from '../deltas/peft-lora.js';
+import { firstNonFinite } from '../deltas/peft-lora.js';
 import type { ModelRuntime } from './model-runtime.js';
 import { logSoftmax, topK } from './sampler.js';
 import { Sequence } from './sequence.js';
@@ -233,6 +234,7 @@ export class Scheduler {
       this.emitAdmitted(seq, wasResident);
       seq.slot = slot;
       seq.row = this.decoding.length + this.prefilling.length;
+      this.runtime.cache.clearRow(seq.row);
       this.prefilling.push(seq);
     }
   }
@@ -355,8 +357,13 @@ export class Scheduler {
     rows.forEach((seq, r) => this.accept(seq, logits.subarray(r * vocab, (r + 1) * vocab)));
   }
 
-  /** Samples the next token and decides whether the sequence goes on. */
+  /**
+   * Samples the next token and decides whether the sequence goes on. Logits that are not finite
+   * (a delta whose weights overflow) end that sequence alone with an error; sampling from them
+   * would silently pick an arbitrary token.
+   */
   private accept(seq: Sequence, logits: Float32Array): void {
+    if (firstNonFinite(logits) >= 0) return this.fail(seq, seq.request.delta === null ? 'internal_error' : 'invalid_delta', `${seq.request.delta === null ? 'the base model' : `delta '${seq.request.delta}'`} produced non-finite logits after ${seq.cached} tokens; the request was stopped`);
     const sampled = seq.sampler.sample(logits, { logprobs: seq.request.tokenLogprobs, top: seq.request.topLogprobs });
     if (seq.request.stopTokenIds.includes(sampled.token)) return this.finish(seq, 'stop');
     seq.generated.push(sampled.token);
@@ -364,6 +371,12 @@ export class Scheduler {
     this.emit({ type: 'token', id: seq.id, token: sampled.token, logprob: sampled.logprob, top: sampled.top });
     const full = seq.cached + 1 >= this.runtime.options.maxContext;
     if (seq.generated.length >= seq.request.maxTokens || full) this.finish(seq, 'length');
+  }
+
+  /** Ends a running sequence with an error instead of a finish reason. */
+  private fail(seq: Sequence, code: string, message: string): void {
+    this.release(seq);
+    this.emit({ type: 'error', id: seq.id, code, message });
   }
 
   private finish(seq: Sequence, reason: FinishReason): void {

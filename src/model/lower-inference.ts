@@ -20,7 +20,7 @@ import { frozenWeights } from './weight-data.js';
  * copies every output into a fresh JS array, even a preallocated one, so a graph that returned the
  * whole cache would copy it on every step. (With `kvCache: 'device'` the cache is instead a whole
  * input and output that stays in GPU memory: cache_rows, cache_writes, cache_key.L/cache_value.L
- * in, cache_key_out.L/cache_value_out.L out; see InferenceGraphOptions.)
+ * and cache_visible in, cache_key_out.L/cache_value_out.L out; see InferenceGraphOptions.)
  *   lora_gather              int64 [slots, cells]     token index of each (slot, cell); spare cells repeat token 0
  *   lora_scatter             int64 [tokens]           token t's flattened cell, or slots*cells (a zero row) without a delta
  *   lora_A.<module>          f32 [slots, in, R]       the resident slot range's A, rank-padded
@@ -69,6 +69,7 @@ export const GRAPH_INPUTS = {
   loraScatter: 'lora_scatter',
   cacheRows: 'cache_rows',
   cacheWrites: 'cache_writes',
+  cacheVisible: 'cache_visible',
 } as const;
 
 export const pastKey = (layer: number) => `past_key.${layer}`;
@@ -210,16 +211,23 @@ class InferenceLowering {
     const writes = this.deviceCacheWrites ??= b.input(GRAPH_INPUTS.cacheWrites, 'int64', ['tokens', 2]);
     const dims = ['cache_rows', 'max_cache', arch.numKvHeads, arch.headDim];
     const perToken = b.constant('int64', [3], [-1, arch.numKvHeads, arch.headDim]);
+    const zero = b.constant('float32', [], [0]);
     const one = (input: string, output: string, fresh: string): string => {
       const cache = b.input(input, 'float32', dims);
       b.output(b.op1('ScatterND', [cache, writes, b.op1('Reshape', [fresh, perToken])]), output, 'float32', dims);
-      return b.op1('Transpose', [b.op1('Gather', [cache, rows], { axis: 0 })], { perm: [0, 2, 1, 3] }); // [B, Hkv, C, D]
+      // A physical row keeps whatever its earlier occupants wrote past the current one's length;
+      // only the positions before that length are selected, so stale values are never read.
+      // (The mask is an input: computing it in the graph put int64 Range/Less on the CPU.)
+      const visible = this.deviceVisible ??= b.op1('Unsqueeze', [b.input(GRAPH_INPUTS.cacheVisible, 'bool', ['batch', 'max_cache']), b.constant('int64', [2], [1, 3])]); // [B, 1, C, 1]
+      const past = b.op1('Transpose', [b.op1('Gather', [cache, rows], { axis: 0 })], { perm: [0, 2, 1, 3] }); // [B, Hkv, C, D]
+      return b.op1('Where', [visible, past, zero]);
     };
     return { key: one(cacheKey(layer), cacheKeyOut(layer), k3), value: one(cacheValue(layer), cacheValueOut(layer), v3) };
   }
 
   private deviceCacheRows?: string;
   private deviceCacheWrites?: string;
+  private deviceVisible?: string;
 
   /**
    * Attention that only reads the cache. Query heads are grouped by the KV head they share, as
@@ -237,8 +245,9 @@ class InferenceLowering {
     const grouped = b.op1('Transpose', [b.op1('Reshape', [q, b.constant('int64', [5], [0, 0, arch.numKvHeads, group, D])])], { perm: [0, 2, 3, 1, 4] }); // [B, Hkv, G, S, D]
     const queries = b.op1('Reshape', [grouped, b.constant('int64', [4], [0, arch.numKvHeads, -1, D])]); // [B, Hkv, G*S, D]
     const scaled = (keys: string) => b.op1('FusedMatMul', [queries, keys], { alpha: { float: 1 / Math.sqrt(D) }, transB: 1 }, { domain: 'com.microsoft' });
-    const cacheScores = b.op1('Add', [scaled(past.key), masks.cache]); // [B, Hkv, G*S, C]
-    const ownScores = b.op1('Add', [scaled(heads(k)), masks.own]); // [B, Hkv, G*S, S]
+    // Masked by selection: a score that is NaN (a stale or poisoned key) becomes -inf, never NaN + -inf.
+    const cacheScores = b.op1('Where', [masks.cache, scaled(past.key), masks.hidden]); // [B, Hkv, G*S, C]
+    const ownScores = b.op1('Where', [masks.own, scaled(heads(k)), masks.hidden]); // [B, Hkv, G*S, S]
     const probs = b.op1('Softmax', [b.op1('Concat', [cacheScores, ownScores], { axis: -1 })], { axis: -1 });
     const axis3 = b.constant('int64', [1], [3]);
     const cacheProbs = b.op1('Slice', [probs, b.constant('int64', [1], [0]), masks.cacheLength, axis3]);
@@ -248,25 +257,39 @@ class InferenceLowering {
     return b.op1('Reshape', [ungrouped, b.constant('int64', [2], [-1, arch.numHeads * D])]);
   }
 
-  private masks?: { cache: string; own: string; cacheLength: string };
+  private masks?: { cache: string; own: string; cacheLength: string; hidden: string };
 
-  /** Additive masks shared by every layer: 0 where visible, -inf where not (see matmulAttention). */
-  private attentionMasks(pastKey: string, positions: string): { cache: string; own: string; cacheLength: string } {
+  /**
+   * Boolean visibility masks shared by every layer (see matmulAttention): `cache` [B, 1, 1, C]
+   * and `own` [G*S, S]; `hidden` is the -inf that Where puts in place of an invisible score.
+   */
+  private attentionMasks(pastKey: string, positions: string): { cache: string; own: string; cacheLength: string; hidden: string } {
     if (this.masks) return this.masks;
     const { b, arch } = this;
     const i64 = (values: number[]) => b.constant('int64', [values.length], values);
     const scalar = (value: number) => b.constant('int64', [], [value]);
-    const bias = (visible: string) => b.op1('Where', [visible, b.constant('float32', [], [0]), b.constant('float32', [], [-Infinity])]);
     const cacheLength = b.op1('Slice', [b.op1('Shape', [pastKey]), i64([2]), i64([3])]); // [1]
-    const cachePositions = b.op1('Range', [scalar(0), b.op1('Squeeze', [cacheLength]), scalar(1)]); // [C]
-    const pastLengths = b.op1('Slice', [positions, i64([0]), i64([1]), i64([1])]); // [B, 1]
-    const cache = b.op1('Unsqueeze', [bias(b.op1('Less', [cachePositions, pastLengths])), i64([1, 2])]); // [B, 1, 1, C]
+    const cache = this.pastVisibility(positions, cacheLength, [1, 2]); // [B, 1, 1, C]
     const seq = b.op1('Squeeze', [b.op1('Slice', [b.op1('Shape', [positions]), i64([1]), i64([2])])]);
     const steps = b.op1('Range', [scalar(0), seq, scalar(1)]); // [S]
     const causal = b.op1('LessOrEqual', [b.op1('Unsqueeze', [steps, i64([0])]), b.op1('Unsqueeze', [steps, i64([1])])]); // [S(query), S(key)]
-    const own = b.op1('Tile', [bias(causal), i64([arch.numHeads / arch.numKvHeads, 1])]); // [G*S, S]
-    this.masks = { cache, own, cacheLength };
+    const group = arch.numHeads / arch.numKvHeads;
+    const own = group === 1 ? causal : b.op1('Cast', [b.op1('Tile', [b.op1('Cast', [causal], { to: 6 }), i64([group, 1])])], { to: 9 }); // [G*S, S]
+    this.masks = { cache, own, cacheLength, hidden: b.constant('float32', [], [-Infinity]) };
     return this.masks;
+  }
+
+  /**
+   * Which cache positions each row may read: position j < the row's past length (its first
+   * position id), as a boolean [B, 1, ..., C] with singleton axes inserted at `axes`.
+   */
+  private pastVisibility(positions: string, cacheLength: string, axes: number[]): string {
+    const { b } = this;
+    const i64 = (values: number[]) => b.constant('int64', [values.length], values);
+    const scalar = (value: number) => b.constant('int64', [], [value]);
+    const cachePositions = b.op1('Range', [scalar(0), b.op1('Squeeze', [cacheLength]), scalar(1)]); // [C]
+    const pastLengths = b.op1('Slice', [positions, i64([0]), i64([1]), i64([1])]); // [B, 1]
+    return b.op1('Unsqueeze', [b.op1('Less', [cachePositions, pastLengths]), i64(axes)]);
   }
 
   private readonly batchShapes = new Map<number, string>();

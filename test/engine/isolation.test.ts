@@ -1,0 +1,170 @@
+/**
+ * Tenant isolation in the engine: whatever one row computes — NaN, Inf, overflowing activations
+ * from a delta injected past validation — cannot reach another row of the same pass, nor a
+ * later request that reuses the row's KV cache or the delta's slot.
+ */
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { readPeftDirectory, type LoraDelta, type LoraModule } from '../../src/deltas/peft-lora.js';
+import { ModelRuntime } from '../../src/engine/model-runtime.js';
+import { Scheduler } from '../../src/engine/scheduler.js';
+import { greedyRequest, type GenerateEvent, type GenerateRequest } from '../../src/engine/types.js';
+import { argmax } from '../../src/engine/sampler.js';
+import { FIXTURE, tempDir } from '../helpers.js';
+
+type Poison = 'nan' | 'inf' | 'huge' | 'nan-scale';
+
+/** The fixture LoRA with its weights or scale replaced by values validation would refuse. */
+function poisoned(delta: LoraDelta, poison: Poison): LoraDelta {
+  const modules = new Map<string, LoraModule>();
+  for (const [path, m] of delta.modules) {
+    const a = Float32Array.from(m.a);
+    const b = Float32Array.from(m.b);
+    if (poison === 'nan') b.fill(NaN, 0, 7);
+    if (poison === 'inf') a.fill(Infinity, 3, 5);
+    if (poison === 'huge') {
+      a.fill(1e30);
+      b.fill(1e30);
+    }
+    modules.set(path, { a, b, rank: m.rank, scale: poison === 'nan-scale' ? NaN : m.scale });
+  }
+  return { ...delta, modules };
+}
+
+/** The same fixture LoRA at another scale: a well-behaved delta of identical shapes. */
+function benign(delta: LoraDelta): LoraDelta {
+  return { ...delta, modules: new Map([...delta.modules].map(([p, m]) => [p, { ...m, scale: m.scale * 0.5 }])) };
+}
+
+/** Bit patterns of a Float32Array, so NaN and -0 compare exactly too. */
+const bits = (x: Float32Array) => [...new Uint32Array(x.buffer, x.byteOffset, x.length)];
+
+for (const attention of ['matmul', 'group-query'] as const) {
+  describe(`a poisoned delta beside normal rows (attention: ${attention})`, () => {
+    let rt: ModelRuntime;
+    let lora: LoraDelta;
+    const VOCAB = 512;
+    before(async () => {
+      rt = await ModelRuntime.create({ modelDir: path.join(FIXTURE, 'base'), cacheDir: tempDir(), device: 'cpu', maxRows: 4, maxContext: 64, deltaSlots: 3, maxRank: 8, threads: 1, attention });
+      lora = readPeftDirectory(path.join(FIXTURE, 'lora_all_r8'), 'lora', rt.arch, 8);
+    });
+    after(() => rt.release());
+
+    /**
+     * A right-padded first prefill of four rows (row 2 uses slot 2), then five decode steps of all
+     * four; returns the logits of rows 0, 1 and 3 at every pass. Rows 0, 1, 3 decode greedily;
+     * row 2 is fed fixed tokens, so both runs make exactly the same passes.
+     */
+    async function passes(slot2: LoraDelta): Promise<number[][][]> {
+      rt.slots.write(1, lora.modules);
+      rt.slots.write(2, slot2.modules);
+      for (let row = 0; row < 4; row++) rt.cache.clearRow(row);
+      const prompts = [[5, 9, 300, 17, 2], [40, 41, 42], [7, 7, 7, 7, 7, 7], [100, 3]];
+      const slots = [-1, 1, 2, 1];
+      const out: number[][][] = [];
+      let logits = await rt.forward({ firstRow: 0, tokens: prompts, pastLengths: [0, 0, 0, 0], slots, logits: 'last' });
+      let lengths = prompts.map((p) => p.length);
+      for (let step = 0; ; step++) {
+        out.push([0, 1, 3].map((r) => bits(logits.subarray(r * VOCAB, (r + 1) * VOCAB))));
+        if (step === 5) return out;
+        const next = [0, 1, 2, 3].map((r) => (r === 2 ? 11 + step : argmax(logits.subarray(r * VOCAB, (r + 1) * VOCAB))));
+        // Decode rows must share a length per pass: step each row alone, as the scheduler's rows do when lengths differ.
+        const stepped: Float32Array[] = [];
+        for (let r = 0; r < 4; r++) stepped.push(await rt.forward({ firstRow: r, tokens: [[next[r]!]], pastLengths: [lengths[r]!], slots: [slots[r]!], logits: 'last' }));
+        lengths = lengths.map((n) => n + 1);
+        logits = new Float32Array(4 * VOCAB);
+        stepped.forEach((l, r) => logits.set(l, r * VOCAB));
+      }
+    }
+
+    /** Four rows of equal length decoded in one pass per step, so the poisoned row shares every decode pass. */
+    async function sharedDecode(slot2: LoraDelta): Promise<number[][][]> {
+      rt.slots.write(1, lora.modules);
+      rt.slots.write(2, slot2.modules);
+      for (let row = 0; row < 4; row++) rt.cache.clearRow(row);
+      const prompts = [[5, 9, 300, 17], [40, 41, 42, 43], [7, 7, 7, 7], [100, 3, 8, 8]];
+      const slots = [1, -1, 2, 1];
+      const out: number[][][] = [];
+      let logits = await rt.forward({ firstRow: 0, tokens: prompts, pastLengths: [0, 0, 0, 0], slots, logits: 'last' });
+      for (let step = 0; step < 6; step++) {
+        out.push([0, 1, 3].map((r) => bits(logits.subarray(r * VOCAB, (r + 1) * VOCAB))));
+        const next = [0, 1, 2, 3].map((r) => (r === 2 ? 11 + step : argmax(logits.subarray(r * VOCAB, (r + 1) * VOCAB))));
+        logits = await rt.forward({ firstRow: 0, tokens: next.map((t) => [t]), pastLengths: prompts.map((p) => p.length + step), slots, logits: 'last' });
+      }
+      return out;
+    }
+
+    // References from a runtime no poison has touched yet; every case below must reproduce them.
+    let clean: { shared: number[][][]; padded: number[][][] };
+    before(async () => {
+      clean = { shared: await sharedDecode(benign(lora)), padded: await passes(benign(lora)) };
+    });
+
+    for (const poison of ['nan', 'inf', 'huge', 'nan-scale'] as const) {
+      it(`${poison}: the other rows are bit-identical to a run without it, in a padded prefill and in shared decode passes`, async () => {
+        assert.deepEqual(await sharedDecode(poisoned(lora, poison)), clean.shared);
+        assert.deepEqual(await passes(poisoned(lora, poison)), clean.padded);
+        // And a clean run right after the poisoned one is still clean.
+        assert.deepEqual(await sharedDecode(benign(lora)), clean.shared);
+        // The poisoned row itself did go bad (the test would prove nothing otherwise).
+        rt.slots.write(2, poisoned(lora, poison).modules);
+        const own = await rt.forward({ firstRow: 0, tokens: [[7, 7, 7]], pastLengths: [0], slots: [2], logits: 'last' });
+        assert.ok(own.some((v) => !Number.isFinite(v)), 'the poisoned row produces non-finite logits');
+      });
+    }
+  });
+}
+
+describe('through the scheduler: the poisoned request fails alone, and the row and slot it used are clean for the next one', () => {
+  let rt: ModelRuntime;
+  let lora: LoraDelta;
+  before(async () => {
+    rt = await ModelRuntime.create({ modelDir: path.join(FIXTURE, 'base'), cacheDir: tempDir(), device: 'cpu', maxRows: 3, maxContext: 64, deltaSlots: 2, maxRank: 8, threads: 1 });
+    lora = readPeftDirectory(path.join(FIXTURE, 'lora_all_r8'), 'lora', rt.arch, 8);
+  });
+  after(() => rt.release());
+
+  /** Runs the requests (submitted in waves) to completion; returns every event per request. */
+  async function run(deltas: Map<string, LoraDelta>, waves: GenerateRequest[][]) {
+    const events = new Map<string, GenerateEvent[]>();
+    const scheduler = new Scheduler(rt, { lookup: (n) => deltas.get(n) }, (e) => events.set(e.id, [...(events.get(e.id) ?? []), e]), { prefillChunk: 64, maxQueue: 100 });
+    for (const wave of waves) {
+      for (const r of wave) scheduler.submit(r);
+      for (let i = 0; !scheduler.idle && i < 1000; i++) await scheduler.step();
+    }
+    return events;
+  }
+
+  const withLogprobs = (r: GenerateRequest): GenerateRequest => ({ ...r, promptLogprobs: true, tokenLogprobs: true, topLogprobs: 3 });
+  // 'p' holds row 0 and the first slot; its prompt is longer than 'a', which slides into row 0
+  // when 'p' leaves, so without clearing, 'a' would sit on positions 'p' wrote. Both runs
+  // release 'p' at the same step (it has one token to give), so their passes are identical.
+  const first = [
+    greedyRequest('p', [7, 7, 7, 7, 7, 7, 7, 7, 7, 7], 'suspect', 1),
+    withLogprobs(greedyRequest('a', [5, 9, 300], 'lora', 6)),
+    withLogprobs(greedyRequest('b', [40, 41, 42, 43], null, 6)),
+  ];
+  // The next wave: 'c' takes row 0 again and, with a new delta, the least recently used slot: 'p''s.
+  const second = [withLogprobs(greedyRequest('c', [1, 2, 3], 'fresh', 5))];
+  // References from the runtime before any poison: the run with a benign 'suspect', and 'c' alone.
+  let good: Map<string, GenerateEvent[]>;
+  let alone: Map<string, GenerateEvent[]>;
+  before(async () => {
+    alone = await run(new Map([['fresh', benign(lora)]]), [second]);
+    good = await run(new Map([['lora', lora], ['suspect', benign(lora)], ['fresh', benign(lora)]]), [first, second]);
+    for (const id of ['a', 'b', 'c']) assert.equal(good.get(id)!.at(-1)!.type, 'done', id);
+  });
+
+  for (const poison of ['nan', 'huge'] as const) {
+    it(`${poison}: normal requests beside it and after it on its row and slot equal a run without it`, async () => {
+      const bad = await run(new Map([['lora', lora], ['suspect', poisoned(lora, poison)], ['fresh', benign(lora)]]), [first, second]);
+      const failure = bad.get('p')!.at(-1)!;
+      assert.equal(failure.type, 'error');
+      assert.equal((failure as { code: string }).code, 'invalid_delta');
+      assert.match((failure as { message: string }).message, /delta 'suspect' produced non-finite logits/);
+      for (const id of ['a', 'b']) assert.deepEqual(bad.get(id), good.get(id), id);
+      assert.deepEqual(bad.get('c'), alone.get('c'), 'the next request on the poisoned row and slot');
+    });
+  }
+});
