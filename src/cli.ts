@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
-import { ConfigSchema, DEFAULT_TENANT, LIST_KEYS, configFromEnv, envName, flagName, isLoopback, type Config } from './config.js';
+import { ConfigSchema, LIST_KEYS, configFromEnv, envName, flagName, isLoopback, type Config } from './config.js';
+import { DEFAULT_TENANT } from './deltas/ref.js';
 import { loadAuthFile, type AuthTable } from './server/auth.js';
 import { startServer } from './server/serve.js';
 

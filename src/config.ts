@@ -1,36 +1,40 @@
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import { DEFAULT_TENANT, parseDeltaRef } from './deltas/ref.js';
 
-/** Tenant names and delta names: letters, digits, `_`, `.`, `-` (never `/` or `@`, which model references use). */
-export const NAME_PATTERN = /^[A-Za-z0-9_.-]+$/;
 
-/** Delta names clients give: 1-64 of those characters, not starting with '.'. */
-export const DELTA_NAME_PATTERN = /^(?!\.)[A-Za-z0-9_.-]{1,64}$/;
-
-/** The tenant that owns startup deltas named without a TENANT/ prefix, and every request in open mode. */
-export const DEFAULT_TENANT = 'default';
+/** `[TENANT/]NAME` (no version): a startup delta's owner and name, or the reason it is not one. */
+function startupRef(text: string): { owner?: string; name: string } | string {
+  const parsed = parseDeltaRef(text);
+  if (!parsed.ok) return `'${text}' ${parsed.problem}`;
+  if (parsed.ref.version !== undefined) return `'${text}': a startup delta takes no @version`;
+  return parsed.ref;
+}
 
 const DeltaArg = z.string().transform((value, ctx) => {
-  const match = /^(?:([A-Za-z0-9_.-]+)\/)?([A-Za-z0-9_.-]+)=(.+)$/.exec(value);
-  if (!match) {
-    ctx.addIssue({ code: 'custom', message: `expected [TENANT/]NAME=PEFT_DIR, got '${value}'` });
+  const eq = value.indexOf('=');
+  const ref = eq > 0 ? startupRef(value.slice(0, eq)) : `expected [TENANT/]NAME=PEFT_DIR, got '${value}'`;
+  if (typeof ref === 'string' || eq === value.length - 1) {
+    ctx.addIssue({ code: 'custom', message: typeof ref === 'string' ? ref : `expected [TENANT/]NAME=PEFT_DIR, got '${value}'` });
     return z.NEVER;
   }
-  return { tenant: match[1], name: match[2]!, dir: match[3]! };
+  return { tenant: ref.owner, name: ref.name, dir: value.slice(eq + 1) };
 });
 
 /** `[TENANT/]NAME` of a startup delta to mark public; no prefix means the default tenant, as for --delta. */
 const PublicDeltaArg = z.string().transform((value, ctx) => {
-  const match = /^(?:([A-Za-z0-9_.-]+)\/)?([A-Za-z0-9_.-]+)$/.exec(value);
-  if (!match) {
-    ctx.addIssue({ code: 'custom', message: `expected [TENANT/]NAME, got '${value}'` });
+  const ref = startupRef(value);
+  if (typeof ref === 'string') {
+    ctx.addIssue({ code: 'custom', message: ref });
     return z.NEVER;
   }
-  return { owner: match[1] ?? DEFAULT_TENANT, name: match[2]! };
+  return { owner: ref.owner ?? DEFAULT_TENANT, name: ref.name };
 });
 
 const positiveInt = z.coerce.number().int().positive();
+/** A limit where 0 means unlimited. */
+const limit = z.coerce.number().int().min(0);
 
 /** Every setting, with its default. Flags override DELTASERVE_* variables. */
 export const ConfigSchema = z.object({
@@ -43,6 +47,7 @@ export const ConfigSchema = z.object({
     .min(1)
     .optional()
     .describe('API keys file (JSON, or YAML for .yaml/.yml) mapping SHA-256 key hashes to tenants, plus admin keys; without it the server runs open (single tenant, loopback only)'),
+  publicMetrics: z.stringbool().default(false).describe('with --auth, serve GET /metrics without a key, listing only public deltas (otherwise it needs a metrics or admin key)'),
   port: z.coerce.number().int().min(0).max(65535).default(8000),
   host: z.string().default('127.0.0.1'),
   device: z.enum(['cpu', 'webgpu', 'cuda']).default('cpu'),
@@ -69,6 +74,16 @@ export const ConfigSchema = z.object({
   trainMicroBatch: positiveInt.default(1).describe('training rows per micro-batch (a step of batch_size rows runs as several, between inference steps)'),
   trainMaxLength: positiveInt.default(512).describe('training rows are truncated to this many tokens'),
   trainCheckpointEvery: positiveInt.default(25).describe('training jobs save a resumable checkpoint every this many steps'),
+  tenantRequestsPerSecond: limit.default(20).describe('generation requests per second per tenant (token bucket; 0: unlimited); over it 429 with Retry-After'),
+  tenantRequestBurst: positiveInt.default(40).describe('requests a tenant may make at once before --tenant-requests-per-second applies'),
+  tenantTokensPerSecond: limit.default(0).describe('generated tokens per second per tenant (token bucket; 0: unlimited)'),
+  tenantTokenBurst: positiveInt.default(4096).describe('tokens a tenant may generate at once before --tenant-tokens-per-second applies'),
+  tenantMaxConcurrent: limit.default(64).describe('generation choices (prompts × n) one tenant may have queued or running at once (0: unlimited)'),
+  tenantMaxDeltas: limit.default(100).describe('deltas one tenant may store (0: unlimited)'),
+  tenantMaxDeltaBytes: limit.default(2 * 1024 ** 3).describe('bytes of delta files (all versions) one tenant may store (0: unlimited)'),
+  tenantMaxJobs: limit.default(4).describe('fine-tuning jobs one tenant may have queued or running (0: unlimited)'),
+  tenantMaxTrainingFiles: limit.default(100).describe('training files one tenant may store (0: unlimited)'),
+  tenantMaxTrainingFileBytes: limit.default(1024 ** 3).describe('bytes of training files one tenant may store (0: unlimited)'),
 }).superRefine((config, ctx) => {
   const seen = new Set<string>();
   config.delta.forEach((d, i) => {

@@ -13,14 +13,8 @@ export interface DeltaRecord {
   version: number;
   /** Every stored version, oldest first (`name@N` pins one). */
   versions: number[];
-}
-
-/**
- * The key a delta version is registered under in the engine: `owner/name@version`. Tenant and
- * delta names contain neither `/` nor `@`, so the key is unique even when tenants share a name.
- */
-export function deltaKey(owner: string, name: string, version: number): string {
-  return `${owner}/${name}@${version}`;
+  /** Stored bytes of every version together (what the tenant's storage quota counts). */
+  bytes: number;
 }
 
 const recordKey = (owner: string, name: string) => `${owner}/${name}`;
@@ -51,6 +45,18 @@ export class DeltaCatalog {
 
   remove(owner: string, name: string): boolean {
     return this.records.delete(recordKey(owner, name));
+  }
+
+  /** Deltas and stored bytes of one owner (for quotas). */
+  usage(owner: string): { deltas: number; bytes: number } {
+    let deltas = 0;
+    let bytes = 0;
+    for (const r of this.records.values()) {
+      if (r.owner !== owner) continue;
+      deltas++;
+      bytes += r.bytes;
+    }
+    return { deltas, bytes };
   }
 
   /** Every delta, oldest first. */

@@ -117,6 +117,7 @@ describe('parsePeftLora: valid adapters', () => {
     assert.equal(delta.name, 'good');
     assert.equal(delta.modules.size, 4);
     assert.equal(delta.maxRank, 4);
+    assert.deepEqual(delta.warnings, []);
     assert.deepEqual([...delta.modules.keys()].sort(), [
       'model.layers.0.self_attn.q_proj',
       'model.layers.0.self_attn.v_proj',
@@ -194,27 +195,6 @@ describe('parsePeftLora: invalid adapters name the tensor or field', () => {
     assertProblems(problems, [[lit(keyA('model.layers.0.self_attn.q_proj')), /rank 32 exceeds max rank 16/]]);
   });
 
-  it('a module the backbone does not have', () => {
-    const tensors = adapterTensors(['q_proj'], 4, [0]);
-    const bogus = 'model.layers.0.self_attn.qkv_proj';
-    tensors[keyA(bogus)] = { dtype: 'F32', shape: [4, 64], data: values(256, 9) };
-    tensors[keyB(bogus)] = { dtype: 'F32', shape: [64, 4], data: values(256, 10) };
-    const problems = problemsOf(adapterConfig(), encode(tensors));
-    assertProblems(problems, [[lit(bogus), /does not exist in the backbone/]]);
-  });
-
-  it('a layer beyond the backbone depth', () => {
-    const problems = problemsOf(adapterConfig(), encode(adapterTensors(['q_proj'], 4, [0, 2])));
-    assertProblems(problems, [[lit('model.layers.2.self_attn.q_proj'), /does not exist in the backbone/]]);
-  });
-
-  it('a tensor that is not a LoRA tensor', () => {
-    const tensors = adapterTensors(['q_proj'], 4, [0]);
-    tensors['base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector'] = { dtype: 'F32', shape: [64], data: values(64, 3) };
-    const problems = problemsOf(adapterConfig(), encode(tensors));
-    assertProblems(problems, [[/lora_magnitude_vector/, /not a LoRA tensor/]]);
-  });
-
   it('lora_A with the wrong input width', () => {
     const tensors = adapterTensors(['q_proj'], 4, [0]);
     const mod = 'model.layers.0.self_attn.q_proj';
@@ -279,7 +259,7 @@ describe('parsePeftLora: invalid adapters name the tensor or field', () => {
 
   it('a non-integer r, a bias and modules_to_save', () => {
     const problems = problemsOf(adapterConfig({ r: 0, bias: 'all', modules_to_save: ['lm_head'] }), encode(adapterTensors(['q_proj'], 4)));
-    assertProblems(problems, [[/\br must be a positive integer, got 0/], [/bias 'all'/], [/modules_to_save/]]);
+    assertProblems(problems, [[/\br must be at least 1, got 0/], [/bias 'all'/], [/modules_to_save/]]);
   });
 
   it('adapter_config.json that is not JSON', () => {
@@ -304,7 +284,7 @@ describe('parsePeftLora: invalid adapters name the tensor or field', () => {
   });
 
   it('every problem is listed, not just the first', () => {
-    // Two tensor problems in different modules plus one unknown module: all three reported.
+    // Two tensor problems in different modules: both reported.
     const tensors = adapterTensors(['q_proj', 'v_proj', 'down_proj'], 4, [0, 1]);
     const nanMod = 'model.layers.0.self_attn.q_proj';
     const nan = Float32Array.from(tensors[keyA(nanMod)]!.data as Float32Array);
@@ -312,14 +292,10 @@ describe('parsePeftLora: invalid adapters name the tensor or field', () => {
     tensors[keyA(nanMod)] = { dtype: 'F32', shape: [4, 64], data: nan };
     const shapeMod = 'model.layers.1.mlp.down_proj';
     tensors[keyA(shapeMod)] = { dtype: 'F32', shape: [4, 64], data: values(256, 4) }; // down_proj's in is 128
-    const unknown = 'model.layers.0.mlp.fc1';
-    tensors[keyA(unknown)] = { dtype: 'F32', shape: [4, 64], data: values(256, 5) };
-    tensors[keyB(unknown)] = { dtype: 'F32', shape: [64, 4], data: values(256, 6) };
-    const problems = problemsOf(adapterConfig(), encode(tensors));
+    const problems = problemsOf(adapterConfig({ target_modules: ['q_proj', 'v_proj', 'down_proj'] }), encode(tensors));
     assertProblems(problems, [
       [lit(keyA(nanMod)), /index 5 is not finite/],
       [lit(keyA(shapeMod)), /shape \[4,64\], expected \[4, 128\]/],
-      [lit(unknown), /does not exist in the backbone/],
     ]);
   });
 
@@ -333,11 +309,107 @@ describe('parsePeftLora: invalid adapters name the tensor or field', () => {
     const mod = 'model.layers.0.self_attn.o_proj';
     tensors[keyA(mod)] = { dtype: 'F32', shape: [20, 48], data: values(20 * 48, 1) };
     tensors[keyB(mod)] = { dtype: 'F32', shape: [64, 20], data: values(64 * 20, 2) };
-    const problems = problemsOf(adapterConfig({ r: 20 }), encode(tensors));
+    const problems = problemsOf(adapterConfig({ r: 20, target_modules: ['o_proj'] }), encode(tensors));
     assertProblems(problems, [
       [lit(keyA(mod)), /rank 20 exceeds max rank 16/],
       [lit(keyA(mod)), /shape \[20,48\], expected \[20, 64\]/],
     ]);
+  });
+});
+
+describe('parsePeftLora: config fields are type- and range-checked', () => {
+  const tensors = () => encode(adapterTensors(['q_proj', 'v_proj'], 4));
+  const cases: [string, Record<string, unknown>, RegExp][] = [
+    ['a string lora_alpha', { lora_alpha: 'abc' }, /lora_alpha must be a finite number, got "abc" \(a string\)/],
+    ['a boolean r', { r: true }, /\br must be an integer, got true/],
+    ['a fractional r', { r: 4.5 }, /\br must be an integer, got 4\.5/],
+    ['use_rslora that is not a boolean', { use_rslora: 'yes' }, /use_rslora must be true or false, got "yes"/],
+    ['fan_in_fan_out on a model of nn.Linear layers', { fan_in_fan_out: true }, /fan_in_fan_out is true, but llama's linear layers are nn\.Linear/],
+    ['a bias mode PEFT does not have', { bias: 'some' }, /bias must be one of 'none', 'all', 'lora_only', got "some"/],
+    ['lora_dropout out of range', { lora_dropout: 2 }, /lora_dropout must be at most 1, got 2/],
+    ['target_modules of the wrong type', { target_modules: 7 }, /target_modules must be a string or a list of strings, got 7/],
+    ['a target_modules regex with a backreference', { target_modules: '(q)_proj\\1' }, /target_modules: .*backreference/],
+    ['a rank_pattern value that is not an integer', { rank_pattern: { q_proj: 'eight' } }, /rank_pattern\.q_proj must be an integer, got "eight"/],
+    ['an alpha_pattern that is a list', { alpha_pattern: [1, 2] }, /alpha_pattern must be an object of patterns to numbers, got a list/],
+    ['a rank_pattern key with a lookahead', { rank_pattern: { '(?=q)q_proj': 4 } }, /rank_pattern key '\(\?=q\)q_proj'.*lookaround/],
+    ['layers_pattern without layers_to_transform', { layers_pattern: 'layers' }, /layers_pattern needs layers_to_transform/],
+    ['modules_to_save', { modules_to_save: ['lm_head'] }, /modules_to_save is not supported/],
+    ['a weight-changing initialisation', { init_lora_weights: 'pissa' }, /init_lora_weights "pissa" \(a string\) is not supported/],
+    ['lora_bias', { lora_bias: true }, /lora_bias is not supported/],
+  ];
+  for (const [label, override, pattern] of cases) {
+    it(`${label} is refused naming the field`, () => {
+      const problems = problemsOf(adapterConfig(override), tensors());
+      assert.ok(problems.some((p) => pattern.test(p) && p.startsWith('adapter_config.json: ')), `${pattern} in ${JSON.stringify(problems)}`);
+    });
+  }
+
+  it('lora_alpha 1e38 is finite in the file but overflows float32 once folded into lora_B', () => {
+    const problems = problemsOf(adapterConfig({ lora_alpha: 1e38 }), tensors());
+    assert.ok(problems.every((p) => /lora_B\.weight: scaled by lora_alpha\/r = 2\.5e\+37, its values overflow float32/.test(p)), JSON.stringify(problems));
+    assert.equal(problems.length, 4);
+  });
+
+  it('a pathological rank_pattern key is matched in linear time (it matches nothing here)', () => {
+    const delta = parsePeftLora('redos', adapterConfig({ rank_pattern: { '(\\w|.)*Z': 9 } }), tensors(), ARCH, MAX_RANK);
+    assert.equal(delta.modules.size, 4);
+  });
+});
+
+describe('parsePeftLora: modules are targeted as PEFT targets them', () => {
+  const targeted = (config: Record<string, unknown>, tensors = adapterTensors(Object.keys(SHAPES), 4)) => {
+    const delta = parsePeftLora('t', adapterConfig(config), encode(tensors), ARCH, MAX_RANK);
+    return { modules: [...delta.modules.keys()].sort(), warnings: delta.warnings ?? [] };
+  };
+
+  it('a regex target_modules is a full match; tensors of other modules are ignored with a warning', () => {
+    const { modules, warnings } = targeted({ target_modules: '.*\\.(q|v)_proj' });
+    assert.deepEqual(modules, ['model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.v_proj', 'model.layers.1.self_attn.q_proj', 'model.layers.1.self_attn.v_proj']);
+    assert.equal(warnings.length, 10);
+    assert.ok(warnings.every((w) => /its tensors are ignored: target_modules does not select it/.test(w)));
+    // q_proj alone is not a full match of any module path.
+    assert.throws(() => targeted({ target_modules: 'q_proj' }), /holds no LoRA tensors for the modules/);
+  });
+
+  it('a list matches exact paths and .name suffixes; exclude_modules removes matches', () => {
+    assert.deepEqual(targeted({ target_modules: ['mlp.down_proj', 'model.layers.0.self_attn.k_proj'] }).modules, ['model.layers.0.mlp.down_proj', 'model.layers.0.self_attn.k_proj', 'model.layers.1.mlp.down_proj']);
+    assert.deepEqual(targeted({ target_modules: ['q_proj'], exclude_modules: ['model.layers.1.self_attn.q_proj'] }).modules, ['model.layers.0.self_attn.q_proj']);
+    assert.deepEqual(targeted({ target_modules: ['q_proj', 'k_proj'], exclude_modules: '.*layers\\.0.*' }).modules, ['model.layers.1.self_attn.k_proj', 'model.layers.1.self_attn.q_proj']);
+  });
+
+  it("'all-linear' is every projection, and null is PEFT's default for the model type (q_proj, v_proj)", () => {
+    assert.equal(targeted({ target_modules: 'ALL-LINEAR' }).modules.length, 14);
+    assert.deepEqual(targeted({ target_modules: null }).modules, ['model.layers.0.self_attn.q_proj', 'model.layers.0.self_attn.v_proj', 'model.layers.1.self_attn.q_proj', 'model.layers.1.self_attn.v_proj']);
+  });
+
+  it('layers_to_transform keeps the listed layers only, with or without layers_pattern', () => {
+    assert.deepEqual(targeted({ target_modules: ['o_proj'], layers_to_transform: [1] }).modules, ['model.layers.1.self_attn.o_proj']);
+    assert.deepEqual(targeted({ target_modules: ['o_proj'], layers_to_transform: 0, layers_pattern: 'layers' }).modules, ['model.layers.0.self_attn.o_proj']);
+    assert.throws(() => targeted({ target_modules: ['o_proj'], layers_to_transform: [0], layers_pattern: ['blocks'] }), /holds no LoRA tensors/);
+  });
+
+  it('a targeted module without tensors is left unchanged, with a warning', () => {
+    const { modules, warnings } = targeted({ target_modules: ['q_proj', 'o_proj'] }, adapterTensors(['q_proj'], 4));
+    assert.equal(modules.length, 2);
+    assert.deepEqual(warnings.filter((w) => /targeted but has no lora_A\/lora_B tensors/.test(w)).length, 2);
+  });
+
+  it('tensors of modules the backbone lacks, and non-LoRA tensors, are ignored with a warning', () => {
+    const tensors = adapterTensors(['q_proj'], 4, [0]);
+    const bogus = 'model.layers.0.self_attn.qkv_proj';
+    tensors[keyA(bogus)] = { dtype: 'F32', shape: [4, 64], data: values(256, 9) };
+    tensors[keyB(bogus)] = { dtype: 'F32', shape: [64, 4], data: values(256, 10) };
+    tensors['base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector'] = { dtype: 'F32', shape: [64], data: values(64, 3) };
+    const { modules, warnings } = targeted({ target_modules: ['q_proj'], layers_to_transform: [0] }, tensors);
+    assert.deepEqual(modules, ['model.layers.0.self_attn.q_proj']);
+    assert.ok(warnings.some((w) => w.includes(bogus) && /the backbone has no such module/.test(w)), JSON.stringify(warnings));
+    assert.ok(warnings.some((w) => /lora_magnitude_vector: ignored/.test(w)));
+  });
+
+  it('a pattern selecting a module that is not a linear layer is refused, as PEFT refuses it', () => {
+    assert.throws(() => targeted({ target_modules: '.*self_attn' }), /target_modules selects 'model\.layers\.0\.self_attn', a container module/);
+    assert.throws(() => targeted({ target_modules: ['q_proj', 'lm_head'] }), /selects 'lm_head', an output head module/);
+    assert.throws(() => targeted({ target_modules: ['input_layernorm'] }), /a norm module/);
   });
 });
 

@@ -4,6 +4,8 @@ import type { ArchitectureSpec, ProjectionSpec } from '../model/architecture.js'
 import { allProjections } from '../model/architecture.js';
 import { parseSafetensors } from '../model/safetensors.js';
 import { DeltaValidationError } from './errors.js';
+import { ConfigFields, parseConfigObject, show } from './peft/config-fields.js';
+import { compilePatternTable, isTargeted, MAX_PATTERN_LENGTH, patternValue, readTargetRules, type PatternTable, type TargetRules } from './peft/targets.js';
 
 /**
  * One module's LoRA: as PEFT stores it (A [r, in], B [out, r], scale apart), or already in the
@@ -27,6 +29,8 @@ export interface LoraDelta {
   name: string;
   maxRank: number;
   modules: Map<string, LoraModule>;
+  /** What validation accepted but ignored (tensors PEFT would ignore too), for the uploader. */
+  warnings?: string[];
 }
 
 export interface PeftLoraConfig {
@@ -55,69 +59,112 @@ export function readPeftDirectory(dir: string, name: string, arch: ArchitectureS
 
 /**
  * Validates a PEFT LoRA adapter against the backbone and returns its weights, collecting every
- * problem before failing.
+ * problem before failing. Modules are targeted as PEFT targets them (see peft/targets.ts);
+ * tensors of modules that are not targeted, or not in the backbone, are ignored as PEFT's
+ * `load_state_dict(strict=False)` ignores them, and reported in `warnings`.
  *
  * @example parsePeftLora('acme-sql', configJson, safetensorsBytes, arch, 16).modules.size // 210
  */
 export function parsePeftLora(name: string, configText: string, weightBytes: Uint8Array, arch: ArchitectureSpec, maxRank: number): LoraDelta {
-  let config: PeftLoraConfig;
-  try {
-    config = JSON.parse(configText);
-  } catch (err) {
-    throw new DeltaValidationError(name, [`adapter_config.json is not valid JSON: ${(err as Error).message}`], { cause: err });
-  }
-  const problems = configProblems(config);
-  if (problems.length) throw new DeltaValidationError(name, problems);
+  const raw = parseConfigObject(configText);
+  if (typeof raw === 'string') throw new DeltaValidationError(name, [raw]);
+  const fields = new ConfigFields(raw);
+  const config = readLoraConfig(fields, arch);
+  if (fields.problems.length) throw new DeltaValidationError(name, fields.problems.map((p) => `adapter_config.json: ${p}`));
   let parsed: ReturnType<typeof parseSafetensors>;
   try {
     parsed = parseSafetensors(weightBytes, 'adapter_model.safetensors');
   } catch (err) {
     throw new DeltaValidationError(name, [(err as Error).message], { cause: err });
   }
-  const projections = new Map(allProjections(arch).flat().map((p) => [p.modulePath, p]));
+  const problems: string[] = [];
+  const warnings: string[] = [];
+  const present = loraTensorModules(parsed.header.tensors.keys(), (key, why) => warnings.push(`${key}: ignored (${why})`));
   const modules: LoraDelta['modules'] = new Map();
-  const seen = new Set<string>();
-  for (const key of parsed.header.tensors.keys()) {
-    const match = /^base_model\.model\.(.+)\.lora_([AB])\.weight$/.exec(key);
-    if (!match) {
-      problems.push(`${key}: not a LoRA tensor this server applies (expected base_model.model.<module>.lora_A/lora_B.weight)`);
+  for (const module of arch.modules) {
+    if (!isTargeted(config.targets, module.path)) continue;
+    if (module.kind !== 'linear') {
+      problems.push(`target_modules selects '${module.path}', a${module.kind === 'head' ? 'n output head' : ` ${module.kind}`} module; LoRA applies to the transformer blocks' linear layers only`);
       continue;
     }
-    const modulePath = match[1]!;
-    if (seen.has(modulePath)) continue;
-    seen.add(modulePath);
-    const projection = projections.get(modulePath);
-    if (!projection) {
-      problems.push(`${key}: module '${modulePath}' does not exist in the backbone (or is not a linear layer deltas can target)`);
+    if (!present.delete(module.path)) {
+      warnings.push(`${module.path}: targeted but has no lora_A/lora_B tensors; it is left unchanged (PEFT initialises lora_B to zero)`);
       continue;
     }
-    const loaded = loadModule(modulePath, projection, parsed, config, maxRank, problems);
-    if (loaded) modules.set(modulePath, loaded);
+    const loaded = loadModule(module.path, projectionOf(arch, module.path), parsed, config, maxRank, problems);
+    if (loaded) modules.set(module.path, loaded);
   }
-  if (!problems.length && modules.size === 0) problems.push('adapter_model.safetensors holds no LoRA tensors');
+  for (const path of present) warnings.push(`${path}: its tensors are ignored: ${arch.modules.some((m) => m.path === path) ? 'target_modules does not select it' : 'the backbone has no such module'} (PEFT ignores them too)`);
+  if (!problems.length && modules.size === 0) problems.push('adapter_model.safetensors holds no LoRA tensors for the modules adapter_config.json targets');
   if (problems.length) throw new DeltaValidationError(name, problems);
-  return { kind: 'lora', name, maxRank: Math.max(...[...modules.values()].map((m) => m.rank)), modules };
+  return { kind: 'lora', name, maxRank: Math.max(...[...modules.values()].map((m) => m.rank)), modules, warnings };
 }
 
-function configProblems(config: PeftLoraConfig): string[] {
-  const problems: string[] = [];
-  if (typeof config !== 'object' || config === null) return ['adapter_config.json must be a JSON object'];
-  if (config.peft_type !== 'LORA') problems.push(`peft_type '${config.peft_type}' is not supported (supported: LORA)`);
-  if (!Number.isInteger(config.r) || config.r <= 0) problems.push(`r must be a positive integer, got ${JSON.stringify(config.r)}`);
-  if (config.use_dora) problems.push('use_dora: DoRA adapters are not supported');
-  if (config.bias && config.bias !== 'none') problems.push(`bias '${config.bias}' is not supported (only 'none')`);
-  if (config.modules_to_save?.length) problems.push('modules_to_save is not supported (a delta may not replace whole modules)');
-  return problems;
+/** PEFT's default LoRA targets per model type (peft/utils/constants.py), for target_modules: null. */
+const DEFAULT_LORA_TARGETS: Record<string, string[]> = { llama: ['q_proj', 'v_proj'], mistral: ['q_proj', 'v_proj'], qwen2: ['q_proj', 'v_proj'], gpt2: ['c_attn'] };
+
+/** The LoRA settings deltaserve applies, read and range-checked; problems go to `fields`. */
+interface LoraSettings {
+  r: number;
+  alpha: number;
+  useRslora: boolean;
+  targets: TargetRules;
+  rankPattern: PatternTable;
+  alphaPattern: PatternTable;
+}
+
+function readLoraConfig(fields: ConfigFields, arch: ArchitectureSpec): LoraSettings {
+  const peftType = fields.config['peft_type'];
+  if (peftType !== 'LORA') fields.problems.push(`peft_type ${typeof peftType === 'string' ? `'${peftType.slice(0, 40)}'` : show(peftType)} is not supported here (expected 'LORA')`);
+  const r = fields.number('r', { fallback: 8, integer: true, min: 1, max: 65536 });
+  const alpha = fields.number('lora_alpha', { fallback: 8 });
+  const useRslora = fields.boolean('use_rslora', false);
+  if (fields.boolean('use_dora', false)) fields.problems.push('use_dora: DoRA adapters are not supported yet');
+  const conv1d = arch.blocks[0]?.o.layout === 'in_out';
+  if (fields.boolean('fan_in_fan_out', false) && !conv1d) fields.problems.push(`fan_in_fan_out is true, but ${arch.family}'s linear layers are nn.Linear, not Conv1D (only GPT-2-style models store weights [in, out])`);
+  if (fields.oneOf('bias', ['none', 'all', 'lora_only'], 'none') !== 'none') fields.problems.push(`bias '${String(fields.config['bias'])}' is not supported (only 'none': a delta may not carry bias tensors)`);
+  fields.number('lora_dropout', { fallback: 0, min: 0, max: 1 });
+  const init = fields.config['init_lora_weights'];
+  if (init !== undefined && init !== null && typeof init !== 'boolean' && init !== 'gaussian') fields.problems.push(`init_lora_weights ${show(init)} is not supported (true, false or 'gaussian'; methods such as PiSSA or LoftQ change the base weights)`);
+  const empty = (v: unknown) => (Array.isArray(v) ? v.length === 0 : typeof v === 'object' && v !== null && Object.keys(v).length === 0);
+  for (const field of ['modules_to_save', 'layer_replication', 'target_parameters', 'trainable_token_indices', 'alora_invocation_tokens', 'megatron_config']) {
+    fields.unsupported(field, empty, `${field} is not supported (a delta may only add LoRA to linear layers)`);
+  }
+  for (const field of ['use_qalora', 'lora_bias', 'use_bdlora']) fields.unsupported(field, (v) => v === false, `${field} is not supported`);
+  const linear = arch.modules.filter((m) => m.kind === 'linear').map((m) => m.path);
+  const targets = readTargetRules(fields, DEFAULT_LORA_TARGETS[arch.family], linear);
+  const patternRule = { maxEntries: 256, maxKeyLength: MAX_PATTERN_LENGTH };
+  const rankPattern = compilePatternTable(fields, 'rank_pattern', fields.numberMap('rank_pattern', { ...patternRule, integer: true, min: 1, max: 65536 }));
+  const alphaPattern = compilePatternTable(fields, 'alpha_pattern', fields.numberMap('alpha_pattern', patternRule));
+  return { r, alpha, useRslora, targets, rankPattern, alphaPattern };
+}
+
+/**
+ * Module paths that have LoRA tensors (`base_model.model.<module>.lora_A|lora_B.weight`); every
+ * other key is reported through `ignore`.
+ */
+function loraTensorModules(keys: Iterable<string>, ignore: (key: string, why: string) => void): Set<string> {
+  const modules = new Set<string>();
+  for (const key of keys) {
+    const match = /^base_model\.model\.(.+)\.lora_[AB]\.weight$/.exec(key);
+    if (match) modules.add(match[1]!);
+    else ignore(key, 'not a lora_A/lora_B weight; PEFT ignores unexpected keys');
+  }
+  return modules;
+}
+
+function projectionOf(arch: ArchitectureSpec, modulePath: string): ProjectionSpec {
+  return allProjections(arch).flat().find((p) => p.modulePath === modulePath)!;
 }
 
 function loadModule(
   modulePath: string,
   projection: ProjectionSpec,
   parsed: ReturnType<typeof parseSafetensors>,
-  config: PeftLoraConfig,
+  config: LoraSettings,
   maxRank: number,
   problems: string[],
-): { a: Float32Array; b: Float32Array; rank: number; scale: number } | undefined {
+): LoraModule | undefined {
   const keyA = `base_model.model.${modulePath}.lora_A.weight`;
   const keyB = `base_model.model.${modulePath}.lora_B.weight`;
   const entryA = parsed.header.tensors.get(keyA);
@@ -134,6 +181,8 @@ function loadModule(
   for (const [key, entry] of [[keyA, entryA], [keyB, entryB]] as const) {
     if (!['F32', 'F16', 'BF16'].includes(entry.dtype)) problems.push(`${key}: dtype ${entry.dtype} is not supported (F32, F16, BF16)`);
   }
+  const expectedRank = patternValue(config.rankPattern, modulePath) ?? config.r;
+  if (rank !== expectedRank && problems.length === before) problems.push(`${keyA}: rank ${rank} differs from the configured r=${expectedRank}`);
   if (problems.length > before) return undefined;
   const a = parsed.view(keyA);
   const b = parsed.view(keyB);
@@ -141,11 +190,17 @@ function loadModule(
     const bad = firstNonFinite(data);
     if (bad >= 0) problems.push(`${key}: value at index ${bad} is not finite (${data[bad]})`);
   }
-  const expectedRank = patternValue(config.rank_pattern, modulePath) ?? config.r;
-  if (rank !== expectedRank) problems.push(`${keyA}: rank ${rank} differs from the configured r=${expectedRank}`);
-  const alpha = patternValue(config.alpha_pattern, modulePath) ?? config.lora_alpha ?? 8;
-  const scale = config.use_rslora ? alpha / Math.sqrt(rank) : alpha / rank;
-  return { a, b, rank, scale };
+  const alpha = patternValue(config.alphaPattern, modulePath) ?? config.alpha;
+  const scale = config.useRslora ? alpha / Math.sqrt(rank) : alpha / rank;
+  // The slot holds scale · B in float32, so it must be finite there too (lora_alpha 1e38 was not).
+  if (problems.length === before && !Number.isFinite(Math.fround(scale * maxAbs(b)))) problems.push(`${keyB}: scaled by ${config.useRslora ? 'lora_alpha/sqrt(r)' : 'lora_alpha/r'} = ${scale}, its values overflow float32`);
+  return problems.length > before ? undefined : { a, b, rank, scale };
+}
+
+function maxAbs(data: Float32Array): number {
+  let max = 0;
+  for (let i = 0; i < data.length; i++) max = Math.max(max, Math.abs(data[i]!));
+  return max;
 }
 
 /** Index of the first NaN or ±Infinity, or -1. `x * 0` is 0 for every finite x and NaN otherwise, so one sum screens a whole tensor. */
@@ -155,17 +210,4 @@ export function firstNonFinite(data: Float32Array): number {
   if (screen === 0) return -1;
   for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i]!)) return i;
   return -1;
-}
-
-/** PEFT matches rank_pattern/alpha_pattern keys as a regex against the end of the module path. */
-function patternValue(patterns: Record<string, number> | undefined, modulePath: string): number | undefined {
-  if (!patterns) return undefined;
-  for (const [pattern, value] of Object.entries(patterns)) {
-    try {
-      if (new RegExp(`(.*\\.)?(${pattern})$`).test(modulePath)) return value;
-    } catch {
-      if (modulePath.endsWith(pattern)) return value;
-    }
-  }
-  return undefined;
 }

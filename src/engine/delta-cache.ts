@@ -4,6 +4,7 @@ import { LRUCache } from 'lru-cache';
 import type { LoraDelta } from '../deltas/peft-lora.js';
 import { digestFiles } from '../deltas/store/common.js';
 import type { DeltaFiles, DeltaStore } from '../deltas/store/types.js';
+import { parseDeltaKey } from '../deltas/ref.js';
 import type { DeltaLoad } from './scheduler.js';
 import { EngineError } from './types.js';
 
@@ -222,9 +223,9 @@ export class TieredDeltaSource {
  * from the store (which verifies the digest), then copied into the disk tier.
  */
 export async function fetchDeltaFiles(store: DeltaStore, disk: DiskDeltaCache | undefined, name: string): Promise<{ files: DeltaFiles; tier: FetchTier }> {
-  const match = /^([^/]+)\/([^@]+)@(\d+)$/.exec(name);
-  if (!match) throw new EngineError('delta_not_found', `delta '${name}' is not a stored delta version (owner/name@version)`);
-  const version = await store.get(match[1]!, match[2]!, Number(match[3]));
+  const ref = parseDeltaKey(name);
+  if (!ref) throw new EngineError('delta_not_found', `delta '${name}' is not a stored delta version (owner/name@version)`);
+  const version = await store.get(ref.owner, ref.name, ref.version);
   if (!version) throw new EngineError('delta_not_found', `delta '${name}' does not exist in ${store.location}`);
   const cached = await disk?.read(version.sha256);
   if (cached) return { files: cached, tier: 'disk' };

@@ -36,7 +36,7 @@ async function handle(request: LoaderRequest): Promise<{ reply: LoaderReply; tra
     const delta = parsePeftLora(request.name, config, weights, arch, options.maxRank);
     const modules = [...toSlotLayout(shapes, delta.modules, options.maxRank)];
     const transfer = [...new Set(modules.flatMap(([, m]) => [m.a.buffer as ArrayBuffer, m.b.buffer as ArrayBuffer]))];
-    return { reply: { id: request.id, ok: true, name: delta.name, maxRank: delta.maxRank, modules, tier }, transfer };
+    return { reply: { id: request.id, ok: true, name: delta.name, maxRank: delta.maxRank, modules, warnings: delta.warnings ?? [], tier }, transfer };
   } catch (err) {
     const problems = err instanceof DeltaValidationError ? err.problems : undefined;
     return { reply: { id: request.id, ok: false, name: request.name, code: (err as { code?: string }).code ?? 'internal_error', problems, message: (err as Error).message }, transfer: [] };

@@ -17,7 +17,7 @@ export interface DeltaLoaderOptions {
 
 export type LoaderRequest = { id: number; kind: 'parse'; name: string; config: string; weights: Uint8Array } | { id: number; kind: 'load'; name: string };
 export type LoaderReply =
-  | { id: number; ok: true; name: string; maxRank: number; modules: [string, LoraModule][]; tier?: FetchTier }
+  | { id: number; ok: true; name: string; maxRank: number; modules: [string, LoraModule][]; warnings: string[]; tier?: FetchTier }
   | { id: number; ok: false; name: string; code: string; problems?: string[]; message: string };
 
 /**
@@ -104,5 +104,5 @@ export class DeltaLoaderThread {
 }
 
 function toDelta(reply: LoaderReply & { ok: true }): LoraDelta {
-  return { kind: 'lora', name: reply.name, maxRank: reply.maxRank, modules: new Map(reply.modules) };
+  return { kind: 'lora', name: reply.name, maxRank: reply.maxRank, modules: new Map(reply.modules), warnings: reply.warnings };
 }

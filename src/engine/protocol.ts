@@ -44,6 +44,8 @@ export interface DeltaSummary {
   name: string;
   rank: number;
   modules: number;
+  /** What validation accepted but ignored (see LoraDelta.warnings). */
+  warnings: string[];
 }
 
 /** What prefetch, pin and unpin report. */

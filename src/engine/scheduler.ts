@@ -133,11 +133,11 @@ export class Scheduler {
     for (const seq of [...this.waiting]) {
       if (seq.cancelled || seq.expired) {
         this.waiting.splice(this.waiting.indexOf(seq), 1);
-        this.finish(seq, seq.cancelled ? 'cancelled' : 'deadline');
+        this.finish(seq, seq.cancelled ? 'cancelled' : 'timeout');
       }
     }
     for (const seq of [...this.decoding, ...this.prefilling]) {
-      if (seq.cancelled || seq.expired) this.finish(seq, seq.cancelled ? 'cancelled' : 'deadline');
+      if (seq.cancelled || seq.expired) this.finish(seq, seq.cancelled ? 'cancelled' : 'timeout');
     }
   }
 

@@ -45,7 +45,8 @@ export interface TokenLogprob {
   top?: { token: number; logprob: number }[];
 }
 
-export type FinishReason = 'stop' | 'length' | 'cancelled' | 'deadline';
+/** Why a sequence ended: a stop token, its length (or the context), the client left, or `--request-timeout-ms` passed. */
+export type FinishReason = 'stop' | 'length' | 'cancelled' | 'timeout';
 
 /** Where a request's delta came from when it was admitted: already resident, or the tier that loaded it. */
 export type DeltaTier = 'none' | 'slot' | 'host' | 'disk' | 'store';

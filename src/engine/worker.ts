@@ -80,7 +80,7 @@ async function main(): Promise<void> {
             deltas.put(message.name, delta);
             scheduler.slotTable.evict(message.name);
           }
-          const summary: DeltaSummary = { name: delta.name, rank: delta.maxRank, modules: delta.modules.size };
+          const summary: DeltaSummary = { name: delta.name, rank: delta.maxRank, modules: delta.modules.size, warnings: delta.warnings ?? [] };
           return summary;
         });
       case 'unregister_delta':

@@ -39,8 +39,20 @@ export type PositionSpec =
   | { kind: 'rope'; invFreq: Float64Array; attentionScaling: number }
   | { kind: 'learned'; weight: string };
 
+/**
+ * A module of the Hugging Face model object, as `model.named_modules()` lists it: what adapter
+ * configs' target patterns are matched against. `linear` modules are the projections deltas
+ * apply to; the output head is `head` (a linear layer PEFT's 'all-linear' leaves out).
+ */
+export interface NamedModule {
+  path: string;
+  kind: 'linear' | 'head' | 'embedding' | 'norm' | 'container' | 'activation' | 'dropout' | 'rotary';
+}
+
 export interface ArchitectureSpec {
   family: string;
+  /** Every module path of the model object (see NamedModule). */
+  modules: NamedModule[];
   hiddenSize: number;
   numLayers: number;
   numHeads: number;

@@ -45,6 +45,8 @@ export class TextTokenizer {
   private readonly inner: Tokenizer;
   private readonly specialIds: ReadonlySet<number>;
   private readonly size: number;
+  /** Characters in the longest vocabulary entry or added token (see `minimumTokens`). */
+  private readonly longestToken: number;
 
   constructor(files: TokenizerFiles) {
     const config = files.config ?? {};
@@ -53,7 +55,9 @@ export class TextTokenizer {
     const libConfig = { ...config, clean_up_tokenization_spaces: config['clean_up_tokenization_spaces'] === true };
     this.inner = new Tokenizer(files.tokenizer, libConfig);
     this.specialIds = new Set([...this.inner.get_added_tokens_decoder().values()].filter((t) => t.special).map((t) => t.id));
-    this.size = this.inner.get_vocab(true).size;
+    const vocab = this.inner.get_vocab(true);
+    this.size = vocab.size;
+    this.longestToken = Math.max(1, ...[...vocab.keys()].map((k) => k.length));
     this.bosTokenId = this.roleId(config['bos_token']);
     this.padTokenId = this.roleId(config['pad_token']);
     this.eosTokenIds = this.collectEos(config['eos_token'], files.generationConfig?.['eos_token_id']);
@@ -89,6 +93,16 @@ export class TextTokenizer {
    * @example
    * tok.encode('<|im_start|>user'); // [1, 458, 263]
    */
+  /**
+   * A lower bound on the tokens `text` encodes to, without encoding it: no token covers more than
+   * the longest vocabulary entry, and normalisation (NFKC and the like) shrinks text by at most a
+   * small factor (4 is generous). Lets a server refuse a text that cannot fit its context before
+   * spending time on it.
+   */
+  minimumTokens(text: string): number {
+    return Math.floor(text.length / (this.longestToken * 4));
+  }
+
   encode(text: string, options: EncodeOptions = {}): number[] {
     return this.inner.encode(text, { add_special_tokens: options.addSpecialTokens ?? true }).ids;
   }

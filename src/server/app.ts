@@ -39,7 +39,7 @@ export function createApp(state: ServerState): Hono {
   app.use('/v1/*', authenticate({ table: state.auth }));
   app.use('/admin/*', authenticate({ table: state.auth }));
   app.route('/', healthRoutes(state));
-  app.route('/', metricsRoutes(state));
+  app.route('/', metricsRoutes(state, { publicMetrics: state.publicMetrics }));
   const openapi = openApiDocument(PACKAGE_VERSION);
   app.get('/openapi.json', (c) => c.json(openapi));
   app.route('/', modelRoutes(state));

@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { MiddlewareHandler } from 'hono';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { DEFAULT_TENANT, NAME_PATTERN } from '../config.js';
+import { DEFAULT_TENANT, isValidName, nameError, nameProblem } from '../deltas/ref.js';
 import { ApiError } from './errors.js';
 
 /**
@@ -20,10 +20,10 @@ export interface AuthTable {
   entries: readonly AuthEntry[];
 }
 
-export type AuthEntry = { digest: Buffer; tenant: string; admin: false } | { digest: Buffer; tenant: null; admin: true };
+export type AuthEntry = { digest: Buffer } & Principal;
 
-/** Who a key belongs to. */
-export type Principal = { tenant: string; admin: false } | { tenant: null; admin: true };
+/** Who a key belongs to: a tenant, an admin, or a scraper that may only read `/metrics`. */
+export type Principal = { tenant: string; admin: false } | { tenant: null; admin: true } | { tenant: null; admin: false; metrics: true };
 
 /** The tenant an admin key acts as unless `X-Deltaserve-Tenant` names another. */
 export const ADMIN_TENANT = 'admin';
@@ -40,7 +40,7 @@ const KEY_HASH = /^sha256:[0-9a-fA-F]{64}$/;
 const keyHash = z.string().regex(KEY_HASH, { error: "expected 'sha256:' followed by the key's 64-hex-digit SHA-256 (never the key itself)" });
 const tenantName = z
   .string()
-  .regex(NAME_PATTERN, { error: 'tenant names use letters, digits, _ . - only' })
+  .refine(isValidName, { error: (issue) => `tenant name ${nameProblem(issue.input)}` })
   .refine((name) => name !== ADMIN_TENANT, { error: `'${ADMIN_TENANT}' is reserved for admin keys` });
 
 /**
@@ -50,9 +50,20 @@ const tenantName = z
 export const AuthFileSchema = z.strictObject({
   tenants: z.record(tenantName, z.strictObject({ keys: z.array(keyHash).min(1, { error: 'a tenant needs at least one key' }) })),
   admin_keys: z.array(keyHash).default([]),
+  /** Keys that may read GET /metrics and nothing else (Prometheus, an endpoint picker). */
+  metrics_keys: z.array(keyHash).default([]),
 });
 
 export type AuthFile = z.infer<typeof AuthFileSchema>;
+
+/**
+ * Whether `tenant` exists: a tenant of the auth file or the admin tenant; in open mode (no
+ * table) only the default tenant. A delta owned by anyone else could never be used.
+ */
+export function isKnownTenant(table: AuthTable | null, tenant: string): boolean {
+  if (!table) return tenant === DEFAULT_TENANT;
+  return tenant === ADMIN_TENANT || table.tenants.has(tenant);
+}
 
 /** SHA-256 of a key, as stored in the auth file: `sha256:<64 lowercase hex>`. */
 export function hashKey(key: string): string {
@@ -103,6 +114,7 @@ export function parseAuthTable(raw: unknown, source: string): AuthTable {
     keys.forEach((hash, i) => entries.push({ digest: claim(hash, `tenant '${tenant}'`, `tenants.${tenant}.keys[${i}]`), tenant, admin: false }));
   }
   parsed.data.admin_keys.forEach((hash, i) => entries.push({ digest: claim(hash, 'admin_keys', `admin_keys[${i}]`), tenant: null, admin: true }));
+  parsed.data.metrics_keys.forEach((hash, i) => entries.push({ digest: claim(hash, 'metrics_keys', `metrics_keys[${i}]`), tenant: null, admin: false, metrics: true }));
   return { source, tenants, entries };
 }
 
@@ -122,7 +134,26 @@ export function lookupKey(table: AuthTable, key: string): Principal | null {
     if (crypto.timingSafeEqual(entry.digest, digest) && !found) found = entry;
   }
   if (!found) return null;
-  return found.admin ? { tenant: null, admin: true } : { tenant: found.tenant, admin: false };
+  const { digest: _, ...principal } = found;
+  return principal;
+}
+
+/**
+ * What audit lines and logs name a key by: `sha256:` and the first 12 hex digits of its digest,
+ * the same prefix the auth file holds, so an operator can tell keys apart without the key.
+ */
+export function keyId(key: string): string {
+  return `sha256:${crypto.createHash('sha256').update(key, 'utf8').digest('hex').slice(0, 12)}`;
+}
+
+/** Reads the bearer key of a request: the principal, or throws 401 (missing, malformed, unknown). */
+export function authenticateKey(table: AuthTable, header: string | undefined): Principal & { keyId: string } {
+  if (!header) throw unauthorized('missing API key: send it as Authorization: Bearer <key>');
+  const match = BEARER.exec(header);
+  if (!match) throw unauthorized('malformed Authorization header: expected Bearer <key>');
+  const who = lookupKey(table, match[1]!);
+  if (!who) throw unauthorized('invalid API key');
+  return { ...who, keyId: keyId(match[1]!) };
 }
 
 export interface AuthenticateOptions {
@@ -158,17 +189,15 @@ export function authenticate(options: AuthenticateOptions): MiddlewareHandler {
     if (!table) {
       c.set('tenant', DEFAULT_TENANT);
       c.set('isAdmin', true);
+      c.set('keyId', null);
       return next();
     }
-    const header = c.req.header('authorization');
-    if (!header) throw unauthorized('missing API key: send it as Authorization: Bearer <key>');
-    const match = BEARER.exec(header);
-    if (!match) throw unauthorized('malformed Authorization header: expected Bearer <key>');
-    const who = lookupKey(table, match[1]!);
-    if (!who) throw unauthorized('invalid API key');
+    const who = authenticateKey(table, c.req.header('authorization'));
+    if ('metrics' in who) throw new ApiError(403, 'this key may only read GET /metrics', null, 'permission_denied');
+    c.set('keyId', who.keyId);
     const actAs = c.req.header(TENANT_HEADER);
     if (who.admin) {
-      if (actAs !== undefined && !NAME_PATTERN.test(actAs)) throw new ApiError(400, `${TENANT_HEADER} must be a tenant name (letters, digits, _ . -)`, null, 'invalid_tenant');
+      if (actAs !== undefined && !isValidName(actAs)) throw new ApiError(400, nameError(`${TENANT_HEADER}: tenant`, actAs), TENANT_HEADER, 'invalid_tenant');
       c.set('tenant', actAs ?? ADMIN_TENANT);
       c.set('isAdmin', true);
     } else {

@@ -5,6 +5,7 @@ import type { ChatTemplate } from '../model/chat-template.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import type { AuthTable } from './auth.js';
 import type { TrainingService } from './training-service.js';
+import type { TenantQuotas } from './quotas.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Telemetry } from '../telemetry/telemetry.js';
 
@@ -27,6 +28,12 @@ export interface ServerState {
   maxTrainingFileBytes: number;
   /** Largest accepted request body in bytes. */
   maxBodyBytes: number;
+  /** Per-tenant storage and job quotas. */
+  quotas: TenantQuotas;
+  /** The most choices (prompts × n) one generation request may ask for: the engine's queue size. */
+  maxChoices: number;
+  /** With an auth file, GET /metrics needs no key (and lists public deltas only). */
+  publicMetrics: boolean;
   /** Abandon a generation this long after it arrived (0: never). */
   requestTimeoutMs: number;
   startedAt: number;
@@ -47,6 +54,8 @@ declare module 'hono' {
     tenant: string;
     /** The key is an admin key (always true in open mode). */
     isAdmin: boolean;
+    /** The key's id for audit lines (see auth.keyId); null in open mode. */
+    keyId: string | null;
     /** Fields a route adds to the request's log line (model, delta, ...). */
     logFields: Record<string, unknown>;
   }

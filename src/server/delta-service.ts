@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { deltaKey, type DeltaCatalog, type DeltaRecord } from '../deltas/catalog.js';
+import type { DeltaCatalog, DeltaRecord } from '../deltas/catalog.js';
+import { deltaKey } from '../deltas/ref.js';
 import { digestFiles } from '../deltas/store/common.js';
 import type { DeltaFiles, DeltaStore, DeltaVersion } from '../deltas/store/types.js';
 import type { Engine } from '../engine/client.js';
@@ -18,13 +19,16 @@ export class DeltaService {
     private readonly catalog: DeltaCatalog,
   ) {}
 
-  /** Validates and stores a new version, then makes it servable; throws the engine's invalid_delta error untouched. */
-  async upload(owner: string, name: string, files: DeltaFiles, options: { public: boolean }): Promise<DeltaVersion> {
+  /**
+   * Validates and stores a new version, then makes it servable; throws the engine's invalid_delta
+   * error untouched. `warnings` lists what validation ignored (tensors PEFT would ignore too).
+   */
+  async upload(owner: string, name: string, files: DeltaFiles, options: { public: boolean }): Promise<{ version: DeltaVersion; warnings: string[] }> {
     const summary = await this.engine.registerPeft(`${owner}/${name}`, files, { dryRun: true });
     const version = await this.store.put({ owner, name, public: options.public, rank: summary.rank, modules: summary.modules }, files);
     await this.engine.registerPeft(deltaKey(owner, name, version.version), files);
     this.remember(version);
-    return version;
+    return { version, warnings: summary.warnings };
   }
 
   /**
@@ -35,7 +39,7 @@ export class DeltaService {
     const files = { config: fs.readFileSync(path.join(dir, 'adapter_config.json')), weights: fs.readFileSync(path.join(dir, 'adapter_model.safetensors')) };
     const latest = await this.store.get(owner, name);
     if (latest && latest.sha256 === digestFiles(files) && latest.public === options.public) return latest;
-    return this.upload(owner, name, files, options);
+    return (await this.upload(owner, name, files, options)).version;
   }
 
   /**
@@ -79,6 +83,7 @@ export class DeltaService {
 
   private remember(version: DeltaVersion): void {
     const known = this.catalog.get(version.owner, version.name);
+    const isNew = !known?.versions.includes(version.version);
     const versions = [...new Set([...(known?.versions ?? []), version.version])].sort((a, b) => a - b);
     const latest = Math.max(...versions);
     this.catalog.add({
@@ -90,6 +95,7 @@ export class DeltaService {
       createdAt: known?.createdAt ?? Date.parse(version.createdAt),
       version: latest,
       versions,
+      bytes: (known?.bytes ?? 0) + (isNew ? version.size : 0),
     });
   }
 }

@@ -11,18 +11,22 @@ const Hyperparameters = z
     learning_rate: z.number().positive().max(1).optional(),
     learning_rate_multiplier: z.union([z.number().positive().max(100), z.literal('auto')]).optional(),
     weight_decay: z.number().min(0).max(1).default(0),
-    max_grad_norm: z.number().positive().nullable().default(1),
-    warmup_steps: z.number().int().min(0).default(0),
+    max_grad_norm: z.number().positive().max(1e6).nullable().default(1),
+    warmup_steps: z.number().int().min(0).max(1_000_000).default(0),
     lr_scheduler: z.enum(['constant', 'linear', 'cosine']).default('linear'),
   })
   .strict()
   .refine((h) => !(h.max_steps !== undefined && h.n_epochs !== undefined && h.n_epochs !== 'auto'), { message: 'give n_epochs or max_steps, not both', path: ['max_steps'] });
 
+/**
+ * LoRA options. alpha is bounded so that scale · lora_B stays far inside float32 for any weights
+ * training can produce (a job accepted with alpha 1e308 trained to the end and then failed to publish).
+ */
 const Lora = z
   .object({
-    r: positiveInt.default(8),
-    alpha: z.number().positive().default(16),
-    target_modules: z.union([z.array(z.string().min(1)).min(1), z.literal('all-linear')]).default('all-linear'),
+    r: positiveInt.max(65536).default(8),
+    alpha: z.number().positive().max(65536).default(16),
+    target_modules: z.union([z.array(z.string().min(1).max(64)).min(1).max(64), z.literal('all-linear')]).default('all-linear'),
     use_rslora: z.boolean().default(false),
   })
   .strict();
@@ -33,7 +37,7 @@ export const FineTuningJobRequest = z
     model: z.string().min(1),
     training_file: z.string().min(1),
     validation_file: z.string().min(1).nullable().optional(),
-    tenant: z.string().min(1).optional(),
+    tenant: z.string().min(1).max(64).optional(),
     suffix: z.string().min(1).max(64).optional(),
     name: z.string().min(1).max(64).optional(),
     method: z.object({ type: z.literal('lora'), lora: Lora.default({ r: 8, alpha: 16, target_modules: 'all-linear', use_rslora: false }) }).strict().optional(),

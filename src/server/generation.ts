@@ -4,6 +4,12 @@ import { ApiError } from './errors.js';
 import { IncrementalDecoder, type TextTokenizer } from '../model/tokenizer.js';
 import { StopMatcher } from './stop-matcher.js';
 
+/**
+ * `finish_reason` as clients see it: OpenAI's `stop` and `length`, and `timeout` for a generation
+ * cut short by `--request-timeout-ms` (it is neither complete nor at its token limit).
+ */
+export type ResponseFinishReason = 'stop' | 'length' | 'timeout';
+
 /** Response header with the server-measured time to first token of a non-streamed request, in ms. */
 export const TTFT_HEADER = 'x-deltaserve-ttft-ms';
 
@@ -34,7 +40,7 @@ export interface ChoicePiece {
   text: string;
   tokenIds: number[];
   logprobs?: LogprobsBlock;
-  finishReason?: 'stop' | 'length';
+  finishReason?: ResponseFinishReason;
   promptTokens?: number;
   completionTokens?: number;
 }
@@ -122,8 +128,9 @@ async function* runChoice(events: AsyncIterator<GenerateEvent>, tokenizer: TextT
       } else if (event.type === 'done') {
         const tail = stops.push(decoder ? decoder.flush() : '');
         const text = tail.stopped ? tail.emit : tail.emit + stops.flush();
-        if (event.finishReason === 'deadline' && generated === 0) throw new ApiError(504, 'the request deadline passed before generation started', null, 'timeout');
-        yield { index: plan.index, text, tokenIds: [], finishReason: tail.stopped || event.finishReason === 'stop' ? 'stop' : 'length', promptTokens: event.promptTokens, completionTokens: event.completionTokens };
+        if (event.finishReason === 'timeout' && generated === 0) throw new ApiError(504, 'the request timeout passed before generation started', null, 'timeout');
+        const finishReason = tail.stopped || event.finishReason === 'stop' ? 'stop' : event.finishReason === 'timeout' ? 'timeout' : 'length';
+        yield { index: plan.index, text, tokenIds: [], finishReason, promptTokens: event.promptTokens, completionTokens: event.completionTokens };
         return;
       }
     }
@@ -140,7 +147,7 @@ export interface ChoiceResult {
   tokenIds: number[];
   promptIds: number[];
   logprobs?: LogprobsBlock;
-  finishReason: 'stop' | 'length';
+  finishReason: ResponseFinishReason;
   completionTokens: number;
 }
 

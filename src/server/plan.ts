@@ -3,6 +3,28 @@ import type { Engine } from '../engine/client.js';
 import type { GenerateRequest } from '../engine/types.js';
 import { ApiError } from './errors.js';
 import type { ChoicePlan } from './generation.js';
+import type { TextTokenizer } from '../model/tokenizer.js';
+
+/**
+ * Refuses a request whose prompts × n exceed what the engine's queue can ever hold, before any
+ * prompt is tokenized: a 100,000-prompt list must cost a count, not 100,000 encodings.
+ */
+export function checkChoiceCount(prompts: number, n: number, maxChoices: number, param: string): void {
+  if (prompts * n > maxChoices) {
+    throw new ApiError(400, `${param} has ${prompts} prompt${prompts === 1 ? '' : 's'} × n=${n} = ${prompts * n} choices; one request may have at most ${maxChoices} (--max-queue)`, param, 'too_many_choices');
+  }
+}
+
+/**
+ * Tokenizes a prompt text unless it surely exceeds the context: no token covers more than the
+ * vocabulary's longest entry, so a long enough text is refused without encoding it (encoding
+ * time grows with the text, and the body limit alone allows megabytes).
+ */
+export function encodePrompt(tokenizer: TextTokenizer, text: string, maxContext: number, param: string): number[] {
+  const atLeast = tokenizer.minimumTokens(text);
+  if (atLeast >= maxContext) throw new ApiError(400, `${param} of ${text.length} characters is at least ${atLeast} tokens; the context holds ${maxContext}`, param, 'context_length_exceeded');
+  return tokenizer.encode(text);
+}
 
 /** Sampling and output options shared by completions and chat completions, already defaulted. */
 export interface PlanOptions {

@@ -1,4 +1,5 @@
-import { deltaKey, isVisible, type DeltaRecord } from '../deltas/catalog.js';
+import { isVisible, type DeltaRecord } from '../deltas/catalog.js';
+import { deltaKey, formatDeltaRef, parseDeltaRef, type DeltaRef } from '../deltas/ref.js';
 import type { Engine } from '../engine/client.js';
 import type { ServerState } from './context.js';
 import { ApiError } from './errors.js';
@@ -31,30 +32,29 @@ function notFound(model: string, detail?: string): ApiError {
  */
 export function resolveModel(state: ServerState, model: string, tenant: string): string | null {
   if (model === state.modelName) return null;
-  const at = model.lastIndexOf('@');
-  const ref = at >= 0 ? model.slice(0, at) : model;
-  const version = at >= 0 ? model.slice(at + 1) : null;
+  const parsed = parseDeltaRef(model);
+  // A malformed reference cannot name anything: it answers as a model that does not exist.
+  if (!parsed.ok) throw notFound(model, `it ${parsed.problem}`);
+  const { ref } = parsed;
   const record = findVisible(state, ref, tenant, model);
   if (!record) throw notFound(model);
-  if (version === null) return deltaKey(record.owner, record.name, record.version);
-  const pinned = /^[1-9]\d*$/.test(version) ? Number(version) : NaN;
-  if (!record.versions.includes(pinned)) throw notFound(model, `delta '${ref}' has no version '${version}'`);
-  return deltaKey(record.owner, record.name, pinned);
+  if (ref.version === undefined) return deltaKey(record.owner, record.name, record.version);
+  if (!record.versions.includes(ref.version)) throw notFound(model, `delta '${formatDeltaRef({ ...ref, version: undefined })}' has no version '${ref.version}'`);
+  return deltaKey(record.owner, record.name, ref.version);
 }
 
-/** The delta `ref` (`name` or `owner/name`, no version) as `tenant` sees it, or undefined. */
-export function findVisible(state: ServerState, ref: string, tenant: string, model: string = ref): DeltaRecord | undefined {
-  const slash = ref.indexOf('/');
-  if (slash >= 0) {
-    const record = state.deltas.get(ref.slice(0, slash), ref.slice(slash + 1));
+/** The delta `ref` (its owner and name; the version is ignored) as `tenant` sees it, or undefined. */
+export function findVisible(state: ServerState, ref: DeltaRef, tenant: string, model: string = formatDeltaRef(ref)): DeltaRecord | undefined {
+  if (ref.owner !== undefined) {
+    const record = state.deltas.get(ref.owner, ref.name);
     return record && isVisible(record, tenant) ? record : undefined;
   }
-  const own = state.deltas.get(tenant, ref);
+  const own = state.deltas.get(tenant, ref.name);
   if (own) return own;
-  const shared = state.deltas.find(ref).filter((r) => isVisible(r, tenant));
+  const shared = state.deltas.find(ref.name).filter((r) => isVisible(r, tenant));
   if (shared.length > 1) {
     const names = shared.map((r) => `'${r.owner}/${r.name}'`).join(', ');
-    throw new ApiError(400, `model '${model}' is ambiguous: several tenants share a public delta called '${ref}'; name one of ${names}`, 'model', 'model_ambiguous');
+    throw new ApiError(400, `model '${model}' is ambiguous: several tenants share a public delta called '${ref.name}'; name one of ${names}`, 'model', 'model_ambiguous');
   }
   return shared[0];
 }

@@ -1,7 +1,8 @@
 import path from 'node:path';
 import { serve, type ServerType } from '@hono/node-server';
-import { DEFAULT_TENANT, type Config } from '../config.js';
-import { DeltaCatalog, deltaKey } from '../deltas/catalog.js';
+import type { Config } from '../config.js';
+import { DEFAULT_TENANT } from '../deltas/ref.js';
+import { DeltaCatalog } from '../deltas/catalog.js';
 import { openDeltaStore } from '../deltas/store/index.js';
 import { DeltaService } from './delta-service.js';
 import { TrainingService } from './training-service.js';
@@ -14,6 +15,7 @@ import { EMBEDDED_MODEL_NAME, ensureEmbeddedModel } from '../model/embedded.js';
 import { TextTokenizer } from '../model/tokenizer.js';
 import fs from 'node:fs';
 import { createApp } from './app.js';
+import { TenantQuotas } from './quotas.js';
 import { loadAuthFile, type AuthTable } from './auth.js';
 import type { ServerState } from './context.js';
 
@@ -52,9 +54,15 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const modelDir = config.model ?? ensureEmbeddedModel(config.cacheDir);
   const modelName = config.modelName ?? (config.model ? path.basename(path.resolve(config.model)) : EMBEDDED_MODEL_NAME);
   const hasTokenizer = fs.existsSync(path.join(modelDir, 'tokenizer.json'));
+  const deltas = new DeltaCatalog();
+  const quotas = new TenantQuotas(
+    { maxDeltas: config.tenantMaxDeltas, maxDeltaBytes: config.tenantMaxDeltaBytes, maxJobs: config.tenantMaxJobs, maxTrainingFiles: config.tenantMaxTrainingFiles, maxTrainingFileBytes: config.tenantMaxTrainingFileBytes },
+    { catalog: deltas, jobs: () => state.training?.jobs.list() ?? [], files: () => state.training?.files.list() ?? [] },
+  );
   const state: ServerState = {
     modelName,
-    deltas: new DeltaCatalog(),
+    deltas,
+    quotas,
     auth,
     tokenizer: hasTokenizer ? TextTokenizer.fromDirectory(modelDir) : undefined,
     chatTemplate: ChatTemplate.fromDirectory(modelDir),
@@ -62,6 +70,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     maxDeltaBytes: config.maxDeltaBytes,
     maxTrainingFileBytes: config.maxTrainingFileBytes,
     requestTimeoutMs: config.requestTimeoutMs,
+    publicMetrics: config.publicMetrics,
+    maxChoices: config.maxQueue,
     startedAt: Date.now(),
     telemetry: options.telemetry ?? Telemetry.create({ serviceName: 'deltaserve' }),
     logger: options.logger ?? createLogger({ level: config.logLevel }),

@@ -129,14 +129,15 @@ export class RequestTrace {
       this.close(span, at);
     }
     this.root.setAttributes({ 'gen_ai.usage.input_tokens': this.inputTokens, 'gen_ai.usage.output_tokens': this.outputTokens, 'gen_ai.response.finish_reasons': this.finishReasons });
-    const attributes: Attributes = { 'gen_ai.operation.name': this.operation, ...(this.model === undefined ? {} : { 'gen_ai.request.model': this.model }) };
+    const attributes: Attributes = { 'gen_ai.operation.name': this.operation, 'gen_ai.request.model': this.metricModel() };
     if (error !== undefined) {
       fail(this.root, error);
       attributes['error.type'] = errorType(error);
     }
     this.root.end(at);
     this.state.inFlight--;
-    const outcome = error === undefined ? 'ok' : 'error';
+    // A generation cut by --request-timeout-ms answered, but not in full: its own outcome.
+    const outcome = error !== undefined ? 'error' : this.finishReasons.includes('timeout') ? 'timeout' : 'ok';
     const summary = { ...this.log, outcome, ...(error === undefined ? {} : { error: errorType(error) }), promptTokens: this.inputTokens, completionTokens: this.outputTokens, finishReasons: this.finishReasons, ttftMs: this.firstTokenAt ? round(this.firstTokenAt - this.started) : null, durationMs: round(at - this.started) };
     this.state.logger[error === undefined ? 'info' : 'warn'](summary, 'generation');
     const m = this.state.telemetry.instruments;
@@ -146,6 +147,16 @@ export class RequestTrace {
     if (this.outputTokens > 1 && this.lastTokenAt > this.firstTokenAt) m.timePerOutputToken.record((this.lastTokenAt - this.firstTokenAt) / 1000 / (this.outputTokens - 1), attributes);
     m.tokens.add(this.inputTokens, { ...attributes, 'gen_ai.token.type': 'input' });
     m.tokens.add(this.outputTokens, { ...attributes, 'gen_ai.token.type': 'output' });
+  }
+
+  /**
+   * The model as a metric attribute, from a fixed set: the base model's name, `delta` for any
+   * delta, `unknown` when the request named nothing servable. Client-chosen names as labels
+   * would grow the series without bound and show tenants' private delta names on /metrics.
+   */
+  private metricModel(): string {
+    if (!('delta' in this.log)) return 'unknown';
+    return this.log['delta'] === null ? this.state.modelName : 'delta';
   }
 
   private child(name: string, attributes: Attributes = {}, startTime = now()): Span {
@@ -175,9 +186,15 @@ function fail(span: Span, error: unknown): void {
   span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
 }
 
+/**
+ * A bounded error class for metrics and logs: the project's own error codes (snake_case), else
+ * the HTTP status, else `_OTHER` (the semantic conventions' fallback).
+ */
 function errorType(error: unknown): string {
-  const e = error as { code?: string; name?: string; status?: number };
-  return e.code ?? (e.status ? String(e.status) : (e.name ?? 'Error'));
+  const e = error as { code?: unknown; status?: unknown };
+  if (typeof e.code === 'string' && /^[a-z][a-z0-9_]{0,47}$/.test(e.code)) return e.code;
+  if (typeof e.status === 'number' && Number.isInteger(e.status)) return String(e.status);
+  return '_OTHER';
 }
 
 

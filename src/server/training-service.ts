@@ -41,7 +41,7 @@ export class TrainingService {
       files,
       readDelta: (owner, name, version) => o.deltas.readVersion(owner, name, version),
       publish: async (tenant, name, deltaFiles) => {
-        const version = await o.deltas.upload(tenant, name, deltaFiles, { public: false });
+        const { version } = await o.deltas.upload(tenant, name, deltaFiles, { public: false });
         return `${tenant}/${name}@${version.version}`;
       },
       padId: o.tokenizer.padTokenId ?? o.tokenizer.eosTokenIds[0] ?? 0,

@@ -15,9 +15,9 @@ export interface ModelServerSnapshot {
   waiting: number;
   running: number;
   maxRows: number;
-  /** Engine keys `owner/name@version` of the rows in flight and of the waiting requests. */
-  runningDeltas: string[];
-  waitingDeltas: string[];
+  /** Names of the deltas of the rows in flight and of the waiting requests (see the metrics route). */
+  runningAdapters: string[];
+  waitingAdapters: string[];
   maxLora: number;
 }
 
@@ -25,7 +25,7 @@ export function modelServerMetrics(s: ModelServerSnapshot, nowSeconds = Date.now
   const model = `model_name="${escapeLabel(s.modelName)}"`;
   const usage = s.maxRows ? s.running / s.maxRows : 0;
   const gauge = (name: string, help: string, value: number, labels = model) => `# HELP ${name} ${help}\n# TYPE ${name} gauge\n${name}{${labels}} ${value}\n`;
-  const lora = [`max_lora="${s.maxLora}"`, `running_lora_adapters="${escapeLabel(adapterNames(s.runningDeltas))}"`, `waiting_lora_adapters="${escapeLabel(adapterNames(s.waitingDeltas))}"`].join(',');
+  const lora = [`max_lora="${s.maxLora}"`, `running_lora_adapters="${escapeLabel(s.runningAdapters.join(','))}"`, `waiting_lora_adapters="${escapeLabel(s.waitingAdapters.join(','))}"`].join(',');
   return [
     gauge('vllm:num_requests_waiting', 'Requests waiting to be processed.', s.waiting),
     gauge('vllm:num_requests_running', 'Requests in the running batch.', s.running),
@@ -33,20 +33,6 @@ export function modelServerMetrics(s: ModelServerSnapshot, nowSeconds = Date.now
     gauge('vllm:kv_cache_usage_perc', 'KV-cache usage, 0..1 (share of cache rows in use).', usage),
     gauge('vllm:lora_requests_info', 'Running and waiting LoRA adapters (labels); the value is the snapshot time.', nowSeconds, lora),
   ].join('');
-}
-
-/**
- * Each delta under the names a request's `model` may carry for it (`name`, `owner/name`,
- * `owner/name@version`), so the picker's match on the request's model name finds it.
- */
-export function adapterNames(keys: string[]): string {
-  const names = new Set<string>();
-  for (const key of keys) {
-    const match = /^([^/]+)\/([^@]+)@\d+$/.exec(key);
-    if (match) names.add(match[2]!).add(`${match[1]}/${match[2]}`);
-    names.add(key);
-  }
-  return [...names].join(',');
 }
 
 function escapeLabel(value: string): string {

@@ -3,33 +3,26 @@
  * segments or object-key segments, so they must never traverse), the digest, and meta.json.
  */
 import crypto from 'node:crypto';
+import { isValidName, nameProblem } from '../ref.js';
 import { DeltaIntegrityError, type DeltaFiles, type DeltaVersion, type NewDeltaVersion } from './types.js';
 
 export const CONFIG_FILE = 'adapter_config.json';
 export const WEIGHTS_FILE = 'adapter_model.safetensors';
 export const META_FILE = 'meta.json';
 
-const NAME_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
 const VERSION_DIR = /^v([1-9][0-9]{0,15})$/;
 
 /** An owner or delta name that cannot be stored (it would not be a single safe path segment). */
 export class InvalidDeltaNameError extends Error {
   readonly code = 'invalid_delta_name';
   constructor(readonly field: 'owner' | 'name', readonly value: unknown) {
-    super(
-      `invalid delta ${field} ${JSON.stringify(value)}: use 1-64 characters from A-Z a-z 0-9 _ . -, ` +
-        `not starting with '.' and without '..'`,
-    );
+    super(`invalid delta ${field} ${JSON.stringify(value)}: it ${nameProblem(value)}`);
     this.name = 'InvalidDeltaNameError';
   }
 }
 
-export function isValidDeltaName(value: unknown): value is string {
-  return typeof value === 'string' && NAME_PATTERN.test(value) && !value.startsWith('.') && !value.includes('..');
-}
-
 export function assertValidDeltaName(field: 'owner' | 'name', value: unknown): asserts value is string {
-  if (!isValidDeltaName(value)) throw new InvalidDeltaNameError(field, value);
+  if (!isValidName(value)) throw new InvalidDeltaNameError(field, value);
 }
 
 export function isValidVersion(version: unknown): version is number {

@@ -30,7 +30,6 @@ import {
   deltaLabel,
   digestFiles,
   encodeMeta,
-  isValidDeltaName,
   isValidVersion,
   makeVersion,
   parseVersionSegment,
@@ -38,6 +37,7 @@ import {
   versionSegment,
 } from './common.js';
 import { fsyncDirectory, writeFileDurably } from './durable.js';
+import { isValidName } from '../ref.js';
 import type { DeltaFiles, DeltaStore, DeltaVersion, NewDeltaVersion } from './types.js';
 
 const STAGING_DIR = '.staging';
@@ -121,11 +121,11 @@ export class FilesystemDeltaStore implements DeltaStore {
       assertValidDeltaName('owner', owner);
       owners = [owner];
     } else {
-      owners = (await readDirNames(this.root)).filter(isValidDeltaName);
+      owners = (await readDirNames(this.root)).filter(isValidName);
     }
     const result: DeltaVersion[] = [];
     for (const o of owners.sort()) {
-      const names = (await readDirNames(path.join(this.root, o))).filter(isValidDeltaName).sort();
+      const names = (await readDirNames(path.join(this.root, o))).filter(isValidName).sort();
       const latest = await Promise.all(names.map((n) => this.get(o, n)));
       for (const meta of latest) if (meta) result.push(meta);
     }

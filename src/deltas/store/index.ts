@@ -3,7 +3,7 @@ import { FilesystemDeltaStore } from './filesystem.js';
 import { S3DeltaStore, s3OptionsFromEnv, type S3DeltaStoreOptions } from './s3.js';
 import type { DeltaStore } from './types.js';
 
-export { DeltaNotFoundError, InvalidDeltaNameError, isValidDeltaName } from './common.js';
+export { DeltaNotFoundError, InvalidDeltaNameError } from './common.js';
 export { FilesystemDeltaStore } from './filesystem.js';
 export { S3DeltaStore, parseS3Url, s3OptionsFromEnv, type S3DeltaStoreOptions } from './s3.js';
 export * from './types.js';

@@ -34,13 +34,13 @@ import {
   deltaLabel,
   digestFiles,
   encodeMeta,
-  isValidDeltaName,
   isValidVersion,
   makeVersion,
   parseVersionSegment,
   verifyFiles,
   versionSegment,
 } from './common.js';
+import { isValidName } from '../ref.js';
 import type { DeltaFiles, DeltaStore, DeltaVersion, NewDeltaVersion } from './types.js';
 
 export interface S3DeltaStoreOptions {
@@ -250,7 +250,7 @@ export class S3DeltaStore implements DeltaStore {
     if (parts.length !== 4) return null;
     const [owner, name, segment, file] = parts as [string, string, string, string];
     const version = parseVersionSegment(segment);
-    if (!isValidDeltaName(owner) || !isValidDeltaName(name) || version === undefined) return null;
+    if (!isValidName(owner) || !isValidName(name) || version === undefined) return null;
     return { owner, name, version, file };
   }
 

@@ -1,4 +1,4 @@
-import type { ArchitectureSpec, BlockSpec, NormSpec, ProjectionSpec } from '../architecture.js';
+import type { ArchitectureSpec, BlockSpec, NamedModule, NormSpec, ProjectionSpec } from '../architecture.js';
 import { ModelLoadError } from '../errors.js';
 import { registerFamily, requireInt, tokenIds, type HfConfig } from './registry.js';
 
@@ -38,8 +38,38 @@ function describeGpt2(config: HfConfig, tensorNames: ReadonlySet<string>): Archi
       mlp: { kind: 'gelu-tanh', fc: conv(`${p}.mlp.c_fc`, 'c_fc', hidden, inner), proj: conv(`${p}.mlp.c_proj`, 'c_proj', inner, hidden) },
     };
   });
+  // PEFT addresses modules through the model object, always under `transformer.`.
+  const modules: NamedModule[] = [
+    { path: 'transformer', kind: 'container' },
+    { path: 'transformer.wte', kind: 'embedding' },
+    { path: 'transformer.wpe', kind: 'embedding' },
+    { path: 'transformer.drop', kind: 'dropout' },
+    { path: 'transformer.h', kind: 'container' },
+    ...blocks.flatMap((block, i): NamedModule[] => {
+      const p = `transformer.h.${i}`;
+      const mlp = block.mlp as { fc: ProjectionSpec; proj: ProjectionSpec };
+      return [
+        { path: p, kind: 'container' },
+        { path: `${p}.ln_1`, kind: 'norm' },
+        { path: `${p}.attn`, kind: 'container' },
+        { path: (block.attention as { qkv: ProjectionSpec }).qkv.modulePath, kind: 'linear' },
+        { path: block.o.modulePath, kind: 'linear' },
+        { path: `${p}.attn.attn_dropout`, kind: 'dropout' },
+        { path: `${p}.attn.resid_dropout`, kind: 'dropout' },
+        { path: `${p}.ln_2`, kind: 'norm' },
+        { path: `${p}.mlp`, kind: 'container' },
+        { path: mlp.fc.modulePath, kind: 'linear' },
+        { path: mlp.proj.modulePath, kind: 'linear' },
+        { path: `${p}.mlp.act`, kind: 'activation' },
+        { path: `${p}.mlp.dropout`, kind: 'dropout' },
+      ];
+    }),
+    { path: 'transformer.ln_f', kind: 'norm' },
+    { path: 'lm_head', kind: 'head' },
+  ];
   return {
     family: 'gpt2',
+    modules,
     hiddenSize: hidden,
     numLayers: layers,
     numHeads: heads,

@@ -1,4 +1,4 @@
-import type { ArchitectureSpec, BlockSpec, NormSpec, ProjectionSpec } from '../architecture.js';
+import type { ArchitectureSpec, BlockSpec, NamedModule, NormSpec, ProjectionSpec } from '../architecture.js';
 import { ropeInverseFrequencies } from '../rope.js';
 import { registerFamily, requireInt, tokenIds, type HfConfig } from './registry.js';
 
@@ -51,8 +51,32 @@ function describeLlama(config: HfConfig, tensorNames: ReadonlySet<string>): Arch
   // An explicit `tie_word_embeddings: false` needs lm_head.weight (a missing one is a load error,
   // not a silent tie); only when the config does not say do we infer tying from the tensors.
   const tied = config.tie_word_embeddings === true || (config.tie_word_embeddings === undefined && !tensorNames.has('lm_head.weight'));
+  const modules: NamedModule[] = [
+    { path: 'model', kind: 'container' },
+    { path: 'model.embed_tokens', kind: 'embedding' },
+    { path: 'model.layers', kind: 'container' },
+    ...blocks.flatMap((block, i): NamedModule[] => {
+      const p = `model.layers.${i}`;
+      const attention = block.attention as { q: ProjectionSpec; k: ProjectionSpec; v: ProjectionSpec };
+      const mlp = block.mlp as { gate: ProjectionSpec; up: ProjectionSpec; down: ProjectionSpec };
+      return [
+        { path: p, kind: 'container' },
+        { path: `${p}.self_attn`, kind: 'container' },
+        ...[attention.q, attention.k, attention.v, block.o].map((l): NamedModule => ({ path: l.modulePath, kind: 'linear' })),
+        { path: `${p}.mlp`, kind: 'container' },
+        ...[mlp.gate, mlp.up, mlp.down].map((l): NamedModule => ({ path: l.modulePath, kind: 'linear' })),
+        { path: `${p}.mlp.act_fn`, kind: 'activation' },
+        { path: `${p}.input_layernorm`, kind: 'norm' },
+        { path: `${p}.post_attention_layernorm`, kind: 'norm' },
+      ];
+    }),
+    { path: 'model.norm', kind: 'norm' },
+    { path: 'model.rotary_emb', kind: 'rotary' },
+    { path: 'lm_head', kind: 'head' },
+  ];
   return {
     family: config.model_type,
+    modules,
     hiddenSize: hidden,
     numLayers: layers,
     numHeads: heads,

@@ -1,8 +1,10 @@
 import { Hono, type Context } from 'hono';
-import { deltaKey, type DeltaRecord } from '../../deltas/catalog.js';
+import type { DeltaRecord } from '../../deltas/catalog.js';
+import { decodePathSegment, deltaKey, parseDeltaRef } from '../../deltas/ref.js';
 import type { ServerState } from '../context.js';
 import { ApiError } from '../errors.js';
 import { requireEngine } from '../resolve.js';
+import { audit } from '../audit.js';
 
 /**
  * Operator control of the delta cache tiers (admin keys; open mode is admin):
@@ -20,10 +22,12 @@ export function adminDeltaRoutes(state: ServerState): Hono {
     if (!c.get('isAdmin')) throw new ApiError(403, 'only admin keys may manage the delta cache', null, 'permission_denied');
     const engine = requireEngine(state);
     const suffix = op === 'prefetch' ? '/prefetch' : '/pin';
-    const id = decodeURIComponent(c.req.path.slice('/admin/v1/deltas/'.length, -suffix.length));
+    const id = decodePathSegment(c.req.path.slice('/admin/v1/deltas/'.length, -suffix.length));
+    if (id === undefined) throw new ApiError(400, 'the delta id in the path is not valid percent-encoding', 'id', 'invalid_value');
     const { record, version } = find(state, id, c.get('tenant'));
     const key = deltaKey(record.owner, record.name, version);
     const residency = op === 'prefetch' ? await engine.prefetchDelta(key) : op === 'pin' ? await engine.pinDelta(key) : await engine.unpinDelta(key);
+    audit(state, c, `delta.${op}`, { delta: key });
     return c.json({ id: `${record.owner}/${record.name}@${version}`, object: 'delta.residency', host: residency.host, slot: residency.slot, pinned: residency.pinned });
   };
   app.post('/admin/v1/deltas/*', async (c) => {
@@ -38,23 +42,27 @@ export function adminDeltaRoutes(state: ServerState): Hono {
   return app;
 }
 
+/**
+ * An admin names any tenant's delta: `owner/name`, or a plain `name` that is the acting tenant's
+ * own (an admin key without X-Deltaserve-Tenant acts as 'admin'), else the one delta of that name
+ * whoever owns it (400 when several tenants have one).
+ */
 function find(state: ServerState, id: string, tenant: string): { record: DeltaRecord; version: number } {
-  const at = id.lastIndexOf('@');
-  const ref = at >= 0 ? id.slice(0, at) : id;
-  const slash = ref.indexOf('/');
+  const parsed = parseDeltaRef(id);
+  if (!parsed.ok) throw new ApiError(404, `delta '${id.slice(0, 160)}' does not exist: it ${parsed.problem}`, 'id', 'model_not_found');
+  const { owner, name, version } = parsed.ref;
   let record: DeltaRecord | undefined;
-  if (slash >= 0) record = state.deltas.get(ref.slice(0, slash), ref.slice(slash + 1));
+  if (owner !== undefined) record = state.deltas.get(owner, name);
   else {
-    record = state.deltas.get(tenant, ref);
+    record = state.deltas.get(tenant, name);
     if (!record) {
-      const named = state.deltas.find(ref);
-      if (named.length > 1) throw new ApiError(400, `several tenants have a delta called '${ref}'; name one as owner/name`, 'id', 'model_ambiguous');
+      const named = state.deltas.find(name);
+      if (named.length > 1) throw new ApiError(400, `several tenants have a delta called '${name}'; name one as owner/name`, 'id', 'model_ambiguous');
       record = named[0];
     }
   }
-  if (!record) throw new ApiError(404, `delta '${ref}' does not exist`, 'id', 'model_not_found');
-  if (at < 0) return { record, version: record.version };
-  const version = /^[1-9]\d*$/.test(id.slice(at + 1)) ? Number(id.slice(at + 1)) : NaN;
-  if (!record.versions.includes(version)) throw new ApiError(404, `delta '${ref}' has no version '${id.slice(at + 1)}'`, 'id', 'model_not_found');
+  if (!record) throw new ApiError(404, `delta '${id}' does not exist`, 'id', 'model_not_found');
+  if (version === undefined) return { record, version: record.version };
+  if (!record.versions.includes(version)) throw new ApiError(404, `delta '${record.owner}/${record.name}' has no version '${version}'`, 'id', 'model_not_found');
   return { record, version };
 }

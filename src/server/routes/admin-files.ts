@@ -4,6 +4,7 @@ import type { ServerState } from '../context.js';
 import { ApiError } from '../errors.js';
 import { fileField, parseForm, textField } from '../form.js';
 import { requireAdmin, requireTraining } from './admin-common.js';
+import { audit } from '../audit.js';
 
 /**
  * Training files (admin keys), in OpenAI's Files shape: `POST /admin/v1/files` (multipart
@@ -24,6 +25,7 @@ export function adminFileRoutes(state: ServerState): Hono {
     const value = form['file'];
     const bytes = await fileField(form, 'file');
     if (bytes.length > state.maxTrainingFileBytes) throw new ApiError(413, `file of ${bytes.length} bytes exceeds the limit of ${state.maxTrainingFileBytes}`, 'file', 'body_too_large');
+    state.quotas.checkTrainingFile(c.get('tenant'), bytes.length);
     let rows: number;
     try {
       rows = training.validate(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
@@ -34,6 +36,7 @@ export function adminFileRoutes(state: ServerState): Hono {
     }
     const filename = value instanceof File && value.name ? value.name : 'training.jsonl';
     const stored = await training.files.put({ filename, tenant: c.get('tenant'), rows }, bytes);
+    audit(state, c, 'file.create', { file: stored.id, bytes: stored.bytes, rows });
     return c.json(stored, 201);
   });
 
@@ -58,6 +61,7 @@ export function adminFileRoutes(state: ServerState): Hono {
     requireAdmin(c);
     const file = findFile(state, c);
     await requireTraining(state).files.remove(file.id);
+    audit(state, c, 'file.delete', { file: file.id });
     return c.json({ id: file.id, object: 'file', deleted: true });
   });
 

@@ -1,15 +1,18 @@
 import crypto from 'node:crypto';
 import { Hono, type Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
-import { DELTA_NAME_PATTERN, NAME_PATTERN } from '../../config.js';
+import { isValidName, nameError, parseDeltaKey } from '../../deltas/ref.js';
 import { TERMINAL, type FineTuneSpec, type JobEvent } from '../../training/job-types.js';
 import { parseJsonBody } from '../body.js';
 import type { ServerState } from '../context.js';
 import { ApiError } from '../errors.js';
 import { FineTuningJobRequest } from '../fine-tuning-schema.js';
 import { resolveModel } from '../resolve.js';
+import { isKnownTenant } from '../auth.js';
+import { audit } from '../audit.js';
 import { trainingUnsupported } from '../../model/lower-training.js';
 import { requireAdmin, requireTraining } from './admin-common.js';
+import { checkDeltaName } from './deltas.js';
 
 /**
  * Fine-tuning jobs (admin keys), in OpenAI's shapes: create, list, retrieve, events (a list,
@@ -23,7 +26,10 @@ export function adminFineTuningRoutes(state: ServerState): Hono {
   app.post(base, async (c) => {
     requireAdmin(c);
     const spec = toSpec(state, FineTuningJobRequest.parse(await parseJsonBody(c, state.maxBodyBytes)), c.get('tenant'));
-    return c.json(requireTraining(state).jobs.create(spec), 201);
+    state.quotas.checkJob(spec.tenant, spec.name);
+    const job = requireTraining(state).jobs.create(spec);
+    audit(state, c, 'job.create', { job: job.id, owner: spec.tenant, delta: spec.name });
+    return c.json(job, 201);
   });
 
   app.get(base, (c) => {
@@ -41,7 +47,9 @@ export function adminFineTuningRoutes(state: ServerState): Hono {
     requireAdmin(c);
     const job = findJob(state, c.req.param('id'));
     if (TERMINAL.has(job.status)) throw new ApiError(409, `job ${job.id} has already ${job.status}`, 'id', 'job_finished');
-    return c.json(requireTraining(state).jobs.cancel(job.id));
+    const cancelled = requireTraining(state).jobs.cancel(job.id);
+    audit(state, c, 'job.cancel', { job: job.id });
+    return c.json(cancelled);
   });
 
   app.get(`${base}/:id/events`, (c) => {
@@ -98,16 +106,15 @@ function toSpec(state: ServerState, body: FineTuningJobRequest, caller: string):
   const unsupported = trainingUnsupported(training.arch);
   if (unsupported) throw new ApiError(400, `model '${body.model}': ${unsupported}`, 'model', 'model_not_trainable');
   const tenant = body.tenant ?? caller;
-  if (!NAME_PATTERN.test(tenant)) throw new ApiError(400, `tenant '${tenant}' must be letters, digits, '_', '.' or '-'`, 'tenant', 'invalid_value');
+  if (!isValidName(tenant)) throw new ApiError(400, nameError('tenant', tenant), 'tenant', 'invalid_value');
+  if (!isKnownTenant(state.auth, tenant)) throw new ApiError(400, `tenant '${tenant}' does not exist${state.auth ? ` in ${state.auth.source}` : ' (open mode has only the default tenant)'}`, 'tenant', 'unknown_tenant');
   const key = resolveModel(state, body.model, tenant);
-  const from = key === null ? undefined : parseKey(key);
+  const from = key === null ? undefined : parseDeltaKey(key);
   for (const [param, id] of [['training_file', body.training_file], ['validation_file', body.validation_file]] as const) {
     if (id && !training.files.get(id)) throw new ApiError(400, `${param} '${id}' does not exist; upload it to /admin/v1/files first`, param, 'invalid_file');
   }
   const name = body.name ?? (body.suffix ? `${body.suffix}` : `ft-${crypto.randomBytes(4).toString('hex')}`);
-  if (!DELTA_NAME_PATTERN.test(name) || name === state.modelName) {
-    throw new ApiError(400, `delta name '${name}' must be 1-64 letters, digits, '_', '-' or '.' and differ from the base model`, body.name ? 'name' : 'suffix', 'invalid_value');
-  }
+  checkDeltaName(state, name, body.name ? 'name' : 'suffix');
   const lora = body.method?.lora ?? { r: 8, alpha: 16, target_modules: 'all-linear' as const, use_rslora: false };
   if (lora.r > training.settings.maxRank) throw new ApiError(400, `method.lora.r ${lora.r} exceeds the server's max rank ${training.settings.maxRank}`, 'method.lora.r', 'invalid_value');
   if (lora.target_modules !== 'all-linear') {
@@ -136,10 +143,4 @@ function toSpec(state: ServerState, body: FineTuningJobRequest, caller: string):
     },
     seed: body.seed ?? crypto.randomInt(0, 2 ** 31 - 1),
   };
-}
-
-/** `owner/name@N` (an engine key) back to its parts. */
-function parseKey(key: string): { owner: string; name: string; version: number } {
-  const match = /^([^/]+)\/(.+)@(\d+)$/.exec(key)!;
-  return { owner: match[1]!, name: match[2]!, version: Number(match[3]) };
 }

@@ -4,7 +4,7 @@ import { parseJsonBody } from '../body.js';
 import type { ServerState } from '../context.js';
 import { ApiError } from '../errors.js';
 import { collectChoices, startChoices, TTFT_HEADER, type ChoicePiece, type LogprobsBlock } from '../generation.js';
-import { checkTokenIds, planChoices, samplingOptions } from '../plan.js';
+import { checkChoiceCount, checkTokenIds, encodePrompt, planChoices, samplingOptions } from '../plan.js';
 import { requireEngine, resolveModel } from '../resolve.js';
 import { ChatCompletionRequest } from '../schemas.js';
 import { usage } from './completions.js';
@@ -21,7 +21,8 @@ export function chatRoutes(state: ServerState): Hono {
       const body = ChatCompletionRequest.parse(await parseJsonBody(c, state.maxBodyBytes));
       t.request(body.model, {}, JSON.stringify(body.messages));
       const delta = t.resolveDelta(() => resolveModel(state, body.model, c.get('tenant')));
-      const promptIds = renderPrompt(state, body);
+      checkChoiceCount(1, body.n ?? 1, state.maxChoices, 'n');
+      const promptIds = renderPrompt(state, body, engine.info.maxContext);
       const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? Math.min(engine.info.maxContext - promptIds.length, 1024);
       t.request(body.model, requestAttributes(body, maxTokens));
       checkTokenIds([promptIds], engine.info.vocabSize, 'messages');
@@ -65,7 +66,7 @@ export function chatRoutes(state: ServerState): Hono {
 }
 
 /** The chat template turns messages into the prompt; a model without one uses ChatML (see ChatTemplate). */
-function renderPrompt(state: ServerState, body: ChatCompletionRequest): number[] {
+function renderPrompt(state: ServerState, body: ChatCompletionRequest, maxContext: number): number[] {
   if (!state.tokenizer || !state.chatTemplate) throw new ApiError(400, 'this model has no tokenizer or chat template; use /v1/completions with token ids', 'messages');
   const messages = body.messages.map((m) => ({ role: m.role, content: typeof m.content === 'string' ? m.content : (m.content ?? []).map((p) => p.text).join('') }));
   let text: string;
@@ -74,6 +75,8 @@ function renderPrompt(state: ServerState, body: ChatCompletionRequest): number[]
   } catch (err) {
     throw new ApiError(400, `messages could not be rendered with the chat template: ${(err as Error).message}`, 'messages');
   }
+  const atLeast = state.tokenizer.minimumTokens(text);
+  if (atLeast >= maxContext) throw new ApiError(400, `the rendered messages are ${text.length} characters, at least ${atLeast} tokens; the context holds ${maxContext}`, 'messages', 'context_length_exceeded');
   // The template already writes any BOS it wants; adding special tokens again would double it.
   return state.tokenizer.encode(text, { addSpecialTokens: false });
 }

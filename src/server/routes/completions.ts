@@ -3,7 +3,7 @@ import { Hono, type Context } from 'hono';
 import type { ServerState } from '../context.js';
 import { ApiError } from '../errors.js';
 import { collectChoices, startChoices, TTFT_HEADER, type ChoicePiece } from '../generation.js';
-import { checkTokenIds, planChoices, samplingOptions } from '../plan.js';
+import { checkChoiceCount, checkTokenIds, encodePrompt, planChoices, samplingOptions } from '../plan.js';
 import { CompletionRequest } from '../schemas.js';
 import { parseJsonBody } from '../body.js';
 import { requireEngine, resolveModel } from '../resolve.js';
@@ -22,6 +22,7 @@ export function completionRoutes(state: ServerState): Hono {
       const maxTokens = body.max_tokens ?? 16;
       t.request(body.model, requestAttributes(body, maxTokens), typeof body.prompt === 'string' ? body.prompt : JSON.stringify(body.prompt));
       const delta = t.resolveDelta(() => resolveModel(state, body.model, c.get('tenant')));
+      checkChoiceCount(promptCount(body.prompt), body.n ?? 1, state.maxChoices, 'prompt');
       const prompts = promptIdLists(state, body.prompt);
       if (maxTokens === 0 && !echo) throw new ApiError(400, 'max_tokens must be at least 1 unless echo is true', 'max_tokens');
       const plans = planChoices(engine, prompts, {
@@ -65,10 +66,15 @@ export function usage(promptTokens: number, completionTokens: number) {
   return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
 }
 
+/** How many prompts `prompt` holds: a string or one token-id list is one. */
+function promptCount(prompt: CompletionRequest['prompt']): number {
+  return typeof prompt === 'string' || typeof prompt[0] === 'number' ? 1 : prompt.length;
+}
+
 function promptIdLists(state: ServerState, prompt: CompletionRequest['prompt']): number[][] {
   const encode = (text: string) => {
     if (!state.tokenizer) throw new ApiError(400, 'this model has no tokenizer; send prompt as token ids', 'prompt');
-    return state.tokenizer.encode(text);
+    return encodePrompt(state.tokenizer, text, state.engine!.info.maxContext, 'prompt');
   };
   const lists = typeof prompt === 'string' ? [encode(prompt)] : typeof prompt[0] === 'number' ? [prompt as number[]] : (prompt as (string | number[])[]).map((p) => (typeof p === 'string' ? encode(p) : p));
   checkTokenIds(lists, state.engine!.info.vocabSize, 'prompt');

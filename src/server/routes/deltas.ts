@@ -1,12 +1,13 @@
 import { Hono, type Context } from 'hono';
-import { DELTA_NAME_PATTERN } from '../../config.js';
 import type { DeltaRecord } from '../../deltas/catalog.js';
+import { decodePathSegment, isValidName, nameError, parseDeltaRef } from '../../deltas/ref.js';
 import type { DeltaFiles, DeltaVersion } from '../../deltas/store/types.js';
 import type { ServerState } from '../context.js';
 import type { DeltaService } from '../delta-service.js';
 import { ApiError } from '../errors.js';
 import { fileField, parseForm, textField } from '../form.js';
 import { findVisible } from '../resolve.js';
+import { audit } from '../audit.js';
 
 const FILES = { 'adapter_config.json': 'config', 'adapter_model.safetensors': 'weights' } as const;
 
@@ -24,14 +25,16 @@ export function deltaRoutes(state: ServerState): Hono {
     if (declared > state.maxDeltaBytes + 64 * 1024) throw new ApiError(413, `upload of ${declared} bytes exceeds the limit of ${state.maxDeltaBytes}`, null, 'body_too_large');
     const form = await parseForm(c, 'fields name, adapter_config and adapter_model');
     const name = textField(form, 'name');
-    if (!DELTA_NAME_PATTERN.test(name) || name === state.modelName) throw new ApiError(400, `name '${name}' must be 1-64 letters, digits, '_', '-' or '.' (not starting with '.') and differ from the base model`, 'name', 'invalid_value');
+    checkDeltaName(state, name, 'name');
     const isPublic = textField(form, 'public', 'false') === 'true';
     if (isPublic && !c.get('isAdmin')) throw new ApiError(403, 'only admin keys may upload public deltas', 'public', 'permission_denied');
     const files: DeltaFiles = { config: await fileField(form, 'adapter_config'), weights: await fileField(form, 'adapter_model') };
     const size = files.config.length + files.weights.length;
     if (size > state.maxDeltaBytes) throw new ApiError(413, `delta of ${size} bytes exceeds the limit of ${state.maxDeltaBytes}`, 'adapter_model', 'body_too_large');
-    const version = await service.upload(c.get('tenant'), name, files, { public: isPublic });
-    return c.json(describe(state, state.deltas.get(version.owner, version.name)!, version, c.get('tenant')), 201);
+    state.quotas.checkDeltaUpload(c.get('tenant'), name, size);
+    const { version, warnings } = await service.upload(c.get('tenant'), name, files, { public: isPublic });
+    audit(state, c, 'delta.create', { delta: `${version.owner}/${version.name}@${version.version}`, size: version.size, public: version.public });
+    return c.json({ ...describe(state, state.deltas.get(version.owner, version.name)!, version, c.get('tenant')), warnings }, 201);
   });
 
   app.get('/v1/deltas', (c) => {
@@ -58,6 +61,7 @@ export function deltaRoutes(state: ServerState): Hono {
     if (file || version !== undefined) throw new ApiError(400, 'DELETE takes a delta id (name or owner/name), without a version or file', 'id');
     if (record.owner !== c.get('tenant') && !c.get('isAdmin')) throw new ApiError(403, `only ${record.owner} may delete '${record.owner}/${record.name}'`, 'id', 'permission_denied');
     await service.remove(record);
+    audit(state, c, 'delta.delete', { delta: `${record.owner}/${record.name}`, versions: record.versions.length });
     return c.json({ id: `${record.owner}/${record.name}`, object: 'delta', deleted: true });
   });
 
@@ -69,18 +73,29 @@ function requireService(state: ServerState): DeltaService {
   return state.deltaService;
 }
 
+/** A name a new delta may take (uploads and fine-tuning results): a valid name, not the base model's. */
+export function checkDeltaName(state: ServerState, name: string, param: string): void {
+  if (!isValidName(name)) throw new ApiError(400, nameError('delta name', name), param, 'invalid_value');
+  if (name === state.modelName) throw new ApiError(400, `delta name '${name}' is the base model's name`, param, 'invalid_value');
+}
+
 /** Parses `/v1/deltas/{name|owner/name}[@N][/files/{file}]` and finds the delta as the caller sees it. */
 function lookup(c: Context, state: ServerState): { record: DeltaRecord; version?: number; file?: keyof typeof FILES } {
-  const rest = decodeURIComponent(c.req.path.slice('/v1/deltas/'.length));
+  const rest = decodePathSegment(c.req.path.slice('/v1/deltas/'.length));
+  if (rest === undefined) throw new ApiError(400, 'the delta id in the path is not valid percent-encoding', 'id', 'invalid_value');
   const match = /^(.+?)(?:\/files\/([^/]+))?$/.exec(rest);
-  const [ref, versionText] = (match?.[1] ?? '').split('@') as [string, string | undefined];
+  const id = match?.[1] ?? '';
   const file = match?.[2];
-  if (file !== undefined && !(file in FILES)) throw new ApiError(404, `no file '${file}'; a delta has adapter_config.json and adapter_model.safetensors`, 'file');
-  const record = findVisible(state, ref, c.get('tenant'));
-  if (!record) throw new ApiError(404, `delta '${ref}' does not exist`, 'id', 'model_not_found');
-  const version = versionText === undefined ? undefined : /^[1-9]\d*$/.test(versionText) ? Number(versionText) : NaN;
-  if (Number.isNaN(version)) throw new ApiError(404, `delta '${ref}' has no version '${versionText}'`, 'id', 'model_not_found');
-  return { record, version, file: file as keyof typeof FILES | undefined };
+  if (file !== undefined && !(file in FILES)) throw new ApiError(404, `no file '${file.slice(0, 80)}'; a delta has adapter_config.json and adapter_model.safetensors`, 'file');
+  const parsed = parseDeltaRef(id);
+  if (!parsed.ok) throw new ApiError(404, `delta '${id.slice(0, 160)}' does not exist: it ${parsed.problem}`, 'id', 'model_not_found');
+  // Admins reach any tenant's delta as owner/name (without acting as that tenant).
+  const asAdmin = c.get('isAdmin') && parsed.ref.owner !== undefined ? state.deltas.get(parsed.ref.owner, parsed.ref.name) : undefined;
+  const record = asAdmin ?? findVisible(state, parsed.ref, c.get('tenant'));
+  if (!record) throw new ApiError(404, `delta '${id}' does not exist`, 'id', 'model_not_found');
+  // A public delta may be used by every tenant, but its weights stay its owner's.
+  if (file !== undefined && record.owner !== c.get('tenant') && !c.get('isAdmin')) throw new ApiError(403, `only ${record.owner} and admins may download the files of '${record.owner}/${record.name}'; other tenants may use it as a model`, 'id', 'permission_denied');
+  return { record, version: parsed.ref.version, file: file as keyof typeof FILES | undefined };
 }
 
 function describe(state: ServerState, record: DeltaRecord, version: DeltaVersion | undefined, tenant: string) {
