@@ -1,0 +1,105 @@
+import type { Context, MiddlewareHandler } from 'hono';
+import { ApiError } from '../errors.js';
+import { TenantLimits } from './tenant-limits.js';
+
+export interface RateLimitOptions {
+  /** The per-tenant limits; one instance shared by every route that mounts the middleware. */
+  limits: TenantLimits;
+}
+
+/** Each admitted request's way to charge generated tokens, for {@link recordGeneratedTokens}. */
+const recorders = new WeakMap<Context, (tokens: number) => void>();
+
+/**
+ * Admits each request under its tenant's limits (see {@link TenantLimits}); a refusal is 429
+ * (`rate_limit_error`, code `rate_limit_exceeded`) with `Retry-After` in seconds. Mount it after
+ * `authenticate`, which sets the tenant, on generation routes only.
+ *
+ * An admitted request counts as in flight until its response is finished: for a streamed response
+ * (`text/event-stream`, or `Transfer-Encoding: chunked`, as hono's `streamSSE` and `streamText`
+ * send) when its body ends, fails or is cancelled by the client; for any other response when the
+ * handler returns, since its body is complete by then. A streamed body that is never read nor
+ * cancelled keeps the request in flight; @hono/node-server always does one or the other.
+ *
+ * @example
+ * const limits = new TenantLimits({ requestsPerSecond: 5, requestBurst: 10, tokensPerSecond: 2_000, tokenBurst: 8_000, maxConcurrent: 4 });
+ * app.use('/v1/*', authenticate({ table }));
+ * app.post('/v1/completions', rateLimit({ limits }), completionsHandler);
+ */
+export function rateLimit(options: RateLimitOptions): MiddlewareHandler {
+  if (!options || typeof options !== 'object' || !(options.limits instanceof TenantLimits)) {
+    throw new Error('rateLimit middleware requires options.limits (a TenantLimits)');
+  }
+  const { limits } = options;
+  return async function rateLimit(c, next) {
+    const tenant = c.get('tenant');
+    if (typeof tenant !== 'string') throw new Error('rateLimit middleware found no tenant: mount it after authenticate');
+    const admission = limits.admit(tenant);
+    if (!admission.ok) {
+      throw new ApiError(429, admission.message, null, 'rate_limit_exceeded', { 'Retry-After': String(admission.retryAfterSeconds) });
+    }
+    recorders.set(c, (tokens) => limits.recordTokens(tenant, tokens));
+    try {
+      await next();
+    } catch (err) {
+      admission.release();
+      throw err;
+    }
+    releaseWhenFinished(c, admission.release);
+  };
+}
+
+/**
+ * Charges `tokens` generated for this request to its tenant's token bucket; a no-op where
+ * `rateLimit` did not admit the request (not mounted, or limits off), so routes call it freely.
+ *
+ * @example
+ * for await (const event of generation) if (event.type === 'token') recordGeneratedTokens(c, 1);
+ */
+export function recordGeneratedTokens(c: Context, tokens: number): void {
+  recorders.get(c)?.(tokens);
+}
+
+function releaseWhenFinished(c: Context, release: () => void): void {
+  const body = isStreamed(c.res.headers) ? c.res.body : null;
+  if (!body) return release();
+  c.res = new Response(whenEnded(body, release), c.res);
+}
+
+function isStreamed(headers: Headers): boolean {
+  return /^text\/event-stream\b/i.test(headers.get('content-type') ?? '') || /\bchunked\b/i.test(headers.get('transfer-encoding') ?? '');
+}
+
+/**
+ * `body` passed through unchanged, calling `done` when it ends, fails or is cancelled. It reads
+ * only when its reader asks (high-water mark 0), so the client's backpressure reaches the source.
+ */
+function whenEnded(body: ReadableStream<Uint8Array>, done: () => void): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  let cancelled = false;
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        let chunk: ReadableStreamReadResult<Uint8Array>;
+        try {
+          chunk = await reader.read();
+        } catch (err) {
+          done();
+          if (!cancelled) controller.error(err);
+          return;
+        }
+        if (chunk.done) done();
+        // A cancel while this read waited has closed the stream already.
+        if (cancelled) return;
+        if (chunk.done) controller.close();
+        else controller.enqueue(chunk.value);
+      },
+      cancel(reason) {
+        cancelled = true;
+        done();
+        return reader.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
