@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import type { ModelRuntime } from '../src/engine/model-runtime.js';
 import { argmax } from '../src/engine/sampler.js';
@@ -19,8 +20,26 @@ export function loadReference(): Reference {
   return JSON.parse(fs.readFileSync(path.join(FIXTURE, 'reference.json'), 'utf8'));
 }
 
+const made: string[] = [];
+// Each test file runs in its own process: whatever it left in the temp directory goes when it exits.
+process.on('exit', () => {
+  for (const dir of made) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** A fresh directory under the system temp directory, removed when the test process exits. */
 export function tempDir(prefix = 'deltaserve-test-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  made.push(dir);
+  return dir;
+}
+
+/** The JSON log lines (pino) a server writes, for tests that read them. */
+export class LogLines extends Writable {
+  readonly lines: any[] = []; // eslint-disable-line @typescript-eslint/no-explicit-any
+  override _write(chunk: Buffer, _encoding: string, done: () => void): void {
+    for (const line of chunk.toString().split('\n').filter(Boolean)) this.lines.push(JSON.parse(line));
+    done();
+  }
 }
 
 /** log_softmax in float64. */

@@ -1,6 +1,7 @@
 import { Hono } from 'hono';
 import crypto from 'node:crypto';
 import { authenticate } from './auth.js';
+import { rateLimit } from './limits/rate-limit.js';
 import type { ServerState } from './context.js';
 import { errorBody, handleError } from './errors.js';
 import { openApiDocument } from './openapi.js';
@@ -38,6 +39,7 @@ export function createApp(state: ServerState): Hono {
   // Every /v1 and /admin route needs a key when there is an auth file; health routes never do.
   app.use('/v1/*', authenticate({ table: state.auth }));
   app.use('/admin/*', authenticate({ table: state.auth }));
+  for (const route of ['/v1/completions', '/v1/chat/completions']) app.use(route, rateLimit({ limits: state.limits }));
   app.route('/', healthRoutes(state));
   app.route('/', metricsRoutes(state, { publicMetrics: state.publicMetrics }));
   const openapi = openApiDocument(PACKAGE_VERSION);

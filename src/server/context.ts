@@ -6,6 +6,7 @@ import type { TextTokenizer } from '../model/tokenizer.js';
 import type { AuthTable } from './auth.js';
 import type { TrainingService } from './training-service.js';
 import type { TenantQuotas } from './quotas.js';
+import type { TenantLimits } from './limits/tenant-limits.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Telemetry } from '../telemetry/telemetry.js';
 
@@ -28,9 +29,11 @@ export interface ServerState {
   maxTrainingFileBytes: number;
   /** Largest accepted request body in bytes. */
   maxBodyBytes: number;
+  /** Per-tenant rate limits and concurrency (generation routes). */
+  limits: TenantLimits;
   /** Per-tenant storage and job quotas. */
   quotas: TenantQuotas;
-  /** The most choices (prompts × n) one generation request may ask for: the engine's queue size. */
+  /** The most choices (prompts × n) one generation request may ask for: the queue size, or the tenant concurrency cap if smaller. */
   maxChoices: number;
   /** With an auth file, GET /metrics needs no key (and lists public deltas only). */
   publicMetrics: boolean;

@@ -11,7 +11,7 @@ import type { TextTokenizer } from '../model/tokenizer.js';
  */
 export function checkChoiceCount(prompts: number, n: number, maxChoices: number, param: string): void {
   if (prompts * n > maxChoices) {
-    throw new ApiError(400, `${param} has ${prompts} prompt${prompts === 1 ? '' : 's'} × n=${n} = ${prompts * n} choices; one request may have at most ${maxChoices} (--max-queue)`, param, 'too_many_choices');
+    throw new ApiError(400, `${param} has ${prompts} prompt${prompts === 1 ? '' : 's'} × n=${n} = ${prompts * n} choices; one request may have at most ${maxChoices} (--max-queue, or --tenant-max-concurrent if smaller)`, param, 'too_many_choices');
   }
 }
 

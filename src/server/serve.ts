@@ -16,6 +16,7 @@ import { TextTokenizer } from '../model/tokenizer.js';
 import fs from 'node:fs';
 import { createApp } from './app.js';
 import { TenantQuotas } from './quotas.js';
+import { TenantLimits } from './limits/tenant-limits.js';
 import { loadAuthFile, type AuthTable } from './auth.js';
 import type { ServerState } from './context.js';
 
@@ -63,6 +64,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     modelName,
     deltas,
     quotas,
+    limits: new TenantLimits({ requestsPerSecond: config.tenantRequestsPerSecond, requestBurst: config.tenantRequestBurst, tokensPerSecond: config.tenantTokensPerSecond, tokenBurst: config.tenantTokenBurst, maxConcurrent: config.tenantMaxConcurrent }),
     auth,
     tokenizer: hasTokenizer ? TextTokenizer.fromDirectory(modelDir) : undefined,
     chatTemplate: ChatTemplate.fromDirectory(modelDir),
@@ -71,7 +73,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     maxTrainingFileBytes: config.maxTrainingFileBytes,
     requestTimeoutMs: config.requestTimeoutMs,
     publicMetrics: config.publicMetrics,
-    maxChoices: config.maxQueue,
+    maxChoices: config.tenantMaxConcurrent > 0 ? Math.min(config.maxQueue, config.tenantMaxConcurrent) : config.maxQueue,
     startedAt: Date.now(),
     telemetry: options.telemetry ?? Telemetry.create({ serviceName: 'deltaserve' }),
     logger: options.logger ?? createLogger({ level: config.logLevel }),

@@ -67,3 +67,25 @@ describe('Scheduler: rows join and leave mid-flight without disturbing each othe
     }
   });
 });
+
+describe('Scheduler: --request-timeout-ms', () => {
+  let rt: ModelRuntime;
+  before(async () => {
+    rt = await ModelRuntime.create({ modelDir: path.join(FIXTURE, 'base'), cacheDir: tempDir(), device: 'cpu', maxRows: 2, maxContext: 64, deltaSlots: 1, maxRank: 8, threads: 1 });
+  });
+  after(() => rt.release());
+
+  it("a generation whose deadline passes mid-way ends with finish reason 'timeout', not 'length'", async () => {
+    const events: GenerateEvent[] = [];
+    const scheduler = new Scheduler(rt, { lookup: () => undefined }, (e) => events.push(e), { prefillChunk: 64, maxQueue: 4 });
+    const request = greedyRequest('t', [5, 6, 7], null, 40);
+    request.deadline = Date.now() + 60_000;
+    scheduler.submit(request);
+    for (let i = 0; i < 4; i++) await scheduler.step();
+    request.deadline = Date.now() - 1; // the engine holds the same request object
+    await scheduler.step();
+    const done = events.find((e) => e.type === 'done');
+    assert.deepEqual(done && { reason: done.finishReason, tokens: done.completionTokens }, { reason: 'timeout', tokens: 4 });
+    assert.ok(scheduler.idle);
+  });
+});

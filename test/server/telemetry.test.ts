@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { MetricReader, type HistogramMetricData, type MetricData, type SumMetricData } from '@opentelemetry/sdk-metrics';
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
@@ -8,7 +7,7 @@ import { ConfigSchema } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server/serve.js';
 import { createLogger } from '../../src/telemetry/logger.js';
 import { Telemetry } from '../../src/telemetry/telemetry.js';
-import { FIXTURE, loadReference, tempDir } from '../helpers.js';
+import { FIXTURE, LogLines, loadReference, tempDir } from '../helpers.js';
 
 type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any
 const ref = loadReference();
@@ -20,21 +19,12 @@ class TestReader extends MetricReader {
   protected override async onForceFlush(): Promise<void> {}
 }
 
-/** Log lines (pino JSON) the server writes. */
-class Lines extends Writable {
-  readonly lines: Json[] = [];
-  override _write(chunk: Buffer, _encoding: string, done: () => void): void {
-    for (const line of chunk.toString().split('\n').filter(Boolean)) this.lines.push(JSON.parse(line));
-    done();
-  }
-}
-
 describe('telemetry: traces, metrics, /metrics and logs', () => {
   const dataDir = tempDir();
   const cacheDir = tempDir();
   const spans = new InMemorySpanExporter();
   const reader = new TestReader();
-  const logs = new Lines();
+  const logs = new LogLines();
   let server: RunningServer;
   const config = (extra: Record<string, unknown> = {}) => ConfigSchema.parse({ port: 0, cacheDir, dataDir, model: path.join(FIXTURE, 'base'), modelName: 'tiny-llama', maxContext: 64, threads: 1, maxRank: 8, ...extra });
 

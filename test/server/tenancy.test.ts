@@ -12,6 +12,7 @@ import { DeltaCatalog } from '../../src/deltas/catalog.js';
 import { createLogger } from '../../src/telemetry/logger.js';
 import { Telemetry } from '../../src/telemetry/telemetry.js';
 import { createApp } from '../../src/server/app.js';
+import { TenantLimits } from '../../src/server/limits/tenant-limits.js';
 import { hashKey } from '../../src/server/auth.js';
 import type { ServerState } from '../../src/server/context.js';
 import { startServer, type RunningServer } from '../../src/server/serve.js';
@@ -234,7 +235,7 @@ describe('open mode (no auth file)', () => {
   deltas.add({ owner: 'default', name: 'mine', public: false, rank: 8, modules: 7, createdAt: 1, version: 1, versions: [1], bytes: 100 });
   deltas.add({ owner: 'acme', name: 'private', public: false, rank: 8, modules: 7, createdAt: 2, version: 1, versions: [1], bytes: 100 });
   deltas.add({ owner: 'acme', name: 'shared', public: true, rank: 8, modules: 7, createdAt: 3, version: 1, versions: [1], bytes: 100 });
-  const state = { modelName: BASE, deltas, auth: null, maxBodyBytes: 4096, requestTimeoutMs: 0, startedAt: Date.now(), telemetry: Telemetry.create(), logger: createLogger({ level: 'silent' }), logPrompts: false, publicMetrics: false, maxChoices: 256, inFlight: 0, draining: false } as unknown as ServerState;
+  const state = { modelName: BASE, deltas, auth: null, maxBodyBytes: 4096, requestTimeoutMs: 0, startedAt: Date.now(), telemetry: Telemetry.create(), logger: createLogger({ level: 'silent' }), logPrompts: false, publicMetrics: false, maxChoices: 256, limits: new TenantLimits({ requestsPerSecond: 0, requestBurst: 0, tokensPerSecond: 0, tokenBurst: 0, maxConcurrent: 0 }), inFlight: 0, draining: false } as unknown as ServerState;
   const app = createApp(state);
 
   it('needs no key: every request is the default tenant, which owns unprefixed deltas', async () => {

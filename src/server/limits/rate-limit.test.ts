@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { ApiError, handleError } from '../errors.js';
-import { rateLimit, recordGeneratedTokens } from './rate-limit.js';
+import { admitGeneration, rateLimit, recordGeneratedTokens } from './rate-limit.js';
 import { TenantLimits, type TenantLimitOptions } from './tenant-limits.js';
 
 const UNLIMITED = { requestsPerSecond: 0, requestBurst: 0, tokensPerSecond: 0, tokenBurst: 0, maxConcurrent: 0 };
@@ -31,14 +31,17 @@ function appWith(options: Partial<TenantLimitOptions>) {
   });
   app.use('*', rateLimit({ limits }));
   app.post('/json', (c) => {
+    admitGeneration(c, Number(c.req.query('choices') ?? 1));
     recordGeneratedTokens(c, Number(c.req.query('tokens') ?? 0));
     return c.json({ ok: true });
   });
-  app.post('/bad', () => {
+  app.post('/bad', (c) => {
+    admitGeneration(c, 1);
     throw new ApiError(400, 'bad request', 'prompt', 'invalid_value');
   });
-  app.post('/stream', (c) =>
-    streamSSE(c, async (stream) => {
+  app.post('/stream', (c) => {
+    admitGeneration(c, 1);
+    return streamSSE(c, async (stream) => {
       stream.onAbort(() => {
         streams.aborted = true;
       });
@@ -47,9 +50,10 @@ function appWith(options: Partial<TenantLimitOptions>) {
       if (c.req.query('fail')) throw new Error('generation failed');
       await stream.writeSSE({ data: 'last' });
       streams.finished = true;
-    }),
-  );
-  app.post('/broken', () => {
+    });
+  });
+  app.post('/broken', (c) => {
+    admitGeneration(c, 1);
     const body = new ReadableStream<Uint8Array>({ pull: (controller) => controller.error(new Error('source failed')) });
     return new Response(body, { headers: { 'content-type': 'text/event-stream' } });
   });
@@ -119,7 +123,7 @@ describe('rateLimit middleware', () => {
     const reader = res.body!.getReader();
     assert.match(new TextDecoder().decode((await reader.read()).value), /data: first/);
     assert.equal(limits.inFlight('acme'), 1, 'the handler has returned but the stream has not ended');
-    await assert429(await post('/stream'), '1', /has 1 generation requests in flight/);
+    await assert429(await post('/stream'), '1', /has 1 generation choices in flight/);
     assert.equal((await post('/json', 'globex')).status, 200);
     streams.gate.open();
     let rest = '';

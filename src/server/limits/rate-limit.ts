@@ -7,13 +7,18 @@ export interface RateLimitOptions {
   limits: TenantLimits;
 }
 
-/** Each admitted request's way to charge generated tokens, for {@link recordGeneratedTokens}. */
-const recorders = new WeakMap<Context, (tokens: number) => void>();
+/** Per request: how it is admitted (by the route, once it knows its choices) and charged. */
+interface Gate {
+  admit: (choices: number) => void;
+  record?: (tokens: number) => void;
+}
+const gates = new WeakMap<Context, Gate>();
 
 /**
- * Admits each request under its tenant's limits (see {@link TenantLimits}); a refusal is 429
- * (`rate_limit_error`, code `rate_limit_exceeded`) with `Retry-After` in seconds. Mount it after
- * `authenticate`, which sets the tenant, on generation routes only.
+ * Puts a request under its tenant's limits (see {@link TenantLimits}). The route admits it with
+ * {@link admitGeneration} once it has parsed how many choices it asks for (prompts × n), before
+ * any work; a refusal is 429 (`rate_limit_error`, code `rate_limit_exceeded`) with `Retry-After`
+ * in seconds. Mount it after `authenticate`, which sets the tenant, on generation routes.
  *
  * An admitted request counts as in flight until its response is finished: for a streamed response
  * (`text/event-stream`, or `Transfer-Encoding: chunked`, as hono's `streamSSE` and `streamText`
@@ -34,19 +39,35 @@ export function rateLimit(options: RateLimitOptions): MiddlewareHandler {
   return async function rateLimit(c, next) {
     const tenant = c.get('tenant');
     if (typeof tenant !== 'string') throw new Error('rateLimit middleware found no tenant: mount it after authenticate');
-    const admission = limits.admit(tenant);
-    if (!admission.ok) {
-      throw new ApiError(429, admission.message, null, 'rate_limit_exceeded', { 'Retry-After': String(admission.retryAfterSeconds) });
-    }
-    recorders.set(c, (tokens) => limits.recordTokens(tenant, tokens));
+    let release = () => {};
+    const gate: Gate = {
+      admit(choices) {
+        if (gate.record) throw new Error('admitGeneration called twice for one request');
+        const admission = limits.admit(tenant, choices);
+        if (!admission.ok) throw new ApiError(429, admission.message, null, 'rate_limit_exceeded', { 'Retry-After': String(admission.retryAfterSeconds) });
+        release = admission.release;
+        gate.record = (tokens) => limits.recordTokens(tenant, tokens);
+      },
+    };
+    gates.set(c, gate);
     try {
       await next();
     } catch (err) {
-      admission.release();
+      release();
       throw err;
     }
-    releaseWhenFinished(c, admission.release);
+    releaseWhenFinished(c, () => release());
   };
+}
+
+/**
+ * Admits a generation of `choices` sequences under the tenant's limits, or throws the 429. A no-op
+ * where `rateLimit` is not mounted.
+ *
+ * @example admitGeneration(c, prompts.length * n);
+ */
+export function admitGeneration(c: Context, choices: number): void {
+  gates.get(c)?.admit(choices);
 }
 
 /**
@@ -57,7 +78,7 @@ export function rateLimit(options: RateLimitOptions): MiddlewareHandler {
  * for await (const event of generation) if (event.type === 'token') recordGeneratedTokens(c, 1);
  */
 export function recordGeneratedTokens(c: Context, tokens: number): void {
-  recorders.get(c)?.(tokens);
+  gates.get(c)?.record?.(tokens);
 }
 
 function releaseWhenFinished(c: Context, release: () => void): void {

@@ -66,12 +66,23 @@ describe('TenantLimits', () => {
       ok: false,
       limit: 'concurrent_requests',
       retryAfterSeconds: 1,
-      message: "tenant 'acme' has 2 generation requests in flight, the most it may have at once; retry in 1 s",
+      message: "tenant 'acme' has 2 generation choices in flight; 1 more would pass its limit of 2; retry in 1 s",
     });
     admitted(limits.admit('globex'));
     first();
     assert.equal(limits.inFlight('acme'), 1);
     admitted(limits.admit('acme'));
+  });
+
+  it('concurrency counts choices: a request of n choices takes n of the cap and gives them back', () => {
+    const { limits } = limitsAt({ maxConcurrent: 5 });
+    const four = admitted(limits.admit('acme', 4));
+    assert.equal(limits.inFlight('acme'), 4);
+    assert.equal(refused(limits.admit('acme', 2)).limit, 'concurrent_requests');
+    admitted(limits.admit('acme', 1));
+    four();
+    assert.equal(limits.inFlight('acme'), 1);
+    assert.throws(() => limits.admit('acme', 0), /choices must be a positive integer/);
   });
 
   it('release is idempotent', () => {

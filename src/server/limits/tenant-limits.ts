@@ -8,7 +8,7 @@ export interface TenantLimitOptions {
   /** Generated tokens per second per tenant, with a burst (0 = unlimited). */
   tokensPerSecond: number;
   tokenBurst: number;
-  /** Generation requests one tenant may have in flight at once (0 = unlimited). */
+  /** Generation choices (a request's prompts × n) one tenant may have in flight at once (0 = unlimited). */
   maxConcurrent: number;
   /** Tenants whose state is kept (least recently seen dropped first), so memory stays bounded. */
   maxTenants?: number;
@@ -70,23 +70,24 @@ export class TenantLimits {
    * request token and counts as in flight until `release` (idempotent) is called. Otherwise
    * names the limit and when to retry; when several limits refuse, the one with the longest wait.
    */
-  admit(tenant: string): Admission {
+  admit(tenant: string, choices = 1): Admission {
+    if (!Number.isSafeInteger(choices) || choices < 1) throw new RangeError(`tenant limits: choices must be a positive integer (got ${choices})`);
     const now = this.now();
     const known = this.buckets.peek(tenant);
     const buckets = known ?? this.fresh();
-    const refusal = this.refusal(tenant, buckets, now);
+    const refusal = this.refusal(tenant, buckets, now, choices);
     if (refusal) return refusal;
     if (known) this.buckets.get(tenant); // now the most recently seen
     else if (!(buckets.requests.unlimited && buckets.tokens.unlimited)) this.buckets.set(tenant, buckets);
     buckets.requests.take(1, now);
-    this.active.set(tenant, this.inFlight(tenant) + 1);
+    this.active.set(tenant, this.inFlight(tenant) + choices);
     let released = false;
     return {
       ok: true,
       release: () => {
         if (released) return;
         released = true;
-        const left = this.inFlight(tenant) - 1;
+        const left = this.inFlight(tenant) - choices;
         if (left > 0) this.active.set(tenant, left);
         else this.active.delete(tenant);
       },
@@ -102,7 +103,7 @@ export class TenantLimits {
     buckets.tokens.debit(tokens, this.now());
   }
 
-  /** The tenant's requests in flight (admitted, not yet released). */
+  /** The tenant's choices in flight (admitted, not yet released). */
   inFlight(tenant: string): number {
     return this.active.get(tenant) ?? 0;
   }
@@ -115,11 +116,11 @@ export class TenantLimits {
     };
   }
 
-  private refusal(tenant: string, buckets: Buckets, now: number): Extract<Admission, { ok: false }> | null {
+  private refusal(tenant: string, buckets: Buckets, now: number, choices: number): Extract<Admission, { ok: false }> | null {
     const o = this.options;
     const inFlight = this.inFlight(tenant);
     const waits: [LimitName, number][] = [
-      ['concurrent_requests', o.maxConcurrent > 0 && inFlight >= o.maxConcurrent ? CONCURRENCY_RETRY_MS : 0],
+      ['concurrent_requests', o.maxConcurrent > 0 && inFlight + choices > o.maxConcurrent ? CONCURRENCY_RETRY_MS : 0],
       ['tokens_per_second', buckets.tokens.waitMs(1, now)],
       ['requests_per_second', buckets.requests.waitMs(1, now)],
     ];
@@ -128,7 +129,7 @@ export class TenantLimits {
     if (ms === 0) return null;
     const retryAfterSeconds = Math.max(1, Math.ceil(ms / 1000));
     const what = {
-      concurrent_requests: `has ${inFlight} generation requests in flight, the most it may have at once`,
+      concurrent_requests: `has ${inFlight} generation choices in flight; ${choices} more would pass its limit of ${o.maxConcurrent}`,
       tokens_per_second: `is over its limit of ${o.tokensPerSecond} generated tokens per second (burst ${o.tokenBurst})`,
       requests_per_second: `is over its limit of ${o.requestsPerSecond} requests per second (burst ${o.requestBurst})`,
     }[limit];

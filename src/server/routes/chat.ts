@@ -7,7 +7,8 @@ import { collectChoices, startChoices, TTFT_HEADER, type ChoicePiece, type Logpr
 import { checkChoiceCount, checkTokenIds, encodePrompt, planChoices, samplingOptions } from '../plan.js';
 import { requireEngine, resolveModel } from '../resolve.js';
 import { ChatCompletionRequest } from '../schemas.js';
-import { usage } from './completions.js';
+import { observeChoice, usage } from './completions.js';
+import { admitGeneration } from '../limits/rate-limit.js';
 import { requestAttributes, RequestTrace, tracedStream } from '../tracing.js';
 
 /** POST /v1/chat/completions: messages rendered with the model's chat template, then generated like a completion. */
@@ -22,6 +23,7 @@ export function chatRoutes(state: ServerState): Hono {
       t.request(body.model, {}, JSON.stringify(body.messages));
       const delta = t.resolveDelta(() => resolveModel(state, body.model, c.get('tenant')));
       checkChoiceCount(1, body.n ?? 1, state.maxChoices, 'n');
+      admitGeneration(c, body.n ?? 1);
       const promptIds = renderPrompt(state, body, engine.info.maxContext);
       const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? Math.min(engine.info.maxContext - promptIds.length, 1024);
       t.request(body.model, requestAttributes(body, maxTokens));
@@ -37,7 +39,7 @@ export function chatRoutes(state: ServerState): Hono {
         logprobs: body.logprobs ? (body.top_logprobs ?? 0) : null,
         deadline: state.requestTimeoutMs ? Date.now() + state.requestTimeoutMs : undefined,
       });
-      for (const plan of plans) plan.observe = t.choice(plan.index, plan.request.promptIds.length);
+      for (const plan of plans) plan.observe = observeChoice(c, t, plan);
       const meta = { id: `chatcmpl-${crypto.randomUUID()}`, created: Math.floor(Date.now() / 1000), model: body.model };
       const choices = await startChoices(engine, state.tokenizer, plans, c.req.raw.signal);
       if (body.stream) return streamChat(c, choices, meta, { includeUsage: body.stream_options?.include_usage ?? false, promptTokens: promptIds.length }, t);

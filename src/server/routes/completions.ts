@@ -2,12 +2,14 @@ import crypto from 'node:crypto';
 import { Hono, type Context } from 'hono';
 import type { ServerState } from '../context.js';
 import { ApiError } from '../errors.js';
-import { collectChoices, startChoices, TTFT_HEADER, type ChoicePiece } from '../generation.js';
+import { collectChoices, startChoices, TTFT_HEADER, type ChoicePiece, type ChoicePlan } from '../generation.js';
+import type { GenerateEvent } from '../../engine/types.js';
 import { checkChoiceCount, checkTokenIds, encodePrompt, planChoices, samplingOptions } from '../plan.js';
 import { CompletionRequest } from '../schemas.js';
 import { parseJsonBody } from '../body.js';
 import { requireEngine, resolveModel } from '../resolve.js';
 import { requestAttributes, RequestTrace, tracedStream } from '../tracing.js';
+import { admitGeneration, recordGeneratedTokens } from '../limits/rate-limit.js';
 
 /** POST /v1/completions (OpenAI legacy completions). */
 export function completionRoutes(state: ServerState): Hono {
@@ -23,6 +25,7 @@ export function completionRoutes(state: ServerState): Hono {
       t.request(body.model, requestAttributes(body, maxTokens), typeof body.prompt === 'string' ? body.prompt : JSON.stringify(body.prompt));
       const delta = t.resolveDelta(() => resolveModel(state, body.model, c.get('tenant')));
       checkChoiceCount(promptCount(body.prompt), body.n ?? 1, state.maxChoices, 'prompt');
+      admitGeneration(c, promptCount(body.prompt) * (body.n ?? 1));
       const prompts = promptIdLists(state, body.prompt);
       if (maxTokens === 0 && !echo) throw new ApiError(400, 'max_tokens must be at least 1 unless echo is true', 'max_tokens');
       const plans = planChoices(engine, prompts, {
@@ -34,7 +37,7 @@ export function completionRoutes(state: ServerState): Hono {
         logprobs: body.logprobs ?? null,
         deadline: state.requestTimeoutMs ? Date.now() + state.requestTimeoutMs : undefined,
       });
-      for (const plan of plans) plan.observe = t.choice(plan.index, plan.request.promptIds.length);
+      for (const plan of plans) plan.observe = observeChoice(c, t, plan);
       const meta = { id: `cmpl-${crypto.randomUUID()}`, created: Math.floor(Date.now() / 1000), model: body.model };
       const choices = await startChoices(engine, state.tokenizer, plans, c.req.raw.signal);
       if (body.stream) return streamCompletion(c, choices, meta, body.stream_options?.include_usage ?? false, t);
@@ -60,6 +63,15 @@ export function completionRoutes(state: ServerState): Hono {
     }
   });
   return app;
+}
+
+/** A choice's events feed its trace spans and charge its tokens to the tenant's token rate. */
+export function observeChoice(c: Context, t: RequestTrace, plan: ChoicePlan): (event: GenerateEvent) => void {
+  const traced = t.choice(plan.index, plan.request.promptIds.length);
+  return (event) => {
+    traced(event);
+    if (event.type === 'token') recordGeneratedTokens(c, 1);
+  };
 }
 
 export function usage(promptTokens: number, completionTokens: number) {
