@@ -23,6 +23,8 @@ export interface ServerState {
   deltaService?: DeltaService;
   /** Training files and fine-tuning jobs; undefined until the engine is loaded. */
   training?: TrainingService;
+  /** Where uploads are spooled while they arrive (under the data directory, not a tmpfs). */
+  spoolDir: string;
   /** Largest delta upload in bytes. */
   maxDeltaBytes: number;
   /** Largest training file upload in bytes. */

@@ -3,6 +3,8 @@ import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { ZodError } from 'zod';
 import { EngineError, type EngineErrorCode } from '../engine/types.js';
+import { MultipartFieldMissing } from './form.js';
+import { MultipartError } from './multipart.js';
 
 /** OpenAI's error body. */
 export interface ErrorBody {
@@ -28,6 +30,7 @@ const TYPE_BY_STATUS: Record<number, string> = {
   403: 'permission_error',
   404: 'not_found_error',
   413: 'invalid_request_error',
+  415: 'invalid_request_error',
   422: 'invalid_request_error',
   429: 'rate_limit_error',
   503: 'service_unavailable',
@@ -43,6 +46,8 @@ const ENGINE_STATUS: Record<EngineErrorCode, ContentfulStatusCode> = {
   pin_limit: 409,
   slots_busy: 409, training_busy: 409, training_not_found: 404, training_cancelled: 409,
 };
+
+const MULTIPART_CODES = { 400: 'invalid_request', 413: 'body_too_large', 415: 'unsupported_media_type' } as const;
 
 export function errorBody(status: number, message: string, param: string | null = null, code: string | null = null): ErrorBody {
   return { error: { message, type: TYPE_BY_STATUS[status] ?? (status >= 500 ? 'server_error' : 'invalid_request_error'), param, code } };
@@ -62,6 +67,8 @@ export function handleError(err: Error, c: Context): Response {
     return c.json(errorBody(err.status, err.message, err.param, err.code), err.status);
   }
   if (err instanceof ZodError) return handleError(fromZod(err), c);
+  if (err instanceof MultipartError) return handleError(new ApiError(err.status, err.message, err.param, MULTIPART_CODES[err.status]), c);
+  if (err instanceof MultipartFieldMissing) return handleError(new ApiError(400, err.message, err.field, err.code), c);
   if (err instanceof EngineError) {
     const status = ENGINE_STATUS[err.code];
     if (status === 429) c.header('Retry-After', '1');

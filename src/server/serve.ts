@@ -70,6 +70,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     chatTemplate: ChatTemplate.fromDirectory(modelDir),
     maxBodyBytes: config.maxBodyBytes,
     maxDeltaBytes: config.maxDeltaBytes,
+    spoolDir: path.join(config.dataDir, 'uploads'),
     maxTrainingFileBytes: config.maxTrainingFileBytes,
     requestTimeoutMs: config.requestTimeoutMs,
     publicMetrics: config.publicMetrics,

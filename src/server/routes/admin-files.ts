@@ -2,7 +2,7 @@ import { Hono, type Context } from 'hono';
 import { DatasetError } from '../../training/dataset.js';
 import type { ServerState } from '../context.js';
 import { ApiError } from '../errors.js';
-import { fileField, parseForm, textField } from '../form.js';
+import { fileBytes, readUpload, textField } from '../form.js';
 import { requireAdmin, requireTraining } from './admin-common.js';
 import { audit } from '../audit.js';
 
@@ -18,13 +18,18 @@ export function adminFileRoutes(state: ServerState): Hono {
     requireAdmin(c);
     const training = requireTraining(state);
     const declared = Number(c.req.header('content-length') ?? NaN);
-    if (declared > state.maxTrainingFileBytes + 64 * 1024) throw new ApiError(413, `upload of ${declared} bytes exceeds the limit of ${state.maxTrainingFileBytes}`, 'file', 'body_too_large');
-    const form = await parseForm(c, "fields file and purpose ('fine-tune')");
-    const purpose = textField(form, 'purpose');
-    if (purpose !== 'fine-tune') throw new ApiError(400, `purpose must be 'fine-tune', got '${purpose}'`, 'purpose', 'invalid_value');
-    const value = form['file'];
-    const bytes = await fileField(form, 'file');
-    if (bytes.length > state.maxTrainingFileBytes) throw new ApiError(413, `file of ${bytes.length} bytes exceeds the limit of ${state.maxTrainingFileBytes}`, 'file', 'body_too_large');
+    if (declared > state.maxTrainingFileBytes + 256 * 1024) throw new ApiError(413, `upload of ${declared} bytes exceeds the limit of ${state.maxTrainingFileBytes}`, 'file', 'body_too_large');
+    const form = await readUpload(c, { fields: ['purpose'], files: { file: state.maxTrainingFileBytes }, spoolDir: state.spoolDir });
+    let bytes: Uint8Array;
+    let filename: string;
+    try {
+      const purpose = textField(form, 'purpose');
+      if (purpose !== 'fine-tune') throw new ApiError(400, `purpose must be 'fine-tune', got '${purpose.slice(0, 40)}'`, 'purpose', 'invalid_value');
+      bytes = await fileBytes(form, 'file');
+      filename = (form.files['file']?.filename ?? '').slice(0, 255) || 'training.jsonl';
+    } finally {
+      await form.cleanup();
+    }
     state.quotas.checkTrainingFile(c.get('tenant'), bytes.length);
     let rows: number;
     try {
@@ -34,7 +39,6 @@ export function adminFileRoutes(state: ServerState): Hono {
       if (err instanceof TypeError) throw new ApiError(400, 'invalid training file: not UTF-8 text', 'file', 'invalid_training_file');
       throw err;
     }
-    const filename = value instanceof File && value.name ? value.name : 'training.jsonl';
     const stored = await training.files.put({ filename, tenant: c.get('tenant'), rows }, bytes);
     audit(state, c, 'file.create', { file: stored.id, bytes: stored.bytes, rows });
     return c.json(stored, 201);

@@ -5,7 +5,7 @@ import type { DeltaFiles, DeltaVersion } from '../../deltas/store/types.js';
 import type { ServerState } from '../context.js';
 import type { DeltaService } from '../delta-service.js';
 import { ApiError } from '../errors.js';
-import { fileField, parseForm, textField } from '../form.js';
+import { fileBytes, readUpload, textField } from '../form.js';
 import { findVisible } from '../resolve.js';
 import { audit } from '../audit.js';
 
@@ -22,13 +22,20 @@ export function deltaRoutes(state: ServerState): Hono {
   app.post('/v1/deltas', async (c) => {
     const service = requireService(state);
     const declared = Number(c.req.header('content-length') ?? NaN);
-    if (declared > state.maxDeltaBytes + 64 * 1024) throw new ApiError(413, `upload of ${declared} bytes exceeds the limit of ${state.maxDeltaBytes}`, null, 'body_too_large');
-    const form = await parseForm(c, 'fields name, adapter_config and adapter_model');
-    const name = textField(form, 'name');
-    checkDeltaName(state, name, 'name');
-    const isPublic = textField(form, 'public', 'false') === 'true';
-    if (isPublic && !c.get('isAdmin')) throw new ApiError(403, 'only admin keys may upload public deltas', 'public', 'permission_denied');
-    const files: DeltaFiles = { config: await fileField(form, 'adapter_config'), weights: await fileField(form, 'adapter_model') };
+    if (declared > state.maxDeltaBytes + 256 * 1024) throw new ApiError(413, `upload of ${declared} bytes exceeds the limit of ${state.maxDeltaBytes}`, null, 'body_too_large');
+    const form = await readUpload(c, { fields: ['name', 'public'], files: { adapter_config: Math.min(state.maxDeltaBytes, 1024 * 1024), adapter_model: state.maxDeltaBytes }, spoolDir: state.spoolDir });
+    let files: DeltaFiles;
+    let name: string;
+    let isPublic: boolean;
+    try {
+      name = textField(form, 'name');
+      checkDeltaName(state, name, 'name');
+      isPublic = booleanField(textField(form, 'public', 'false'), 'public');
+      if (isPublic && !c.get('isAdmin')) throw new ApiError(403, 'only admin keys may upload public deltas', 'public', 'permission_denied');
+      files = { config: await fileBytes(form, 'adapter_config'), weights: await fileBytes(form, 'adapter_model') };
+    } finally {
+      await form.cleanup();
+    }
     const size = files.config.length + files.weights.length;
     if (size > state.maxDeltaBytes) throw new ApiError(413, `delta of ${size} bytes exceeds the limit of ${state.maxDeltaBytes}`, 'adapter_model', 'body_too_large');
     state.quotas.checkDeltaUpload(c.get('tenant'), name, size);
@@ -71,6 +78,12 @@ export function deltaRoutes(state: ServerState): Hono {
 function requireService(state: ServerState): DeltaService {
   if (!state.deltaService) throw new ApiError(503, 'the model is still loading; retry shortly', null, 'model_loading', { 'Retry-After': '1' });
   return state.deltaService;
+}
+
+/** A form's boolean: 'true' or 'false', anything else a 400 naming the field. */
+function booleanField(value: string, field: string): boolean {
+  if (value === 'true' || value === 'false') return value === 'true';
+  throw new ApiError(400, `${field} must be 'true' or 'false', got '${value.slice(0, 40)}'`, field, 'invalid_value');
 }
 
 /** A name a new delta may take (uploads and fine-tuning results): a valid name, not the base model's. */
