@@ -7,8 +7,8 @@ import { DEFAULT_TENANT, parseDeltaRef } from './deltas/ref.js';
 /** `[TENANT/]NAME` (no version): a startup delta's owner and name, or the reason it is not one. */
 function startupRef(text: string): { owner?: string; name: string } | string {
   const parsed = parseDeltaRef(text);
-  if (!parsed.ok) return `'${text}' ${parsed.problem}`;
-  if (parsed.ref.version !== undefined) return `'${text}': a startup delta takes no @version`;
+  if (!parsed.ok) return `expected [TENANT/]NAME, got '${text}' (it ${parsed.problem})`;
+  if (parsed.ref.version !== undefined) return `expected [TENANT/]NAME, got '${text}' (a startup delta takes no @version)`;
   return parsed.ref;
 }
 
@@ -74,9 +74,9 @@ export const ConfigSchema = z.object({
   trainMicroBatch: positiveInt.default(1).describe('training rows per micro-batch (a step of batch_size rows runs as several, between inference steps)'),
   trainMaxLength: positiveInt.default(512).describe('training rows are truncated to this many tokens'),
   trainCheckpointEvery: positiveInt.default(25).describe('training jobs save a resumable checkpoint every this many steps'),
-  tenantRequestsPerSecond: limit.default(20).describe('generation requests per second per tenant (token bucket; 0: unlimited); over it 429 with Retry-After'),
+  tenantRequestsPerSecond: z.coerce.number().min(0).default(20).describe('generation requests per second per tenant (token bucket; 0: unlimited); over it 429 with Retry-After'),
   tenantRequestBurst: positiveInt.default(40).describe('requests a tenant may make at once before --tenant-requests-per-second applies'),
-  tenantTokensPerSecond: limit.default(0).describe('generated tokens per second per tenant (token bucket; 0: unlimited)'),
+  tenantTokensPerSecond: z.coerce.number().min(0).default(0).describe('generated tokens per second per tenant (token bucket; 0: unlimited)'),
   tenantTokenBurst: positiveInt.default(4096).describe('tokens a tenant may generate at once before --tenant-tokens-per-second applies'),
   tenantMaxConcurrent: limit.default(64).describe('generation choices (prompts × n) one tenant may have queued or running at once (0: unlimited)'),
   tenantMaxDeltas: limit.default(100).describe('deltas one tenant may store (0: unlimited)'),

@@ -207,7 +207,7 @@ describe('parsePeftLora: invalid adapters name the tensor or field', () => {
     const tensors = adapterTensors(['k_proj'], 4, [1]);
     const mod = 'model.layers.1.self_attn.k_proj';
     tensors[keyB(mod)] = { dtype: 'F32', shape: [64, 4], data: values(256, 3) }; // k_proj's out is 32
-    const problems = problemsOf(adapterConfig(), encode(tensors));
+    const problems = problemsOf(adapterConfig({ target_modules: ['k_proj'] }), encode(tensors));
     assertProblems(problems, [[lit(keyB(mod)), /shape \[64,4\], expected \[32, 4\]/]]);
   });
 
@@ -331,7 +331,9 @@ describe('parsePeftLora: config fields are type- and range-checked', () => {
     ['a target_modules regex with a backreference', { target_modules: '(q)_proj\\1' }, /target_modules: .*backreference/],
     ['a rank_pattern value that is not an integer', { rank_pattern: { q_proj: 'eight' } }, /rank_pattern\.q_proj must be an integer, got "eight"/],
     ['an alpha_pattern that is a list', { alpha_pattern: [1, 2] }, /alpha_pattern must be an object of patterns to numbers, got a list/],
-    ['a rank_pattern key with a lookahead', { rank_pattern: { '(?=q)q_proj': 4 } }, /rank_pattern key '\(\?=q\)q_proj'.*lookaround/],
+    ['a rank_pattern key with a lookahead', { rank_pattern: { '(?=q)q_proj': 4 } }, /rank_pattern key '\(\?=q\)q_proj'.*lookahead \(\?=\.\.\.\) is not supported/],
+    ['lora_alpha 1e38', { lora_alpha: 1e38 }, /lora_alpha must be at most 1000000, got 1e\+38/],
+    ['an alpha_pattern value of -1e9', { alpha_pattern: { q_proj: -1e9 } }, /alpha_pattern\.q_proj must be at least -1000000/],
     ['layers_pattern without layers_to_transform', { layers_pattern: 'layers' }, /layers_pattern needs layers_to_transform/],
     ['modules_to_save', { modules_to_save: ['lm_head'] }, /modules_to_save is not supported/],
     ['a weight-changing initialisation', { init_lora_weights: 'pissa' }, /init_lora_weights "pissa" \(a string\) is not supported/],
@@ -344,10 +346,12 @@ describe('parsePeftLora: config fields are type- and range-checked', () => {
     });
   }
 
-  it('lora_alpha 1e38 is finite in the file but overflows float32 once folded into lora_B', () => {
-    const problems = problemsOf(adapterConfig({ lora_alpha: 1e38 }), tensors());
-    assert.ok(problems.every((p) => /lora_B\.weight: scaled by lora_alpha\/r = 2\.5e\+37, its values overflow float32/.test(p)), JSON.stringify(problems));
-    assert.equal(problems.length, 4);
+  it('weights that overflow float32 once scale is folded into lora_B are refused', () => {
+    const big = adapterTensors(['q_proj', 'v_proj'], 4);
+    const mod = 'model.layers.1.self_attn.v_proj';
+    big[keyB(mod)] = { dtype: 'F32', shape: [32, 4], data: new Float32Array(128).fill(3e38) };
+    const problems = problemsOf(adapterConfig({ lora_alpha: 16 }), encode(big));
+    assertProblems(problems, [[lit(keyB(mod)), /scaled by lora_alpha\/r = 4, its values overflow float32/]]);
   });
 
   it('a pathological rank_pattern key is matched in linear time (it matches nothing here)', () => {
@@ -368,7 +372,7 @@ describe('parsePeftLora: modules are targeted as PEFT targets them', () => {
     assert.equal(warnings.length, 10);
     assert.ok(warnings.every((w) => /its tensors are ignored: target_modules does not select it/.test(w)));
     // q_proj alone is not a full match of any module path.
-    assert.throws(() => targeted({ target_modules: 'q_proj' }), /holds no LoRA tensors for the modules/);
+    assert.throws(() => targeted({ target_modules: 'q_proj' }), /target_modules selects no module of the backbone/);
   });
 
   it('a list matches exact paths and .name suffixes; exclude_modules removes matches', () => {
@@ -385,7 +389,7 @@ describe('parsePeftLora: modules are targeted as PEFT targets them', () => {
   it('layers_to_transform keeps the listed layers only, with or without layers_pattern', () => {
     assert.deepEqual(targeted({ target_modules: ['o_proj'], layers_to_transform: [1] }).modules, ['model.layers.1.self_attn.o_proj']);
     assert.deepEqual(targeted({ target_modules: ['o_proj'], layers_to_transform: 0, layers_pattern: 'layers' }).modules, ['model.layers.0.self_attn.o_proj']);
-    assert.throws(() => targeted({ target_modules: ['o_proj'], layers_to_transform: [0], layers_pattern: ['blocks'] }), /holds no LoRA tensors/);
+    assert.throws(() => targeted({ target_modules: ['o_proj'], layers_to_transform: [0], layers_pattern: ['blocks'] }), /target_modules selects no module/);
   });
 
   it('a targeted module without tensors is left unchanged, with a warning', () => {

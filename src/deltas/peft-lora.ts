@@ -81,8 +81,9 @@ export function parsePeftLora(name: string, configText: string, weightBytes: Uin
   const warnings: string[] = [];
   const present = loraTensorModules(parsed.header.tensors.keys(), (key, why) => warnings.push(`${key}: ignored (${why})`));
   const modules: LoraDelta['modules'] = new Map();
-  for (const module of arch.modules) {
-    if (!isTargeted(config.targets, module.path)) continue;
+  const targeted = arch.modules.filter((m) => isTargeted(config.targets, m.path));
+  if (targeted.length === 0) throw new DeltaValidationError(name, [`adapter_config.json: target_modules selects no module of the backbone (PEFT refuses such an adapter too)`]);
+  for (const module of targeted) {
     if (module.kind !== 'linear') {
       problems.push(`target_modules selects '${module.path}', a${module.kind === 'head' ? 'n output head' : ` ${module.kind}`} module; LoRA applies to the transformer blocks' linear layers only`);
       continue;
@@ -99,6 +100,9 @@ export function parsePeftLora(name: string, configText: string, weightBytes: Uin
   if (problems.length) throw new DeltaValidationError(name, problems);
   return { kind: 'lora', name, maxRank: Math.max(...[...modules.values()].map((m) => m.rank)), modules, warnings };
 }
+
+/** The largest |lora_alpha| accepted (see readLoraConfig). */
+export const MAX_ALPHA = 1e6;
 
 /** PEFT's default LoRA targets per model type (peft/utils/constants.py), for target_modules: null. */
 const DEFAULT_LORA_TARGETS: Record<string, string[]> = { llama: ['q_proj', 'v_proj'], mistral: ['q_proj', 'v_proj'], qwen2: ['q_proj', 'v_proj'], gpt2: ['c_attn'] };
@@ -117,7 +121,9 @@ function readLoraConfig(fields: ConfigFields, arch: ArchitectureSpec): LoraSetti
   const peftType = fields.config['peft_type'];
   if (peftType !== 'LORA') fields.problems.push(`peft_type ${typeof peftType === 'string' ? `'${peftType.slice(0, 40)}'` : show(peftType)} is not supported here (expected 'LORA')`);
   const r = fields.number('r', { fallback: 8, integer: true, min: 1, max: 65536 });
-  const alpha = fields.number('lora_alpha', { fallback: 8 });
+  // PEFT sets no bound; ours keeps scale · B · activations inside float32 for any sane adapter
+  // (real ones use alpha 8-512), where an alpha of 1e38 would overflow every row it touched.
+  const alpha = fields.number('lora_alpha', { fallback: 8, min: -MAX_ALPHA, max: MAX_ALPHA });
   const useRslora = fields.boolean('use_rslora', false);
   if (fields.boolean('use_dora', false)) fields.problems.push('use_dora: DoRA adapters are not supported yet');
   const conv1d = arch.blocks[0]?.o.layout === 'in_out';
@@ -135,7 +141,7 @@ function readLoraConfig(fields: ConfigFields, arch: ArchitectureSpec): LoraSetti
   const targets = readTargetRules(fields, DEFAULT_LORA_TARGETS[arch.family], linear);
   const patternRule = { maxEntries: 256, maxKeyLength: MAX_PATTERN_LENGTH };
   const rankPattern = compilePatternTable(fields, 'rank_pattern', fields.numberMap('rank_pattern', { ...patternRule, integer: true, min: 1, max: 65536 }));
-  const alphaPattern = compilePatternTable(fields, 'alpha_pattern', fields.numberMap('alpha_pattern', patternRule));
+  const alphaPattern = compilePatternTable(fields, 'alpha_pattern', fields.numberMap('alpha_pattern', { ...patternRule, min: -MAX_ALPHA, max: MAX_ALPHA }));
   return { r, alpha, useRslora, targets, rankPattern, alphaPattern };
 }
 

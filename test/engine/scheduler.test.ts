@@ -82,10 +82,12 @@ describe('Scheduler: --request-timeout-ms', () => {
     request.deadline = Date.now() + 60_000;
     scheduler.submit(request);
     for (let i = 0; i < 4; i++) await scheduler.step();
+    const tokens = events.filter((e) => e.type === 'token').length;
+    assert.ok(tokens >= 4 && tokens < 40);
     request.deadline = Date.now() - 1; // the engine holds the same request object
     await scheduler.step();
     const done = events.find((e) => e.type === 'done');
-    assert.deepEqual(done && { reason: done.finishReason, tokens: done.completionTokens }, { reason: 'timeout', tokens: 4 });
+    assert.deepEqual(done && { reason: done.finishReason, tokens: done.completionTokens }, { reason: 'timeout', tokens });
     assert.ok(scheduler.idle);
   });
 });

@@ -96,7 +96,7 @@ describe('delta store API (filesystem store)', () => {
     const cases: [FormData, number, RegExp][] = [
       [form('mine', CONFIG, WEIGHTS.subarray(0, WEIGHTS.length - 100)), 422, /truncated/],
       [form('mine', CONFIG, variant((t) => (t[Q] = { dtype: 'F32', shape: [8, 32], data: new Float32Array(256) }))), 422, /q_proj\.lora_A\.weight.*shape/],
-      [form('mine', CONFIG, variant((t) => (t['base_model.model.model.layers.0.mlp.nonsense.lora_A.weight'] = { dtype: 'F32', shape: [8, 64], data: new Float32Array(512) }))), 422, /nonsense/],
+      [form('mine', configWith({ target_modules: ['nonsense'] }), variant((t) => (t['base_model.model.model.layers.0.mlp.nonsense.lora_A.weight'] = { dtype: 'F32', shape: [8, 64], data: new Float32Array(512) }))), 422, /target_modules selects no module/],
       [form('mine', CONFIG, variant((t) => (t[Q]!.data[3] = NaN))), 422, /not finite/],
       [form('mine', configWith({ peft_type: 'PREFIX_TUNING' }), WEIGHTS), 422, /peft_type/],
       [form('mine', configWith({ r: 32 }), variant((t) => (t[Q] = { dtype: 'F32', shape: [32, 64], data: new Float32Array(32 * 64) }))), 422, /rank 32 exceeds max rank 8/],

@@ -44,7 +44,7 @@ export function readTargetRules(fields: ConfigFields, defaults: string[] | undef
   const exclude = typeof rawExclude === 'string' ? compileField(fields, 'exclude_modules', rawExclude) : rawExclude;
   const layers = readLayers(fields);
   const rawPattern = fields.stringOrList('layers_pattern', { maxItems: 16, maxLength: MAX_PATTERN_LENGTH });
-  const patterns = rawPattern === null || rawPattern.length === 0 ? null : (typeof rawPattern === 'string' ? [rawPattern] : rawPattern).map((p, i) => compileField(fields, `layers_pattern[${i}]`, p));
+  const patterns = rawPattern === null || rawPattern.length === 0 ? null : (typeof rawPattern === 'string' ? [rawPattern] : rawPattern).map((p, i) => compileField(fields, `layers_pattern[${i}]`, p)).filter((p): p is LinearPattern => !Array.isArray(p));
   if (typeof rawTarget === 'string' && (layers !== null || patterns !== null)) fields.problems.push(`layers_to_transform and layers_pattern cannot be used when ${field} is a string (PEFT refuses it)`);
   if (patterns !== null && layers === null) fields.problems.push('layers_pattern needs layers_to_transform (PEFT refuses it)');
   return { target, exclude, layers, layersPattern: patterns };
