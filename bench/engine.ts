@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { ModelRuntime, type Device } from '../src/engine/model-runtime.js';
+import { ModelRuntime, type Device, type RowSlots } from '../src/engine/model-runtime.js';
 import { Scheduler } from '../src/engine/scheduler.js';
 import { greedyRequest } from '../src/engine/types.js';
 import { ensureSyntheticCheckpoint, randomLora, SMOLLM2_135M_CONFIG } from './synthetic.js';
@@ -26,13 +26,13 @@ const coldStart = values['skip-cold-start'] ? { first_ms: NaN, cached_ms: NaN, e
 const threads = values.threads ? Number(values.threads) : undefined;
 const rt = await ModelRuntime.create({ modelDir, cacheDir: cacheRoot, device, maxRows: 32, maxContext: 1024, deltaSlots: 32, maxRank: 16, threads });
 const deltaPool = new Map(Array.from({ length: 32 }, (_, s) => [`bench-${s}`, randomLora(rt.arch, `bench-${s}`, 16, s + 1)]));
-rt.slots.write(0, deltaPool.get('bench-0')!.modules);
+rt.stacks.get('lora')!.write(0, deltaPool.get('bench-0')!);
 const rows: Row[] = [];
 const promptLength = 128;
 const prompt = Array.from({ length: promptLength }, (_, i) => (i * 7919) % rt.arch.vocabSize);
 
 for (const deltas of ['none', 'mixed'] as const) {
-  const slot = deltas === 'none' ? -1 : 0;
+  const slot: RowSlots = deltas === 'none' ? {} : { lora: 0 };
   for (let i = 0; i < 2; i++) await rt.forward({ firstRow: 0, tokens: [prompt], pastLengths: [0], slots: [slot], logits: 'last' });
   const times: number[] = [];
   for (let i = 0; i < 7; i++) {
@@ -93,7 +93,7 @@ if (values.out) {
 async function decodeStepMs(batch: number, deltas: 'none' | 'mixed'): Promise<number> {
   const scheduler = new Scheduler(rt, deltaSource, () => undefined, { prefillChunk: 256, maxQueue: 64 });
   for (let r = 0; r < batch; r++) {
-    scheduler.submit(greedyRequest(`${deltas}-${batch}-${r}`, prompt, deltas === 'mixed' ? `bench-${r}` : null, 10_000));
+    scheduler.submit(greedyRequest(`${deltas}-${batch}-${r}`, prompt, deltas === 'mixed' ? [`bench-${r}`] : [], 10_000));
   }
   while (scheduler.stats.decoding < batch) await scheduler.step();
   for (let i = 0; i < 4; i++) await scheduler.step();

@@ -70,7 +70,7 @@ for (let i = 0; i < N; i++) {
   if (await store.get(OWNER, name(i), 1)) continue;
   const dir = writeRandomPeftAdapter(path.join(scratch, name(i)), SMOLLM2_135M_CONFIG, { rank: RANK, alpha: 2 * RANK, seed: 1000 + i });
   const files = { config: fs.readFileSync(path.join(dir, 'adapter_config.json')), weights: fs.readFileSync(path.join(dir, 'adapter_model.safetensors')) };
-  await store.put({ owner: OWNER, name: name(i), public: false, rank: RANK, modules: 210 }, files);
+  await store.put({ owner: OWNER, name: name(i), public: false, kind: 'lora', summary: { rank: RANK, modules: 210 }, virtualTokens: 0 }, files);
   fs.rmSync(dir, { recursive: true, force: true });
   written++;
   if (written % 25 === 0) console.log(`wrote ${written} adapters to ${STORE}`);
@@ -92,6 +92,8 @@ const engineOptions = (): EngineOptions => ({
   maxContext: 256,
   deltaSlots: SLOTS,
   maxRank: RANK,
+  maxVirtualTokens: 64,
+  maxBottleneck: 256,
   prefillChunk: 256,
   maxQueue: 4096,
   threads: values.threads ? Number(values.threads) : undefined,
@@ -104,7 +106,7 @@ const engineOptions = (): EngineOptions => ({
 
 const prompt = Array.from({ length: 16 }, (_, i) => (i * 7919 + 11) % 49152);
 let nextId = 0;
-const req = (delta: string | null, maxTokens: number): GenerateRequest => greedyRequest(`r${nextId++}`, prompt, delta, maxTokens);
+const req = (delta: string | null, maxTokens: number): GenerateRequest => greedyRequest(`r${nextId++}`, prompt, delta === null ? [] : [delta], maxTokens);
 
 /** Time to the first token and the tokens generated. */
 async function generate(engine: Engine, delta: string | null, maxTokens: number): Promise<{ ttft: number; tokens: number }> {

@@ -4,7 +4,9 @@ import { mulberry32 } from '../src/model/random.js';
 import { allProjections } from '../src/model/architecture.js';
 import { describeArchitecture } from '../src/model/families/index.js';
 import { expectedShapes } from '../src/model/checkpoint.js';
-import type { LoraDelta } from '../src/deltas/peft-lora.js';
+import type { ParsedDelta } from '../src/deltas/kind.js';
+import { toSlotLayout } from '../src/deltas/kinds/lora.js';
+import type { LoraModule } from '../src/deltas/peft-lora.js';
 import type { ArchitectureSpec } from '../src/model/architecture.js';
 
 /** SmolLM2-135M's shape: the bench model (random weights, generated locally). */
@@ -66,13 +68,14 @@ export function ensureSyntheticCheckpoint(dir: string, config: Record<string, un
   return dir;
 }
 
-/** A random rank-r LoRA on every projection (all-linear), as the engine holds it. */
-export function randomLora(arch: ArchitectureSpec, name: string, rank: number, seed: number): LoraDelta {
+/** A random rank-r LoRA on every projection (all-linear), laid out for slots of rank maxRank, as the engine holds it. */
+export function randomLora(arch: ArchitectureSpec, name: string, rank: number, seed: number, maxRank = rank): ParsedDelta {
   const random = mulberry32(seed);
   const fill = (n: number, scale: number) => Float32Array.from({ length: n }, () => (random() - 0.5) * scale);
-  const modules: LoraDelta['modules'] = new Map();
-  for (const p of allProjections(arch).flat()) {
+  const modules = new Map<string, LoraModule>();
+  const projections = allProjections(arch).flat();
+  for (const p of projections) {
     modules.set(p.modulePath, { a: fill(rank * p.inFeatures, 0.05), b: fill(p.outFeatures * rank, 0.05), rank, scale: 2 });
   }
-  return { kind: 'lora', name, maxRank: rank, modules };
+  return { kind: 'lora', name, tensors: toSlotLayout(projections, modules, maxRank), virtualTokens: 0, summary: { rank, modules: modules.size }, warnings: [] };
 }

@@ -64,6 +64,8 @@ const engine = await startEngine({
   maxContext: 512,
   deltaSlots: 8,
   maxRank: 16,
+  maxVirtualTokens: 64,
+  maxBottleneck: 256,
   prefillChunk: 256,
   maxQueue: 4096,
   threads: values.threads ? Number(values.threads) : undefined,
@@ -96,7 +98,7 @@ async function serve(ms: number) {
     while (performance.now() - started < ms) {
       const sent = performance.now();
       let last = NaN;
-      for await (const event of engine.generate(greedyRequest(`g${nextId++}`, promptIds, null, NEW_TOKENS))) {
+      for await (const event of engine.generate(greedyRequest(`g${nextId++}`, promptIds, [], NEW_TOKENS))) {
         if (event.type !== 'token') continue;
         const now = performance.now();
         if (Number.isNaN(last)) ttfts.push(now - sent);
@@ -112,7 +114,7 @@ async function serve(ms: number) {
 }
 
 // Decode alone first, so the RSS "before training" includes serving's own peak.
-for (let i = 0; i < 2; i++) for await (const event of engine.generate(greedyRequest(`w${nextId++}`, promptIds, null, 4))) void event;
+for (let i = 0; i < 2; i++) for await (const event of engine.generate(greedyRequest(`w${nextId++}`, promptIds, [], 4))) void event;
 const alone = await serve(SERVE_MS);
 const rssBefore = maxRssKiB();
 

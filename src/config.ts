@@ -56,6 +56,8 @@ export const ConfigSchema = z.object({
   maxContext: positiveInt.default(2048).describe('tokens per sequence, prompt + completion'),
   deltaSlots: positiveInt.default(8).describe('deltas resident on the device at once'),
   maxRank: positiveInt.default(16).describe('largest LoRA rank accepted'),
+  maxVirtualTokens: positiveInt.default(64).describe('most virtual tokens a prompt- or prefix-tuning delta may add'),
+  maxBottleneck: positiveInt.default(256).describe('widest bottleneck (down-projection size) an adapter may have'),
   prefillChunk: positiveInt.default(256).describe('prompt tokens prefilled per scheduler step'),
   maxQueue: positiveInt.default(256).describe('requests waiting before 429'),
   maxBodyBytes: positiveInt.default(4 * 1024 * 1024),

@@ -3,7 +3,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import type { ModelRuntime } from '../src/engine/model-runtime.js';
+import type { ParsedDelta } from '../src/deltas/kind.js';
+import { readDeltaDirectory } from '../src/deltas/parse.js';
+import { deltaLimits, type ModelRuntime, type RowSlots } from '../src/engine/model-runtime.js';
 import { argmax } from '../src/engine/sampler.js';
 
 export const FIXTURE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'hf-tiny-llama');
@@ -59,8 +61,24 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return max;
 }
 
-/** Greedy continuations of equal-length rows (all from position 0, one slot each) straight through the runtime. */
-export async function greedyRows(rt: ModelRuntime, rows: number[][], slots: number[], steps: number): Promise<number[][]> {
+/** An adapter directory validated for a runtime's backbone and limits. */
+export function readDelta(rt: ModelRuntime, dir: string, name = path.basename(dir)): ParsedDelta {
+  return readDeltaDirectory(dir, name, rt.arch, deltaLimits(rt.options));
+}
+
+/** Puts a delta into a slot of its kind, as the residency manager would. */
+export function writeSlot(rt: ModelRuntime, slot: number, delta: ParsedDelta): void {
+  rt.stacks.get(delta.kind)!.write(slot, delta);
+}
+
+/** Rows' LoRA slots as forward() takes them: -1 is a row without a delta. */
+export function loraSlots(slots: number[]): RowSlots[] {
+  return slots.map((s): RowSlots => (s < 0 ? {} : { lora: s }));
+}
+
+/** Greedy continuations of equal-length rows (all from position 0, one LoRA slot each, -1 none) straight through the runtime. */
+export async function greedyRows(rt: ModelRuntime, rows: number[][], lora: number[], steps: number): Promise<number[][]> {
+  const slots = loraSlots(lora);
   const vocab = rt.arch.vocabSize;
   const length = rows[0]!.length;
   let logits = await rt.forward({ firstRow: 0, tokens: rows, pastLengths: rows.map(() => 0), slots, logits: 'last' });

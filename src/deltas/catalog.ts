@@ -6,8 +6,10 @@ export interface DeltaRecord {
   owner: string;
   /** Usable by every tenant, not only its owner. */
   public: boolean;
-  rank: number;
-  modules: number;
+  /** The latest version's kind, summary and virtual tokens (see DeltaVersion). */
+  kind: string;
+  summary: Record<string, number | string | boolean>;
+  virtualTokens: number;
   createdAt: number;
   /** The latest version; `name` alone means this one. */
   version: number;

@@ -1,23 +1,16 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import type { ArchitectureSpec, ProjectionSpec } from '../model/architecture.js';
 import { allProjections } from '../model/architecture.js';
-import { parseSafetensors } from '../model/safetensors.js';
+import { parseSafetensors, type ParsedSafetensors } from '../model/safetensors.js';
 import { DeltaValidationError } from './errors.js';
-import { ConfigFields, parseConfigObject, show } from './peft/config-fields.js';
+import { ConfigFields, parseConfigObject, show, type JsonObject } from './peft/config-fields.js';
 import { compilePatternTable, isTargeted, MAX_PATTERN_LENGTH, patternValue, readTargetRules, type PatternTable, type TargetRules } from './peft/targets.js';
 
-/**
- * One module's LoRA: as PEFT stores it (A [r, in], B [out, r], scale apart), or already in the
- * engine's slot layout (`layout: 'slot'`: A [in, R], B [R, out] with the scale folded in and the
- * rank zero-padded to R), which a slot write copies in one piece.
- */
+/** One module's LoRA as PEFT stores it: A [r, in], B [out, r], and the scale apart. */
 export interface LoraModule {
   a: Float32Array;
   b: Float32Array;
   rank: number;
   scale: number;
-  layout?: 'slot';
 }
 
 /**
@@ -47,36 +40,34 @@ export interface PeftLoraConfig {
   modules_to_save?: string[] | null;
 }
 
-/** Reads a PEFT adapter directory (adapter_config.json + adapter_model.safetensors). */
-export function readPeftDirectory(dir: string, name: string, arch: ArchitectureSpec, maxRank: number): LoraDelta {
-  const configPath = path.join(dir, 'adapter_config.json');
-  const modelPath = path.join(dir, 'adapter_model.safetensors');
-  for (const file of [configPath, modelPath]) {
-    if (!fs.existsSync(file)) throw new DeltaValidationError(name, [`${file} not found`]);
-  }
-  return parsePeftLora(name, fs.readFileSync(configPath, 'utf8'), fs.readFileSync(modelPath), arch, maxRank);
-}
-
 /**
  * Validates a PEFT LoRA adapter against the backbone and returns its weights, collecting every
- * problem before failing. Modules are targeted as PEFT targets them (see peft/targets.ts);
- * tensors of modules that are not targeted, or not in the backbone, are ignored as PEFT's
- * `load_state_dict(strict=False)` ignores them, and reported in `warnings`.
+ * problem before failing (the files as uploaded; see parsePeftLoraModules).
  *
  * @example parsePeftLora('acme-sql', configJson, safetensorsBytes, arch, 16).modules.size // 210
  */
 export function parsePeftLora(name: string, configText: string, weightBytes: Uint8Array, arch: ArchitectureSpec, maxRank: number): LoraDelta {
   const raw = parseConfigObject(configText);
   if (typeof raw === 'string') throw new DeltaValidationError(name, [raw]);
-  const fields = new ConfigFields(raw);
-  const config = readLoraConfig(fields, arch);
-  if (fields.problems.length) throw new DeltaValidationError(name, fields.problems.map((p) => `adapter_config.json: ${p}`));
-  let parsed: ReturnType<typeof parseSafetensors>;
+  let parsed: ParsedSafetensors;
   try {
     parsed = parseSafetensors(weightBytes, 'adapter_model.safetensors');
   } catch (err) {
     throw new DeltaValidationError(name, [(err as Error).message], { cause: err });
   }
+  const { modules, warnings } = parsePeftLoraModules(name, raw, parsed, arch, maxRank);
+  return { kind: 'lora', name, maxRank: Math.max(...[...modules.values()].map((m) => m.rank)), modules, warnings };
+}
+
+/**
+ * The LoRA modules of an adapter as PEFT stores them. Modules are targeted as PEFT targets them
+ * (see peft/targets.ts); tensors of modules that are not targeted, or not in the backbone, are
+ * ignored as PEFT's `load_state_dict(strict=False)` ignores them, and reported in `warnings`.
+ */
+export function parsePeftLoraModules(name: string, raw: JsonObject, parsed: ParsedSafetensors, arch: ArchitectureSpec, maxRank: number): { modules: Map<string, LoraModule>; warnings: string[] } {
+  const fields = new ConfigFields(raw);
+  const config = readLoraConfig(fields, arch);
+  if (fields.problems.length) throw new DeltaValidationError(name, fields.problems.map((p) => `adapter_config.json: ${p}`));
   const problems: string[] = [];
   const warnings: string[] = [];
   const present = loraTensorModules(parsed.header.tensors.keys(), (key, why) => warnings.push(`${key}: ignored (${why})`));
@@ -98,7 +89,7 @@ export function parsePeftLora(name: string, configText: string, weightBytes: Uin
   for (const path of present) warnings.push(`${path}: its tensors are ignored: ${arch.modules.some((m) => m.path === path) ? 'target_modules does not select it' : 'the backbone has no such module'} (PEFT ignores them too)`);
   if (!problems.length && modules.size === 0) problems.push('adapter_model.safetensors holds no LoRA tensors for the modules adapter_config.json targets');
   if (problems.length) throw new DeltaValidationError(name, problems);
-  return { kind: 'lora', name, maxRank: Math.max(...[...modules.values()].map((m) => m.rank)), modules, warnings };
+  return { modules, warnings };
 }
 
 /** The largest |lora_alpha| accepted (see readLoraConfig). */
@@ -166,7 +157,7 @@ function projectionOf(arch: ArchitectureSpec, modulePath: string): ProjectionSpe
 function loadModule(
   modulePath: string,
   projection: ProjectionSpec,
-  parsed: ReturnType<typeof parseSafetensors>,
+  parsed: ParsedSafetensors,
   config: LoraSettings,
   maxRank: number,
   problems: string[],

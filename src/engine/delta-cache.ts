@@ -1,11 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { LRUCache } from 'lru-cache';
-import type { LoraDelta } from '../deltas/peft-lora.js';
+import { parsedBytes, type ParsedDelta } from '../deltas/kind.js';
 import { digestFiles } from '../deltas/store/common.js';
 import type { DeltaFiles, DeltaStore } from '../deltas/store/types.js';
 import { parseDeltaKey } from '../deltas/ref.js';
-import type { DeltaLoad } from './scheduler.js';
+import type { DeltaLoad } from './residency.js';
 import { EngineError } from './types.js';
 
 /**
@@ -13,22 +13,15 @@ import { EngineError } from './types.js';
  * verified files of versions on local disk (for object stores), and the store itself.
  */
 
-/** Bytes a parsed delta holds: every A and B tensor. */
-export function loraBytes(delta: LoraDelta): number {
-  let bytes = 0;
-  for (const m of delta.modules.values()) bytes += m.a.byteLength + m.b.byteLength;
-  return bytes;
-}
-
 /** Parsed deltas by engine key, least recently used dropped first once their bytes exceed the bound. */
 export class HostDeltaCache {
-  private readonly lru: LRUCache<string, LoraDelta>;
+  private readonly lru: LRUCache<string, ParsedDelta>;
 
   constructor(readonly maxBytes: number) {
-    this.lru = new LRUCache<string, LoraDelta>({ maxSize: maxBytes, sizeCalculation: (d) => Math.max(1, loraBytes(d)) });
+    this.lru = new LRUCache<string, ParsedDelta>({ maxSize: maxBytes, sizeCalculation: (d) => Math.max(1, parsedBytes(d)) });
   }
 
-  get(name: string): LoraDelta | undefined {
+  get(name: string): ParsedDelta | undefined {
     return this.lru.get(name);
   }
 
@@ -37,8 +30,8 @@ export class HostDeltaCache {
   }
 
   /** Stores a delta; one larger than the whole bound is not kept (false). */
-  set(name: string, delta: LoraDelta): boolean {
-    if (loraBytes(delta) > this.maxBytes) return false;
+  set(name: string, delta: ParsedDelta): boolean {
+    if (parsedBytes(delta) > this.maxBytes) return false;
     this.lru.set(name, delta);
     return true;
   }
@@ -128,7 +121,7 @@ export interface TieredDeltaSourceOptions {
 export type FetchTier = 'disk' | 'store';
 
 /** Reads a stored delta version and lays it out for slots (the loader thread's work), and says from which tier. */
-export type FetchDelta = (name: string) => Promise<{ delta: LoraDelta; tier: FetchTier }>;
+export type FetchDelta = (name: string) => Promise<{ delta: ParsedDelta; tier: FetchTier }>;
 
 /**
  * A scheduler DeltaSource over the tiers. `lookup` answers from host memory only; `load` has a
@@ -139,7 +132,7 @@ export type FetchDelta = (name: string) => Promise<{ delta: LoraDelta; tier: Fet
 export class TieredDeltaSource {
   readonly host: HostDeltaCache;
   private readonly disk?: DiskDeltaCache;
-  private readonly held = new Map<string, LoraDelta>();
+  private readonly held = new Map<string, ParsedDelta>();
   private readonly holdLimit: number;
   private readonly counters = { hostHits: 0, hostMisses: 0, diskHits: 0, diskMisses: 0, storeLoads: 0, loads: 0, loadFailures: 0, lastLoadMs: 0, totalLoadMs: 0 };
 
@@ -152,7 +145,7 @@ export class TieredDeltaSource {
     this.holdLimit = options.holdLimit ?? 64;
   }
 
-  lookup(name: string): LoraDelta | undefined {
+  lookup(name: string): ParsedDelta | undefined {
     const held = this.held.get(name);
     if (held) return held;
     const delta = this.host.get(name);
@@ -170,7 +163,7 @@ export class TieredDeltaSource {
   }
 
   /** Puts a delta parsed elsewhere (an upload) into host memory. */
-  put(name: string, delta: LoraDelta): void {
+  put(name: string, delta: ParsedDelta): void {
     // A key deleted and uploaded again names new weights: no older hold may shadow them.
     this.held.delete(name);
     this.host.set(name, delta);
@@ -206,7 +199,7 @@ export class TieredDeltaSource {
     }
   }
 
-  private hold(name: string, delta: LoraDelta): void {
+  private hold(name: string, delta: ParsedDelta): void {
     this.held.delete(name);
     this.held.set(name, delta);
     while (this.held.size > this.holdLimit) this.held.delete(this.held.keys().next().value!);

@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { DeltaValidationError } from '../deltas/errors.js';
-import type { LoraDelta, LoraModule } from '../deltas/peft-lora.js';
+import type { DeltaLimits, ParsedDelta } from '../deltas/kind.js';
 import type { DeltaFiles } from '../deltas/store/types.js';
 import type { FetchTier } from './delta-cache.js';
 import { Turns } from './turns.js';
@@ -8,7 +8,7 @@ import { Turns } from './turns.js';
 /** What the loader thread needs: the backbone to validate against, the store, and the disk tier. */
 export interface DeltaLoaderOptions {
   modelDir: string;
-  maxRank: number;
+  limits: DeltaLimits;
   /** The delta store's location (opened again on the loader thread). */
   store: string;
   /** Verified files are cached here by SHA-256; absent for a filesystem store (it is local already). */
@@ -17,7 +17,7 @@ export interface DeltaLoaderOptions {
 
 export type LoaderRequest = { id: number; kind: 'parse'; name: string; config: string; weights: Uint8Array } | { id: number; kind: 'load'; name: string };
 export type LoaderReply =
-  | { id: number; ok: true; name: string; maxRank: number; modules: [string, LoraModule][]; warnings: string[]; tier?: FetchTier }
+  | { id: number; ok: true; delta: Omit<ParsedDelta, 'tensors'> & { tensors: [string, Float32Array][] }; tier?: FetchTier }
   | { id: number; ok: false; name: string; code: string; problems?: string[]; message: string };
 
 /**
@@ -60,7 +60,7 @@ export class DeltaLoaderThread {
   }
 
   /** Validates and lays out files already in hand (an upload or a registered directory). */
-  async parse(name: string, files: DeltaFiles): Promise<LoraDelta> {
+  async parse(name: string, files: DeltaFiles): Promise<ParsedDelta> {
     // A buffer the weights own whole moves to the loader thread instead of being copied (20 MB);
     // the caller does not touch the files after handing them over.
     const { buffer, byteOffset, byteLength } = files.weights;
@@ -70,7 +70,7 @@ export class DeltaLoaderThread {
   }
 
   /** Reads `owner/name@version` from the disk tier or the store, verifies its digest, and parses it. */
-  async load(name: string): Promise<{ delta: LoraDelta; tier: FetchTier }> {
+  async load(name: string): Promise<{ delta: ParsedDelta; tier: FetchTier }> {
     const reply = await this.loadTurns.run(() => this.call({ kind: 'load', name }));
     return { delta: toDelta(reply), tier: reply.tier ?? 'store' };
   }
@@ -103,6 +103,6 @@ export class DeltaLoaderThread {
   }
 }
 
-function toDelta(reply: LoaderReply & { ok: true }): LoraDelta {
-  return { kind: 'lora', name: reply.name, maxRank: reply.maxRank, modules: new Map(reply.modules), warnings: reply.warnings };
+function toDelta(reply: LoaderReply & { ok: true }): ParsedDelta {
+  return { ...reply.delta, tensors: new Map(reply.delta.tensors) };
 }

@@ -1,6 +1,8 @@
 import type ort from 'onnxruntime-node';
 import type { DeviceUploader } from './device-upload.js';
 import type { KvCacheShape } from './kv-cache.js';
+import type { LayerKeyValues } from '../deltas/kind.js';
+import { EngineError } from './types.js';
 
 /**
  * The KV cache in GPU memory (webgpu): per layer one keys and one values tensor,
@@ -62,6 +64,16 @@ export class DeviceKvCache {
    * before its length (see the lowering's deviceCache), so stale entries are never read.
    */
   clearRow(_row: number): void {}
+
+  /** Virtual keys and values cannot be written into the device cache from JS (only a pass updates it). */
+  writePrefix(_row: number, _layers: readonly LayerKeyValues[], _n: number): void {
+    throw new EngineError('invalid_delta', 'prefix-tuning deltas are not served with --device webgpu yet (the device KV cache is written only by forward passes)');
+  }
+
+  /** Not readable from the device without a copy to the host; prompt-tuning prefixes are recomputed instead. */
+  readPrefix(_row: number, _n: number): LayerKeyValues[] | undefined {
+    return undefined;
+  }
 
   /** Physical rows of logical rows [first, first + count). */
   rows(first: number, count: number): number[] {

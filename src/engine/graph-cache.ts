@@ -3,17 +3,29 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Checkpoint } from '../model/checkpoint.js';
 import type { Graph } from '../graph/ir.js';
+import type { DeltaLimits } from '../deltas/kind.js';
+import type { DeltaLowering } from '../model/delta-hooks.js';
 import { lowerInferenceGraph, type AttentionKernel } from '../model/lower-inference.js';
 import { lowerTrainingGraph, type LoraTrainingSpec } from '../model/lower-training.js';
 import { serializeModel } from '../graph/onnx/serialize.js';
 
 /** Bump when a lowering changes so cached graphs from older builds are not reused. */
-const LOWERING_VERSION = 5;
+const LOWERING_VERSION = 6;
 const TRAINING_LOWERING_VERSION = 2;
 
-/** The inference graph for a checkpoint, cache length, attention kernel and KV-cache placement (see prepareGraph). */
-export function prepareInferenceGraph(ckpt: Checkpoint, cacheDir: string, maxCacheLength: number, attention: AttentionKernel, kvCache: 'host' | 'device'): string {
-  return prepareGraph(ckpt, cacheDir, { v: LOWERING_VERSION, maxCacheLength, attention, kvCache }, (weightFile) => lowerInferenceGraph(ckpt, { weightFile, maxCacheLength, attention, kvCache }));
+/** What an inference graph is built for; every field is part of the cache key. */
+export interface InferenceGraphKey {
+  maxCacheLength: number;
+  attention: AttentionKernel;
+  kvCache: 'host' | 'device';
+  /** The delta kinds hooked in, and the limits their slots are laid out for. */
+  deltas: { kinds: string[]; limits: DeltaLimits };
+}
+
+/** The inference graph for a checkpoint and key, with the kinds' hooks (see prepareGraph). */
+export function prepareInferenceGraph(ckpt: Checkpoint, cacheDir: string, key: InferenceGraphKey, deltas: readonly DeltaLowering[]): string {
+  const { maxCacheLength, attention, kvCache } = key;
+  return prepareGraph(ckpt, cacheDir, { v: LOWERING_VERSION, ...key }, (weightFile) => lowerInferenceGraph(ckpt, { weightFile, maxCacheLength, attention, kvCache, deltas }));
 }
 
 /** The LoRA training-step graph for a micro-batch shape and LoRA layout (see prepareGraph). */

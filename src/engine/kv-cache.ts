@@ -1,3 +1,5 @@
+import type { LayerKeyValues } from '../deltas/kind.js';
+
 /**
  * The KV cache: one JS-owned buffer per layer for keys and one for values,
  * [rows, kvHeads, capacity, headDim]. A sequence owns a row for its lifetime. A forward pass over
@@ -126,6 +128,31 @@ export class KvCache {
       }
     }
     this.zeroFrom(to, length);
+  }
+
+  /** Writes keys and values for positions [0, n) of a row (a delta's virtual positions), every layer. */
+  writePrefix(row: number, layers: readonly LayerKeyValues[], n: number): void {
+    this.reserve(n);
+    layers.forEach((l, layer) => this.append(layer, row, [0], [n], n, l.key, l.value));
+  }
+
+  /** Copies positions [0, n) of a row out, every layer (what writePrefix takes). */
+  readPrefix(row: number, n: number): LayerKeyValues[] {
+    const { kvHeads, headDim } = this.shape;
+    const width = kvHeads * headDim;
+    const { rowStride, headStride } = this;
+    return this.keys.map((_, layer) => {
+      const out = { key: new Float32Array(n * width), value: new Float32Array(n * width) };
+      for (const [source, target] of [[this.keys[layer]!, out.key], [this.values[layer]!, out.value]] as const) {
+        for (let p = 0; p < n; p++) {
+          for (let h = 0; h < kvHeads; h++) {
+            const from = row * rowStride + h * headStride + p * headDim;
+            target.set(source.subarray(from, from + headDim), p * width + h * headDim);
+          }
+        }
+      }
+      return out;
+    });
   }
 
   /** Zeroes a row before a new sequence takes it, so nothing its last occupant wrote is ever read. */

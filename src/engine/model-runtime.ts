@@ -9,7 +9,9 @@ import { DeviceKvCache } from './device-kv-cache.js';
 import { DeviceUploader } from './device-upload.js';
 import { GpuSlotStacks } from './gpu-slot-stacks.js';
 import { KvCache, type KvCacheShape } from './kv-cache.js';
-import { loraGrouping, LoraSlotStacks, slotRange } from './lora-slots.js';
+import { deltaKinds, type DeltaKind, type DeltaLimits, type FeedTensor, type LayerKeyValues } from '../deltas/kind.js';
+import '../deltas/kinds/index.js';
+import { SlotStacks, slotRange } from './slot-stacks.js';
 
 export type Device = 'cpu' | 'webgpu' | 'cuda';
 
@@ -25,6 +27,10 @@ export interface RuntimeOptions {
   deltaSlots: number;
   /** Largest LoRA rank a slot holds; smaller ranks are zero-padded. */
   maxRank: number;
+  /** Most virtual tokens a prompt- or prefix-tuning delta may add (default 64). */
+  maxVirtualTokens?: number;
+  /** Widest bottleneck an adapter may have (default 256). */
+  maxBottleneck?: number;
   threads?: number;
   /** Defaults to 'matmul' on CPU and 'group-query' on GPU providers (see InferenceGraphOptions). */
   attention?: G.AttentionKernel;
@@ -39,21 +45,29 @@ export interface ForwardPass {
   tokens: number[][];
   /** Tokens already in each row's cache (the position of its first new token). */
   pastLengths: number[];
-  /** Delta slot per row, -1 for the base model. */
-  slots: number[];
+  /** Per row, the slot of each delta kind it uses (a row without deltas: {}). */
+  slots: RowSlots[];
   /** 'last': logits of each row's last token; 'all': of every position, row-major [rows, longest row]. */
   logits: 'last' | 'all';
 }
 
 
+/** A row's resident deltas: kind name → slot (at most one delta per kind). */
+export type RowSlots = Readonly<Record<string, number>>;
+
+/** The server limits delta kinds lay their slots out for. */
+export function deltaLimits(options: Pick<RuntimeOptions, 'maxRank' | 'maxVirtualTokens' | 'maxBottleneck'>): DeltaLimits {
+  return { maxRank: options.maxRank, maxVirtualTokens: options.maxVirtualTokens ?? 64, maxBottleneck: options.maxBottleneck ?? 256 };
+}
+
 /** What the scheduler does with the KV cache, wherever it lives: rows move, capacity follows the live sequences. */
-export type KvRows = Pick<KvCache, 'capacity' | 'byteLength' | 'reserve' | 'fit' | 'moveRow' | 'clearRow'>;
+export type KvRows = Pick<KvCache, 'capacity' | 'byteLength' | 'reserve' | 'fit' | 'moveRow' | 'clearRow' | 'writePrefix'> & { readPrefix(row: number, n: number): LayerKeyValues[] | undefined };
 
 /** On webgpu: the KV cache and the slot stacks kept in device memory, and the uploader that put them there. */
 interface DeviceResidents {
   uploader: DeviceUploader;
   cache: DeviceKvCache;
-  slots: GpuSlotStacks;
+  stacks: GpuSlotStacks;
 }
 
 /**
@@ -65,7 +79,8 @@ export class ModelRuntime {
     readonly checkpoint: Checkpoint,
     readonly session: ort.InferenceSession,
     private readonly hostCache: KvCache | undefined,
-    readonly slots: LoraSlotStacks,
+    /** Per delta kind with a place in this backbone, its resident slot stacks. */
+    readonly stacks: ReadonlyMap<string, SlotStacks>,
     readonly options: RuntimeOptions,
     private readonly device?: DeviceResidents,
   ) {}
@@ -85,18 +100,19 @@ export class ModelRuntime {
     const attention = options.attention ?? (options.device === 'cpu' ? 'matmul' : 'group-query');
     // WebGPU keeps the KV cache on the device (needs gpu-buffer outputs, which only it has here).
     const kvCache = options.device === 'webgpu' ? 'device' : 'host';
-    const modelPath = prepareInferenceGraph(checkpoint, options.cacheDir, maxContext, attention, kvCache);
+    const limits = deltaLimits(options);
+    const kinds = kindsFor(arch, limits);
+    const modelPath = inferenceGraph(checkpoint, options.cacheDir, { maxCacheLength: maxContext, attention, kvCache, limits });
     const cacheOutputs = kvCache === 'device' ? Array.from({ length: arch.numLayers }, (_, l) => [G.cacheKeyOut(l), G.cacheValueOut(l)]).flat() : [];
     const session = await createSession(modelPath, { ...options, gpuOutputs: cacheOutputs });
     const shape: KvCacheShape = { layers: arch.numLayers, rows: options.maxRows, kvHeads: arch.numKvHeads, maxLength: maxContext, headDim: arch.headDim };
-    const modules = G.loraModules(arch).map((p) => ({ modulePath: p.modulePath, inFeatures: p.inFeatures, outFeatures: p.outFeatures }));
-    const slots = new LoraSlotStacks(modules, options.deltaSlots, options.maxRank);
+    const stacks = new Map(kinds.map((k) => [k.name, new SlotStacks(k.name, k.slotTensors(arch, limits), options.deltaSlots)]));
     let device: DeviceResidents | undefined;
     if (kvCache === 'device') {
       const uploader = new DeviceUploader();
-      device = { uploader, cache: await DeviceKvCache.create(shape, uploader), slots: new GpuSlotStacks(uploader, slots) };
+      device = { uploader, cache: await DeviceKvCache.create(shape, uploader), stacks: new GpuSlotStacks(uploader, stacks) };
     }
-    return new ModelRuntime(checkpoint, session, device ? undefined : new KvCache(shape), slots, { ...options, maxContext, attention }, device);
+    return new ModelRuntime(checkpoint, session, device ? undefined : new KvCache(shape), stacks, { ...options, maxContext, attention }, device);
   }
 
   async forward(pass: ForwardPass): Promise<Float32Array> {
@@ -107,9 +123,12 @@ export class ModelRuntime {
     const totals = pass.pastLengths.map((p, r) => p + lengths[r]!);
     if (Math.max(...pass.pastLengths) + seq > this.options.maxContext) throw new Error(`sequence exceeds the context of ${this.options.maxContext} tokens`);
     this.cache.reserve(Math.max(...pass.pastLengths) + seq);
-    const tokenSlots = pass.slots.flatMap((s, r) => padded(Array<number>(lengths[r]!).fill(s), seq, -1));
+    // Virtual tokens (prompt tuning) arrive as -(k + 1) for the row's k-th one; the embedding
+    // table is read at id 0 for them and the kind's hook selects the delta's embedding instead.
+    const flatTokens = pass.tokens.flatMap((t) => padded(t, seq));
+    const virtualIndex = Int32Array.from(flatTokens, (t) => (t < 0 ? -t - 1 : -1));
     const feeds: Record<string, ort.Tensor> = {
-      [G.GRAPH_INPUTS.inputIds]: int64(pass.tokens.flatMap((t) => padded(t, seq)), [batch, seq]),
+      [G.GRAPH_INPUTS.inputIds]: int64(flatTokens.map((t) => Math.max(t, 0)), [batch, seq]),
       [G.GRAPH_INPUTS.positionIds]: int64(pass.pastLengths.flatMap((p) => Array.from({ length: seq }, (_, i) => p + i)), [batch, seq]),
       [G.GRAPH_INPUTS.logitsIndex]: int64(pass.logits === 'all' ? range(batch * seq) : lengths.map((n, r) => r * seq + n - 1), [pass.logits === 'all' ? batch * seq : batch]),
     };
@@ -121,7 +140,7 @@ export class ModelRuntime {
     const device = this.device?.cache;
     if (device) this.addDeviceCacheFeeds(feeds, device, pass, seq);
     else this.addHostCacheFeeds(feeds, pass.firstRow, batch);
-    await this.addDeltaFeeds(feeds, tokenSlots);
+    await this.addDeltaFeeds(feeds, pass, lengths, seq, virtualIndex);
     checkFeeds(this.session.inputNames, feeds);
     const out = await this.session.run(feeds);
     for (let layer = 0; layer < this.arch.numLayers; layer++) {
@@ -158,33 +177,25 @@ export class ModelRuntime {
   }
 
   /**
-   * The LoRA feeds: on CPU, zero-copy views of the slot range the pass uses; on webgpu, the
-   * device-resident stacks of every slot (a range of a GPU tensor cannot be taken from JS).
+   * Each delta kind's feeds: its slot stacks — on CPU zero-copy views of the slot range the pass
+   * uses, on webgpu the device-resident stacks of every slot (a range of a GPU tensor cannot be
+   * taken from JS) — and its per-pass index inputs, from the slot each token's row uses.
    */
-  private async addDeltaFeeds(feeds: Record<string, ort.Tensor>, tokenSlots: number[]): Promise<void> {
-    const gpuSlots = this.device?.slots;
-    const { lo, hi } = gpuSlots ? { lo: 0, hi: this.slots.slots } : slotRange(tokenSlots);
-    const { gather, cells, scatter } = loraGrouping(tokenSlots, lo, hi);
-    const R = this.slots.maxRank;
-    feeds[G.GRAPH_INPUTS.loraGather] = int64(gather, [hi - lo, cells]);
-    feeds[G.GRAPH_INPUTS.loraScatter] = int64(scatter, [tokenSlots.length]);
-    await gpuSlots?.sync();
-    for (const m of this.slots.modules) {
-      if (gpuSlots) {
-        const { a, b } = gpuSlots.get(m.modulePath);
-        feeds[G.loraA(m.modulePath)] = a;
-        feeds[G.loraB(m.modulePath)] = b;
-        continue;
-      }
-      const { a, b } = this.slots.range(m.modulePath, lo, hi);
-      feeds[G.loraA(m.modulePath)] = float32(a, [hi - lo, m.inFeatures, R]);
-      feeds[G.loraB(m.modulePath)] = float32(b, [hi - lo, R, m.outFeatures]);
+  private async addDeltaFeeds(feeds: Record<string, ort.Tensor>, pass: ForwardPass, lengths: number[], seq: number, virtualIndex: Int32Array): Promise<void> {
+    const gpu = this.device?.stacks;
+    await gpu?.sync();
+    for (const [name, stacks] of this.stacks) {
+      const tokenSlots = Int32Array.from(pass.slots.flatMap((row, r) => padded(Array<number>(lengths[r]!).fill(row[name] ?? -1), seq, -1)));
+      const { lo, hi } = gpu ? { lo: 0, hi: stacks.slots } : slotRange(tokenSlots);
+      for (const spec of stacks.specs) feeds[spec.name] = gpu ? gpu.get(spec.name) : float32(stacks.range(spec.name, lo, hi), [hi - lo, ...spec.dims]);
+      const relative = tokenSlots.map((s) => (s < 0 ? -1 : s - lo));
+      for (const f of kindOf(name).feeds({ tokenSlots: relative, slotCount: hi - lo, virtualIndex })) feeds[f.name] = tensorOf(f);
     }
   }
 
   async release(): Promise<void> {
     if (this.device) {
-      this.device.slots.release();
+      this.device.stacks.release();
       this.device.cache.release();
       await this.device.uploader.release();
     }
@@ -197,6 +208,29 @@ function pastVisible(pastLengths: number[], capacity: number): ort.Tensor {
   const visible = new Uint8Array(pastLengths.length * capacity);
   pastLengths.forEach((length, r) => visible.fill(1, r * capacity, r * capacity + length));
   return new ort.Tensor('bool', visible, [pastLengths.length, capacity]);
+}
+
+/** The delta kinds this backbone has a place for (a kind with no slot tensors here is not hooked in). */
+function kindsFor(arch: ArchitectureSpec, limits: DeltaLimits): DeltaKind[] {
+  return deltaKinds().filter((k) => k.slotTensors(arch, limits).length > 0);
+}
+
+/** The runtime's inference graph, with every applicable delta kind hooked in (built or reused; see graph-cache). */
+export function inferenceGraph(checkpoint: Checkpoint, cacheDir: string, o: { maxCacheLength: number; attention: G.AttentionKernel; kvCache: 'host' | 'device'; limits: DeltaLimits }): string {
+  const kinds = kindsFor(checkpoint.arch, o.limits);
+  const key = { maxCacheLength: o.maxCacheLength, attention: o.attention, kvCache: o.kvCache, deltas: { kinds: kinds.map((k) => k.name), limits: o.limits } };
+  return prepareInferenceGraph(checkpoint, cacheDir, key, kinds.map((k) => k.lowering(checkpoint.arch, o.limits)));
+}
+
+function kindOf(name: string): DeltaKind {
+  return deltaKinds().find((k) => k.name === name)!;
+}
+
+function tensorOf(f: FeedTensor): ort.Tensor {
+  if (f.dtype === 'int64') return int64(f.data, f.dims);
+  if (f.dtype === 'int32') return int32(f.data, f.dims);
+  if (f.dtype === 'bool') return new ort.Tensor('bool', Uint8Array.from(f.data), f.dims);
+  return float32(Float32Array.from(f.data), f.dims);
 }
 
 function padded(values: number[], length: number, fill = 0): number[] {

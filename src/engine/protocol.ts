@@ -12,6 +12,8 @@ export interface EngineOptions {
   maxContext: number;
   deltaSlots: number;
   maxRank: number;
+  maxVirtualTokens: number;
+  maxBottleneck: number;
   prefillChunk: number;
   maxQueue: number;
   threads?: number;
@@ -40,11 +42,13 @@ export interface ModelInfo {
   loadMs: number;
 }
 
+/** What validating a delta tells the server (see ParsedDelta). */
 export interface DeltaSummary {
   name: string;
-  rank: number;
-  modules: number;
-  /** What validation accepted but ignored (see LoraDelta.warnings). */
+  kind: string;
+  summary: Record<string, number | string | boolean>;
+  virtualTokens: number;
+  /** What validation accepted but ignored (tensors PEFT would ignore too). */
   warnings: string[];
 }
 
@@ -53,6 +57,8 @@ export interface DeltaResidency {
   name: string;
   /** In the host-memory tier. */
   host: boolean;
+  /** Its delta kind, once known (after its first load). */
+  kind: string | null;
   /** The slot it occupies, or null. */
   slot: number | null;
   pinned: boolean;

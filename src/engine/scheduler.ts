@@ -1,46 +1,22 @@
-import type { LoraDelta } from '../deltas/peft-lora.js';
+import { deltaKind } from '../deltas/kind.js';
 import { firstNonFinite } from '../deltas/peft-lora.js';
-import type { ModelRuntime } from './model-runtime.js';
+import type { ModelRuntime, RowSlots } from './model-runtime.js';
+import { PrefixCache } from './prefix-cache.js';
+import { Residency, type DeltaLoad, type DeltaSource } from './residency.js';
 import { logSoftmax, topK } from './sampler.js';
 import { Sequence } from './sequence.js';
-import { SlotTable } from './slot-table.js';
 import { EngineError, type FinishReason, type GenerateEvent, type GenerateRequest, type TokenLogprob } from './types.js';
 
 export interface SchedulerOptions {
   /** Prompt tokens prefilled per step, so a long prompt cannot stall running streams. */
   prefillChunk: number;
   maxQueue: number;
+  /** Bytes of prompt-tuning virtual keys/values kept for reuse (see PrefixCache; default 64 MiB). */
+  prefixCacheBytes?: number;
   /** Called when a delta load settles, so an idle engine loop runs a step. */
   wake?: () => void;
   /** Hears every finished delta load (telemetry). */
   onLoad?: (name: string, load: DeltaLoad) => void;
-}
-
-/**
- * Where the scheduler finds a delta's weights when it must make it resident. `lookup` is
- * synchronous (host memory); a source with `load` can fetch a cold delta asynchronously, after
- * which `lookup` returns it. Without `load`, a delta `lookup` does not know does not exist.
- */
-export interface DeltaSource {
-  lookup(name: string): LoraDelta | undefined;
-  /** Whether `lookup` would find it, without counting as a use. */
-  has?(name: string): boolean;
-  /** Brings a delta into host memory; rejects (EngineError delta_not_found, or any error) when it cannot. */
-  load?(name: string): Promise<DeltaLoad | void>;
-  /** The delta was written into a slot. */
-  resident?(name: string): void;
-}
-
-/** Which tier a finished load read from, and how long it took (parse and layout included). */
-export interface DeltaLoad {
-  tier: 'host' | 'disk' | 'store';
-  ms: number;
-}
-
-/** Why a delta load failed: code delta_not_found or internal_error. */
-export interface LoadFailure {
-  code: string;
-  message: string;
 }
 
 /**
@@ -55,15 +31,8 @@ export class Scheduler {
   private readonly waiting: Sequence[] = [];
   private readonly decoding: Sequence[] = [];
   private readonly prefilling: Sequence[] = [];
-  /** Loads in flight, one per delta however many requests wait for it. */
-  private readonly loading = new Map<string, Promise<LoadFailure | undefined>>();
-  /** Loads that failed since the last admission pass; their waiting requests end with this error. */
-  private readonly failed = new Map<string, LoadFailure>();
-  /** Deltas an operator pinned resident (admin pin); each holds one slot pin. */
-  private readonly held = new Set<string>();
-  /** The last completed load of each delta, so requests that waited for it can report its tier. */
-  private readonly lastLoads = new Map<string, DeltaLoad & { at: number }>();
-  readonly slotTable: SlotTable;
+  readonly residency: Residency;
+  private readonly prefixes: PrefixCache;
 
   constructor(
     private readonly runtime: ModelRuntime,
@@ -71,22 +40,23 @@ export class Scheduler {
     private readonly emit: (event: GenerateEvent) => void,
     private readonly options: SchedulerOptions,
   ) {
-    this.slotTable = new SlotTable(runtime.slots.slots);
+    this.residency = new Residency(runtime.stacks, deltas, { wake: options.wake, onLoad: options.onLoad });
+    this.prefixes = new PrefixCache(options.prefixCacheBytes ?? 64 * 1024 ** 2);
   }
 
   /** Nothing to do until a message or a load arrives: every waiting request (if any) waits for a load in flight. */
   get idle(): boolean {
-    return this.prefilling.length === 0 && this.decoding.length === 0 && this.failed.size === 0 && this.waiting.every((seq) => seq.request.delta !== null && this.loading.has(seq.request.delta));
+    return this.prefilling.length === 0 && this.decoding.length === 0 && !this.residency.hasFailures && this.waiting.every((seq) => seq.request.deltas.some((d) => this.residency.isLoading(d)));
   }
 
   /** Delta loads in flight. */
   get loads(): number {
-    return this.loading.size;
+    return this.residency.loads;
   }
 
   /** Deltas of the rows in flight and of the waiting requests (for routers' LoRA affinity). */
   get deltaUse(): { running: string[]; waiting: string[] } {
-    const names = (seqs: Sequence[]) => [...new Set(seqs.map((s) => s.request.delta).filter((d): d is string => d !== null))];
+    const names = (seqs: Sequence[]) => [...new Set(seqs.flatMap((s) => s.request.deltas))];
     return { running: names([...this.decoding, ...this.prefilling]), waiting: names(this.waiting) };
   }
 
@@ -98,14 +68,15 @@ export class Scheduler {
       waiting: this.waiting.length,
       decoding: this.decoding.length,
       running: this.decoding.length + this.prefilling.length,
-      residentSlots: this.slotTable.occupants.filter(Boolean).length,
-      pinnedDeltas: this.held.size,
-      loadsInFlight: this.loading.size,
+      residentSlots: this.residency.residentCount,
+      pinnedDeltas: this.residency.pinned.length,
+      loadsInFlight: this.residency.loads,
+      prefixCacheEntries: this.prefixes.size,
     };
   }
 
   submit(request: GenerateRequest): void {
-    if (request.delta !== null && !this.deltas.load && !this.deltas.lookup(request.delta)) throw new EngineError('delta_not_found', `delta '${request.delta}' is not registered`);
+    if (request.deltas.length && !this.deltas.load && request.deltas.some((d) => !this.deltas.lookup(d))) throw new EngineError('delta_not_found', `delta '${request.deltas.find((d) => !this.deltas.lookup(d))}' is not registered`);
     const limit = this.runtime.options.maxContext;
     if (request.promptIds.length + Math.max(request.maxTokens, 0) > limit && request.promptIds.length >= limit) {
       throw new EngineError('context_length_exceeded', `prompt has ${request.promptIds.length} tokens; the context holds ${limit}`);
@@ -141,154 +112,122 @@ export class Scheduler {
     }
   }
 
-  /**
-   * Starts loading a cold delta unless a load of it is in flight; resolves when it settles, with
-   * the failure if it failed (never rejects: the failure is also recorded for the admission pass,
-   * which errors the requests waiting for it).
-   */
-  requestLoad(name: string): Promise<LoadFailure | undefined> {
-    const inFlight = this.loading.get(name);
-    if (inFlight) return inFlight;
-    if (!this.deltas.load) {
-      const failure = { code: 'delta_not_found', message: `delta '${name}' is not registered` };
-      this.failed.set(name, failure);
-      return Promise.resolve(failure);
+  /** Ends the waiting requests whose deltas failed to load with that failure. */
+  private failWaiting(): void {
+    const failures = this.residency.takeFailures();
+    if (!failures.size) return;
+    for (const seq of [...this.waiting]) {
+      const failure = seq.request.deltas.map((d) => failures.get(d)).find((f) => f !== undefined);
+      if (!failure) continue;
+      this.waiting.splice(this.waiting.indexOf(seq), 1);
+      this.emit({ type: 'error', id: seq.id, code: failure.code, message: failure.message });
     }
-    const settled = this.deltas.load(name).then(
-      (load) => {
-        if (!load) return undefined;
-        this.lastLoads.delete(name);
-        this.lastLoads.set(name, { ...load, at: performance.now() });
-        if (this.lastLoads.size > 4096) this.lastLoads.delete(this.lastLoads.keys().next().value!);
-        this.options.onLoad?.(name, load);
-        return undefined;
-      },
-      (err: Error & { code?: string }) => {
-        const code = err.code === 'delta_not_found' ? 'delta_not_found' : 'internal_error';
-        const failure = { code, message: `delta '${name}' could not be loaded: ${err.message}` };
-        this.failed.set(name, failure);
-        return failure;
-      },
-    );
-    const tracked = settled.finally(() => {
-      this.loading.delete(name);
-      this.options.wake?.();
-    });
-    this.loading.set(name, tracked);
-    return tracked;
-  }
-
-  /**
-   * Makes a delta resident without a request (admin prefetch): into a free slot or the least
-   * recently used unpinned one; false when it is not in host memory or every slot is pinned.
-   */
-  makeResident(name: string): boolean {
-    if (this.slotTable.find(name) >= 0) return true;
-    return this.place(name) !== undefined;
-  }
-
-  /** Keeps a delta resident until `unpinDelta` (admin pin); false when no slot can be freed now. */
-  pinDelta(name: string): boolean {
-    if (this.held.has(name)) return true;
-    const slot = this.slotTable.find(name) >= 0 ? this.slotTable.find(name) : this.place(name);
-    if (slot === undefined) return false;
-    this.slotTable.pin(slot);
-    this.held.add(name);
-    return true;
-  }
-
-  unpinDelta(name: string): boolean {
-    if (!this.held.delete(name)) return false;
-    const slot = this.slotTable.find(name);
-    if (slot >= 0) this.slotTable.unpin(slot);
-    return true;
-  }
-
-  get pinnedDeltas(): string[] {
-    return [...this.held];
-  }
-
-  /** Drops a delta from its slot (unless a running sequence uses it) and any admin pin. */
-  forget(name: string): void {
-    this.unpinDelta(name);
-    this.slotTable.evict(name);
   }
 
   private admit(): void {
-    if (this.failed.size) {
-      for (const seq of [...this.waiting]) {
-        const failure = seq.request.delta === null ? undefined : this.failed.get(seq.request.delta);
-        if (!failure) continue;
-        this.waiting.splice(this.waiting.indexOf(seq), 1);
-        this.emit({ type: 'error', id: seq.id, code: failure.code, message: failure.message });
-      }
-      this.failed.clear();
-    }
+    this.failWaiting();
     for (let i = 0; i < this.waiting.length; i++) {
       if (this.decoding.length + this.prefilling.length >= this.runtime.options.maxRows) return;
       const seq = this.waiting[i]!;
-      const wasResident = seq.request.delta !== null && this.slotTable.find(seq.request.delta) >= 0;
-      const slot = seq.request.delta === null ? -1 : this.acquireSlot(seq.request.delta);
-      if (slot === undefined) continue; // every slot pinned by running sequences; try the next request
+      const wereResident = this.residency.allResident(seq.request.deltas);
+      let slots: RowSlots | undefined;
+      try {
+        slots = this.residency.acquire(seq.request.deltas);
+      } catch (err) {
+        this.waiting.splice(i--, 1);
+        this.emit({ type: 'error', id: seq.id, code: (err as EngineError).code ?? 'internal_error', message: (err as Error).message });
+        continue;
+      }
+      if (!slots) continue; // a delta is loading, or every slot of its kind is in use; try the next request
       this.waiting.splice(i--, 1);
-      this.emitAdmitted(seq, wasResident);
-      seq.slot = slot;
+      const loaded = this.residency.tierOf(seq.request.deltas, seq.submittedAt, wereResident);
+      this.emit({ type: 'admitted', id: seq.id, deltaTier: loaded.tier, deltaLoadMs: loaded.ms });
+      seq.slots = slots;
       seq.row = this.decoding.length + this.prefilling.length;
       this.runtime.cache.clearRow(seq.row);
       this.prefilling.push(seq);
+      this.startVirtual(seq); // ends the request itself if its virtual tokens cannot be placed
     }
-  }
-
-  /** Reports the end of a request's queue wait and where its delta came from. */
-  private emitAdmitted(seq: Sequence, wasResident: boolean): void {
-    const name = seq.request.delta;
-    const load = name === null ? undefined : this.lastLoads.get(name);
-    const waitedForLoad = load !== undefined && load.at >= seq.submittedAt;
-    const deltaTier = name === null ? 'none' : waitedForLoad ? load.tier : wasResident ? 'slot' : 'host';
-    this.emit({ type: 'admitted', id: seq.id, deltaTier, deltaLoadMs: waitedForLoad ? load.ms : 0 });
   }
 
   /**
-   * Makes a delta resident and pins it; undefined when no slot can be freed now or the delta is
-   * not in host memory (its load is then started, and the request waits for it).
+   * Puts a row's virtual positions in place before its own tokens: a prefix-tuning delta's keys
+   * and values written straight into the row's cache; a prompt-tuning delta's virtual tokens from
+   * the prefix cache, or queued for prefill (and kept once computed). False when the request
+   * cannot run (it has been ended with an error).
    */
-  private acquireSlot(name: string): number | undefined {
-    let slot: number | undefined = this.slotTable.find(name);
-    if (slot < 0) {
-      slot = this.place(name);
-      if (slot === undefined) return undefined;
+  private startVirtual(seq: Sequence): boolean {
+    const virtual = seq.request.deltas.map((d) => ({ name: d, shape: this.residency.shape(d)! })).filter((d) => d.shape.virtualTokens > 0);
+    if (!virtual.length) return true;
+    if (virtual.length > 1) return this.refuse(seq, 'invalid_delta', `a row may have one delta with virtual tokens; ${virtual.map((v) => v.name).join(' and ')} both add some`);
+    const [{ name, shape }] = virtual as [(typeof virtual)[number]];
+    const n = shape.virtualTokens;
+    const limit = this.runtime.options.maxContext;
+    if (n + seq.request.promptIds.length + Math.max(seq.request.maxTokens, 1) > limit) {
+      return this.refuse(seq, 'context_length_exceeded', `delta '${name}' adds ${n} virtual tokens; with the prompt's ${seq.request.promptIds.length} and max tokens ${seq.request.maxTokens} that exceeds the context of ${limit}`);
     }
-    this.slotTable.pin(slot);
-    return slot;
+    seq.virtual = n;
+    const kind = deltaKind(shape.kind);
+    try {
+      if (kind.prefixKeyValues) {
+        const stacks = this.runtime.stacks.get(shape.kind)!;
+        const slot = seq.slots![shape.kind]!;
+        this.runtime.cache.writePrefix(seq.row, kind.prefixKeyValues((t) => stacks.range(t, slot, slot + 1), n, this.runtime.arch), n);
+        seq.cached = n;
+        return true;
+      }
+      const key = PrefixCache.key(seq.request.deltas);
+      const cached = this.prefixes.get(key);
+      if (cached) {
+        this.runtime.cache.writePrefix(seq.row, cached, n);
+        seq.cached = n;
+      } else {
+        seq.pending = [...Array.from({ length: n }, (_, k) => -(k + 1)), ...seq.pending];
+        seq.capturePrefix = key;
+      }
+      return true;
+    } catch (err) {
+      return this.refuse(seq, (err as EngineError).code ?? 'internal_error', (err as Error).message);
+    }
   }
 
-  /** Writes a host-memory delta into a free or evictable slot (unpinned); starts its load when it is cold. */
-  private place(name: string): number | undefined {
-    const victim = this.slotTable.chooseVictim();
-    if (!victim) {
-      // No slot now, but the load can proceed meanwhile.
-      if (this.deltas.has && !this.deltas.has(name)) void this.requestLoad(name);
-      return undefined;
-    }
-    const delta = this.deltas.lookup(name);
-    if (!delta) {
-      void this.requestLoad(name);
-      return undefined;
-    }
-    this.runtime.slots.write(victim.slot, delta.modules);
-    this.slotTable.assign(victim.slot, name);
-    this.deltas.resident?.(name);
-    return victim.slot;
+  /** Ends a just-admitted sequence with an error; returns false for startVirtual. */
+  private refuse(seq: Sequence, code: string, message: string): false {
+    this.fail(seq, code, message);
+    return false;
+  }
+
+  /** Keeps a prompt-tuning row's freshly computed virtual keys/values for the next row with the same deltas. */
+  private capture(seq: Sequence): void {
+    if (!seq.capturePrefix || seq.cached < seq.virtual) return;
+    const layers = this.runtime.cache.readPrefix(seq.row, seq.virtual);
+    if (layers) this.prefixes.set(seq.capturePrefix, layers);
+    seq.capturePrefix = null;
+  }
+
+  /**
+   * Loads a delta into host memory through the residency manager (one load however many callers),
+   * resolving with its failure if it fails.
+   */
+  requestLoad(name: string) {
+    return this.residency.requestLoad(name);
+  }
+
+  /** Drops a delta from its slot, any admin pin, and every prompt prefix computed with it. */
+  forget(name: string): void {
+    this.residency.forget(name);
+    this.prefixes.forget(name);
   }
 
   /** Prefills up to `budget` tokens of the first prefilling sequence; returns how many it used. */
   private async prefillChunk(seq: Sequence, budget: number): Promise<number> {
     const chunk = seq.pending.splice(0, budget);
     const wantAll = seq.request.promptLogprobs;
-    const logits = await this.runtime.forward({ firstRow: seq.row, tokens: [chunk], pastLengths: [seq.cached], slots: [seq.slot], logits: wantAll ? 'all' : 'last' });
+    const logits = await this.runtime.forward({ firstRow: seq.row, tokens: [chunk], pastLengths: [seq.cached], slots: [seq.slots!], logits: wantAll ? 'all' : 'last' });
     const vocab = this.runtime.arch.vocabSize;
     if (wantAll) this.emitPromptLogprobs(seq, chunk, logits, vocab);
     seq.cached += chunk.length;
+    this.capture(seq);
     if (seq.pending.length) return chunk.length;
     this.prefilling.shift();
     const last = wantAll ? logits.subarray((chunk.length - 1) * vocab) : logits;
@@ -312,11 +251,12 @@ export class Scheduler {
   /** Prefills several whole prompts in one right-padded pass; they then join the decode rows in order. */
   private async prefillTogether(batch: Sequence[]): Promise<number> {
     const tokens = batch.map((seq) => seq.pending);
-    const logits = await this.runtime.forward({ firstRow: batch[0]!.row, tokens, pastLengths: batch.map(() => 0), slots: batch.map((seq) => seq.slot), logits: 'last' });
+    const logits = await this.runtime.forward({ firstRow: batch[0]!.row, tokens, pastLengths: batch.map(() => 0), slots: batch.map((seq) => seq.slots!), logits: 'last' });
     const vocab = this.runtime.arch.vocabSize;
     for (const seq of batch) {
       seq.cached = seq.pending.length;
       seq.pending = [];
+      this.capture(seq);
     }
     batch.forEach((seq, i) => {
       this.prefilling.shift();
@@ -327,18 +267,22 @@ export class Scheduler {
     return tokens.reduce((sum, t) => sum + t.length, 0);
   }
 
-  /** Prompt logprobs: position i's logits score prompt token i + 1; the first token has none. */
+  /**
+   * Prompt logprobs of the request's own tokens: the logits at absolute position p score the token
+   * at p + 1; virtual positions are the deltas', not the request's, and its first token has none.
+   */
   private emitPromptLogprobs(seq: Sequence, chunk: number[], logits: Float32Array, vocab: number): void {
     const prompt = seq.request.promptIds;
-    const out: (TokenLogprob | null)[] = seq.cached === 0 ? [null] : [];
+    const out: (TokenLogprob | null)[] = seq.cached <= seq.virtual && seq.virtual < seq.cached + chunk.length ? [null] : [];
     for (let i = 0; i < chunk.length; i++) {
-      const nextIndex = seq.cached + i + 1;
+      const nextIndex = seq.cached + i + 1 - seq.virtual;
+      if (nextIndex < 1) continue;
       if (nextIndex >= prompt.length) break;
       const lp = logSoftmax(logits.subarray(i * vocab, (i + 1) * vocab));
       const token = prompt[nextIndex]!;
       out.push({ token, logprob: lp[token]!, top: seq.request.topLogprobs ? topK(lp, seq.request.topLogprobs) : undefined });
     }
-    this.emit({ type: 'prompt', id: seq.id, logprobs: out });
+    if (out.length) this.emit({ type: 'prompt', id: seq.id, logprobs: out });
   }
 
   private async decodeStep(): Promise<void> {
@@ -347,7 +291,7 @@ export class Scheduler {
       firstRow: 0,
       tokens: rows.map((s) => [s.nextToken]),
       pastLengths: rows.map((s) => s.cached),
-      slots: rows.map((s) => s.slot),
+      slots: rows.map((s) => s.slots!),
       logits: 'last',
     });
     const vocab = this.runtime.arch.vocabSize;
@@ -363,7 +307,7 @@ export class Scheduler {
    * would silently pick an arbitrary token.
    */
   private accept(seq: Sequence, logits: Float32Array): void {
-    if (firstNonFinite(logits) >= 0) return this.fail(seq, seq.request.delta === null ? 'internal_error' : 'invalid_delta', `${seq.request.delta === null ? 'the base model' : `delta '${seq.request.delta}'`} produced non-finite logits after ${seq.cached} tokens; the request was stopped`);
+    if (firstNonFinite(logits) >= 0) return this.fail(seq, seq.request.deltas.length ? 'invalid_delta' : 'internal_error', `${seq.request.deltas.length ? `delta '${seq.request.deltas.join('+')}'` : 'the base model'} produced non-finite logits after ${seq.cached} tokens; the request was stopped`);
     const sampled = seq.sampler.sample(logits, { logprobs: seq.request.tokenLogprobs, top: seq.request.topLogprobs });
     if (seq.request.stopTokenIds.includes(sampled.token)) return this.finish(seq, 'stop');
     seq.generated.push(sampled.token);
@@ -384,9 +328,9 @@ export class Scheduler {
     this.emit({ type: 'done', id: seq.id, finishReason: reason, promptTokens: seq.request.promptIds.length, completionTokens: seq.generated.length });
   }
 
-  /** Frees the sequence's row and slot pin, keeping decoding rows and the prefill block contiguous. */
+  /** Frees the sequence's row and slot pins, keeping decoding rows and the prefill block contiguous. */
   private release(seq: Sequence): void {
-    if (seq.slot >= 0) this.slotTable.unpin(seq.slot);
+    if (seq.slots) this.residency.release(seq.slots);
     const cache = this.runtime.cache;
     const prefillIndex = this.prefilling.indexOf(seq);
     if (prefillIndex >= 0) {
@@ -404,7 +348,7 @@ export class Scheduler {
       this.slidePrefills(0);
     }
     seq.row = -1;
-    seq.slot = -1;
+    seq.slots = null;
     // The KV cache shrinks once the rows still live need much less than it holds.
     cache.fit(Math.max(0, ...[...this.decoding, ...this.prefilling].map((s) => s.cached + s.pending.length + s.request.maxTokens)));
   }

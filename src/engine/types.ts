@@ -4,8 +4,8 @@ import type { SamplingParams } from './sampler.js';
 export interface GenerateRequest {
   id: string;
   promptIds: number[];
-  /** Delta name as registered with the engine, or null for the base model. */
-  delta: string | null;
+  /** Engine keys of the deltas the request stacks on its row (at most one per kind); [] for the base model. */
+  deltas: string[];
   maxTokens: number;
   sampling: SamplingParams;
   /** Generation ends (finish_reason 'stop') when one of these is sampled; it is not emitted. */
@@ -23,13 +23,13 @@ export interface GenerateRequest {
 /**
  * A greedy request with no logprobs and no stop tokens: what benches and engine tests drive.
  *
- * @example scheduler.submit(greedyRequest('r1', [1, 2, 3], 'acme/sql@1', 16));
+ * @example scheduler.submit(greedyRequest('r1', [1, 2, 3], ['acme/sql@1'], 16));
  */
-export function greedyRequest(id: string, promptIds: number[], delta: string | null, maxTokens: number): GenerateRequest {
+export function greedyRequest(id: string, promptIds: number[], deltas: string[], maxTokens: number): GenerateRequest {
   return {
     id,
     promptIds,
-    delta,
+    deltas,
     maxTokens,
     sampling: { temperature: 0, topP: 1, topK: 0 },
     stopTokenIds: [],

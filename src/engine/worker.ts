@@ -1,7 +1,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { TieredDeltaSource } from './delta-cache.js';
 import { DeltaLoaderThread } from './delta-loader.js';
-import { ModelRuntime } from './model-runtime.js';
+import { deltaLimits, ModelRuntime } from './model-runtime.js';
 import type { DeltaResidency, DeltaSummary, EngineOptions, FromWorker, ToWorker } from './protocol.js';
 import { Scheduler } from './scheduler.js';
 import { TrainingRunner } from './training-runner.js';
@@ -23,7 +23,7 @@ async function main(): Promise<void> {
   const diskCacheDir = options.store.startsWith('s3://') ? options.diskCacheDir : undefined;
   // Deltas are fetched, verified, validated and laid out for slots on a thread of their own, and
   // host-cached in slot layout, so making one resident is a copy.
-  const loader = new DeltaLoaderThread({ modelDir: options.modelDir, maxRank: options.maxRank, store: options.store, diskCacheDir });
+  const loader = new DeltaLoaderThread({ modelDir: options.modelDir, limits: deltaLimits(options), store: options.store, diskCacheDir });
   const deltas = new TieredDeltaSource((name) => loader.load(name), {
     hostCacheBytes: options.hostCacheBytes,
     diskCacheDir,
@@ -37,8 +37,8 @@ async function main(): Promise<void> {
   const reply = (callId: number, value: unknown) => send({ type: 'reply', callId, ok: true, value });
   const fail = (callId: number, err: Error & { code?: string }) => send({ type: 'reply', callId, ok: false, code: err.code ?? 'internal_error', message: err.message });
   const residency = (name: string): DeltaResidency => {
-    const slot = scheduler.slotTable.find(name);
-    return { name, host: deltas.has(name), slot: slot >= 0 ? slot : null, pinned: scheduler.pinnedDeltas.includes(name) };
+    const at = scheduler.residency.residentSlot(name);
+    return { name, host: deltas.has(name), kind: at?.kind ?? scheduler.residency.shape(name)?.kind ?? null, slot: at?.slot ?? null, pinned: scheduler.residency.pinned.includes(name) };
   };
   /** Loads a delta into host memory through the scheduler (one load however many callers), throwing its failure. */
   const ensureLoaded = async (name: string): Promise<void> => {
@@ -78,9 +78,9 @@ async function main(): Promise<void> {
           if (!message.dryRun) {
             // Warm after upload: the new version is in host memory.
             deltas.put(message.name, delta);
-            scheduler.slotTable.evict(message.name);
+            scheduler.forget(message.name);
           }
-          const summary: DeltaSummary = { name: delta.name, rank: delta.maxRank, modules: delta.modules.size, warnings: delta.warnings ?? [] };
+          const summary: DeltaSummary = { name: delta.name, kind: delta.kind, summary: delta.summary, virtualTokens: delta.virtualTokens, warnings: delta.warnings };
           return summary;
         });
       case 'unregister_delta':
@@ -94,23 +94,19 @@ async function main(): Promise<void> {
       case 'prefetch_delta':
         return respond(message.callId, async () => {
           await ensureLoaded(message.name);
-          scheduler.makeResident(message.name);
+          scheduler.residency.makeResident(message.name);
           return residency(message.name);
         });
       case 'pin_delta': {
         const { name } = message;
-        if (!scheduler.pinnedDeltas.includes(name) && scheduler.pinnedDeltas.length >= options.deltaSlots - 1) {
-          throw new EngineError('pin_limit', `at most ${options.deltaSlots - 1} of ${options.deltaSlots} delta slots may be pinned, so serving can always proceed; pinned: ${scheduler.pinnedDeltas.join(', ') || 'none'}`);
-        }
         return respond(message.callId, async () => {
           await ensureLoaded(name);
-          if (!scheduler.pinnedDeltas.includes(name) && scheduler.pinnedDeltas.length >= options.deltaSlots - 1) throw new EngineError('pin_limit', `at most ${options.deltaSlots - 1} delta slots may be pinned`);
-          if (!scheduler.pinDelta(name)) throw new EngineError('slots_busy', `every delta slot is in use by running requests; retry pinning '${name}' shortly`);
+          if (!scheduler.residency.pin(name)) throw new EngineError('slots_busy', `every slot of this delta's kind is in use by running requests; retry pinning '${name}' shortly`);
           return residency(name);
         });
       }
       case 'unpin_delta':
-        scheduler.unpinDelta(message.name);
+        scheduler.residency.unpin(message.name);
         return reply(message.callId, residency(message.name));
       case 'train_begin':
         return respond(message.callId, () => training.begin(message.spec));
@@ -142,7 +138,7 @@ async function main(): Promise<void> {
     // Serving keeps priority: a training micro-batch runs when nothing is served, or within its share.
     // Idle otherwise: fault in the next delta slot's pages (one per turn), then wait for work.
     if (training.mayRun(serving)) await training.runMicroBatch();
-    else if (!serving && !runtime.slots.prefaultNext()) {
+    else if (!serving && !scheduler.residency.prefaultNext()) {
       // While loads are in flight, look again now and then: a waiting request's deadline still counts.
       await new Promise<void>((resolve) => {
         wake = resolve;

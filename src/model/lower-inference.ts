@@ -1,6 +1,7 @@
 import { GraphBuilder } from '../graph/builder.js';
 import { inlineTensor, type Graph } from '../graph/ir.js';
-import { allProjections, type ArchitectureSpec, type BlockSpec, type NormSpec, type ProjectionSpec } from './architecture.js';
+import type { ArchitectureSpec, BlockSpec, NormSpec, ProjectionSpec } from './architecture.js';
+import type { DeltaLowering, HookContext, NormParts } from './delta-hooks.js';
 import type { Checkpoint } from './checkpoint.js';
 import { ropeTables } from './rope.js';
 import { frozenWeights } from './weight-data.js';
@@ -55,6 +56,8 @@ export interface InferenceGraphOptions {
    *     the updated cache as cache_key_out.L/cache_value_out.L, which stay on the device.
    */
   kvCache?: 'host' | 'device';
+  /** The delta kinds' graph hooks, in the order they run (see model/delta-hooks.ts). */
+  deltas?: readonly DeltaLowering[];
 }
 
 export type AttentionKernel = 'group-query' | 'matmul';
@@ -65,8 +68,6 @@ export const GRAPH_INPUTS = {
   seqlensK: 'seqlens_k',
   totalSequenceLength: 'total_sequence_length',
   logitsIndex: 'logits_index',
-  loraGather: 'lora_gather',
-  loraScatter: 'lora_scatter',
   cacheRows: 'cache_rows',
   cacheWrites: 'cache_writes',
   cacheVisible: 'cache_visible',
@@ -80,8 +81,6 @@ export const cacheKey = (layer: number) => `cache_key.${layer}`;
 export const cacheValue = (layer: number) => `cache_value.${layer}`;
 export const cacheKeyOut = (layer: number) => `cache_key_out.${layer}`;
 export const cacheValueOut = (layer: number) => `cache_value_out.${layer}`;
-export const loraA = (modulePath: string) => `lora_A.${modulePath}`;
-export const loraB = (modulePath: string) => `lora_B.${modulePath}`;
 
 export function lowerInferenceGraph(ckpt: Checkpoint, options: InferenceGraphOptions): Graph {
   return new InferenceLowering(ckpt, options).build();
@@ -99,15 +98,14 @@ class InferenceLowering {
   private readonly arch: ArchitectureSpec;
   /** A frozen weight as a float32 value (see frozenWeights). */
   private readonly weight: (name: string) => string;
-  private loraGather = '';
-  private loraScatter = '';
-  /** Per activation: its rows gathered into [slots, cells, features], shared by projections with that input. */
-  private readonly gathered = new Map<string, string>();
-  private readonly zeroRows = new Map<number, string>();
+  private readonly hooks: readonly DeltaLowering[];
+  private readonly ctx: HookContext;
 
   constructor(ckpt: Checkpoint, private readonly options: InferenceGraphOptions) {
     this.arch = ckpt.arch;
     this.weight = frozenWeights(ckpt, options.weightFile, { initializer: (name, data) => this.b.initializer(name, data), castToFloat32: (value) => this.b.op1('Cast', [value], { to: 1 }) });
+    this.hooks = options.deltas ?? [];
+    this.ctx = hookContext(this.b, this.arch, this.weight);
   }
 
   build(): Graph {
@@ -119,12 +117,11 @@ class InferenceLowering {
     const seqlens = groupQuery ? b.input(I.seqlensK, 'int32', ['batch']) : '';
     const total = groupQuery ? b.input(I.totalSequenceLength, 'int32', []) : '';
     const logitsIndex = b.input(I.logitsIndex, 'int64', ['n_logits']);
-    this.loraGather = b.input(I.loraGather, 'int64', ['lora_slots', 'lora_cells']);
-    this.loraScatter = b.input(I.loraScatter, 'int64', ['tokens']);
 
-    let hidden = b.op1('Gather', [this.weight(arch.embedTokens), ids]); // [B, S, H]
-    if (arch.positions.kind === 'learned') hidden = b.op1('Add', [hidden, b.op1('Gather', [this.weight(arch.positions.weight), positions])]);
-    hidden = b.op1('Reshape', [hidden, b.constant('int64', [2], [-1, arch.hiddenSize])]); // [T, H]
+    const flat = b.constant('int64', [2], [-1, arch.hiddenSize]);
+    let hidden = b.op1('Reshape', [b.op1('Gather', [this.weight(arch.embedTokens), ids]), flat]); // [T, H]
+    for (const hook of this.hooks) if (hook.embeddings) hidden = hook.embeddings(this.ctx, hidden);
+    if (arch.positions.kind === 'learned') hidden = b.op1('Add', [hidden, b.op1('Reshape', [b.op1('Gather', [this.weight(arch.positions.weight), positions]), flat])]);
     const rope = this.ropeCaches();
     arch.blocks.forEach((block, layer) => {
       hidden = this.block(block, layer, hidden, { positions, seqlens, total, rope });
@@ -148,7 +145,7 @@ class InferenceLowering {
   private block(block: BlockSpec, layer: number, x: string, ctx: AttentionContext): string {
     const { b } = this;
     const attn = this.attention(block, layer, this.norm(block.inputNorm, x), ctx); // [T, Hq*D]
-    const afterAttn = b.op1('Add', [x, this.linear(block.o, attn)]);
+    const afterAttn = this.residual(layer, 'attention', this.linear(block.o, attn), x);
     const m = this.norm(block.postAttentionNorm, afterAttn);
     let mlpOut: string;
     if (block.mlp.kind === 'gated-silu') {
@@ -160,7 +157,13 @@ class InferenceLowering {
       const fc = this.linear(block.mlp.fc, m);
       mlpOut = this.linear(block.mlp.proj, b.op1('FastGelu', [fc], {}, { domain: 'com.microsoft' }));
     }
-    return b.op1('Add', [afterAttn, mlpOut]);
+    return this.residual(layer, 'mlp', mlpOut, afterAttn);
+  }
+
+  /** A sub-block's output added to its residual, unless a delta kind owns that step (bottleneck adapters). */
+  private residual(layer: number, location: 'attention' | 'mlp', output: string, residual: string): string {
+    const owner = this.hooks.find((h) => h.blockOutput);
+    return owner?.blockOutput ? owner.blockOutput(this.ctx, { layer, location }, output, residual) : this.b.op1('Add', [residual, output]);
   }
 
   /** Projections, rotary positions and attention over the cache; also returns this pass's keys/values as outputs. */
@@ -306,49 +309,55 @@ class InferenceLowering {
     return shape;
   }
 
+  /** The base norm, then each delta kind's norm hook (norm tuning replaces the affine step per row). */
   private norm(spec: NormSpec, x: string): string {
     const { b } = this;
-    if (spec.kind === 'rms') return b.op1('SimplifiedLayerNormalization', [x, this.weight(spec.weight)], { axis: -1, epsilon: { float: spec.eps } });
-    return b.op1('LayerNormalization', [x, this.weight(spec.weight), this.weight(spec.bias!)], { axis: -1, epsilon: { float: spec.eps } });
+    const eps = { float: spec.eps };
+    let out = spec.kind === 'rms'
+      ? b.op1('SimplifiedLayerNormalization', [x, this.weight(spec.weight)], { axis: -1, epsilon: eps })
+      : b.op1('LayerNormalization', [x, this.weight(spec.weight), this.weight(spec.bias!)], { axis: -1, epsilon: eps });
+    const parts: NormParts = {
+      spec,
+      normalized: () => this.ctx.shared(`norm.normalized.${x}`, () => {
+        const ones = b.constant('float32', [this.arch.hiddenSize], Array<number>(this.arch.hiddenSize).fill(1));
+        if (spec.kind === 'rms') return b.op1('SimplifiedLayerNormalization', [x, ones], { axis: -1, epsilon: eps });
+        return b.op1('LayerNormalization', [x, ones, b.constant('float32', [this.arch.hiddenSize], Array<number>(this.arch.hiddenSize).fill(0))], { axis: -1, epsilon: eps });
+      }),
+    };
+    for (const hook of this.hooks) if (hook.norm) out = hook.norm(this.ctx, parts, out);
+    return out;
   }
 
-  /** y = x W^T + b + per-slot (x A) B, on [tokens, features]. */
+  /** y = x W^T + b on [tokens, features], with each delta kind's projection hooks around it. */
   private linear(p: ProjectionSpec, x: string): string {
     const { b } = this;
-    const inputs = [x, this.weight(p.weight)];
+    let input = x;
+    for (const hook of this.hooks) if (hook.projectionInput) input = hook.projectionInput(this.ctx, p, input);
+    const inputs = [input, this.weight(p.weight)];
     if (p.bias) inputs.push(this.weight(p.bias));
-    const base = b.op1('Gemm', inputs, { transB: p.layout === 'out_in' ? 1 : 0 });
-    const a = b.input(loraA(p.modulePath), 'float32', ['lora_slots', p.inFeatures, 'lora_rank']);
-    const bMat = b.input(loraB(p.modulePath), 'float32', ['lora_slots', 'lora_rank', p.outFeatures]);
-    const shrunk = b.op1('MatMul', [this.gatheredRows(x), a]); // [slots, cells, R]
-    const expanded = b.op1('MatMul', [shrunk, bMat]); // [slots, cells, out]
-    const flat = b.op1('Reshape', [expanded, b.constant('int64', [2], [-1, p.outFeatures])]); // [slots*cells, out]
-    const padded = b.op1('Concat', [flat, this.zeroRow(p.outFeatures)], { axis: 0 }); // + a zero row for tokens without a delta
-    const delta = b.op1('Gather', [padded, this.loraScatter], { axis: 0 }); // [T, out]
-    return b.op1('Add', [base, delta]);
+    let y = b.op1('Gemm', inputs, { transB: p.layout === 'out_in' ? 1 : 0 });
+    for (const hook of this.hooks) if (hook.projectionOutput) y = hook.projectionOutput(this.ctx, p, input, y);
+    return y;
   }
-
-  private gatheredRows(x: string): string {
-    let rows = this.gathered.get(x);
-    if (!rows) {
-      rows = this.b.op1('Gather', [x, this.loraGather], { axis: 0 }); // [slots, cells, in]
-      this.gathered.set(x, rows);
-    }
-    return rows;
-  }
-
-  private zeroRow(width: number): string {
-    let zero = this.zeroRows.get(width);
-    if (!zero) {
-      zero = this.b.initializer('lora_zero_row', inlineTensor('float32', [1, width], new Float32Array(width)));
-      this.zeroRows.set(width, zero);
-    }
-    return zero;
-  }
-
 }
 
-/** Every projection module path in graph order (the LoRA inputs the engine must feed). */
-export function loraModules(arch: ArchitectureSpec): ProjectionSpec[] {
-  return allProjections(arch).flat();
+/** The hooks' view of the graph under construction: inputs declared once, values shared by key. */
+function hookContext(b: GraphBuilder, arch: ArchitectureSpec, weight: (name: string) => string): HookContext {
+  const inputs = new Map<string, string>();
+  const shared = new Map<string, string>();
+  return {
+    b,
+    arch,
+    weight,
+    input(name, dtype, shape) {
+      let value = inputs.get(name);
+      if (!value) inputs.set(name, (value = b.input(name, dtype, shape)));
+      return value;
+    },
+    shared(key, make) {
+      let value = shared.get(key);
+      if (!value) shared.set(key, (value = make()));
+      return value;
+    },
+  };
 }

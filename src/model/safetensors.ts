@@ -212,7 +212,14 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
  * const { header, tensor } = parseSafetensors(body, 'upload adapter.safetensors');
  * const w = tensor('lora_A.weight');
  */
-export function parseSafetensors(bytes: Uint8Array, label: string): { header: SafetensorsHeader; tensor(name: string): Float32Array; view(name: string): Float32Array } {
+/** An in-memory safetensors file: its header, and float tensors as copies or in-place views. */
+export interface ParsedSafetensors {
+  header: SafetensorsHeader;
+  tensor(name: string): Float32Array;
+  view(name: string): Float32Array;
+}
+
+export function parseSafetensors(bytes: Uint8Array, label: string): ParsedSafetensors {
   const n = headerLengthOf(bytes.subarray(0, 8), bytes.length, label);
   const header = buildHeader(bytes.subarray(8, 8 + n), n, bytes.length, label);
   const raw = (e: TensorEntry) => bytes.subarray(e.fileOffset, e.fileOffset + e.byteLength);

@@ -25,7 +25,7 @@ export class DeltaService {
    */
   async upload(owner: string, name: string, files: DeltaFiles, options: { public: boolean }): Promise<{ version: DeltaVersion; warnings: string[] }> {
     const summary = await this.engine.registerPeft(`${owner}/${name}`, files, { dryRun: true });
-    const version = await this.store.put({ owner, name, public: options.public, rank: summary.rank, modules: summary.modules }, files);
+    const version = await this.store.put({ owner, name, public: options.public, kind: summary.kind, summary: summary.summary, virtualTokens: summary.virtualTokens }, files);
     await this.engine.registerPeft(deltaKey(owner, name, version.version), files);
     this.remember(version);
     return { version, warnings: summary.warnings };
@@ -90,8 +90,9 @@ export class DeltaService {
       name: version.name,
       owner: version.owner,
       public: latest === version.version ? version.public : (known?.public ?? version.public),
-      rank: latest === version.version ? version.rank : known!.rank,
-      modules: latest === version.version ? version.modules : known!.modules,
+      kind: latest === version.version ? version.kind : known!.kind,
+      summary: latest === version.version ? version.summary : known!.summary,
+      virtualTokens: latest === version.version ? version.virtualTokens : known!.virtualTokens,
       createdAt: known?.createdAt ?? Date.parse(version.createdAt),
       version: latest,
       versions,

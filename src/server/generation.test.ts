@@ -14,7 +14,7 @@ function scripted(events: GenerateEvent[]): Engine {
   } as unknown as Engine;
 }
 
-const plan = (): ChoicePlan => ({ index: 0, request: greedyRequest('r', [1, 2], null, 10), stop: [], echo: false, logprobs: null });
+const plan = (): ChoicePlan => ({ index: 0, request: greedyRequest('r', [1, 2], [], 10), stop: [], echo: false, logprobs: null });
 
 describe('finish reasons as clients see them', () => {
   it("a generation cut by the request timeout reports 'timeout'", async () => {

@@ -28,7 +28,10 @@ export function encodePrompt(tokenizer: TextTokenizer, text: string, maxContext:
 
 /** Sampling and output options shared by completions and chat completions, already defaulted. */
 export interface PlanOptions {
-  delta: string | null;
+  /** Engine keys of the deltas the choices run on ([] for the base). */
+  deltas: string[];
+  /** Positions those deltas add before every prompt (they count against the context). */
+  virtualTokens: number;
   maxTokens: number;
   /** Field name to blame for a too-large max_tokens. */
   maxTokensParam: string;
@@ -49,17 +52,18 @@ export interface PlanOptions {
  * differ from each other yet each is reproducible on its own, batched or not.
  */
 export function planChoices(engine: Engine, prompts: number[][], options: PlanOptions): ChoicePlan[] {
-  const maxContext = engine.info.maxContext;
+  const maxContext = engine.info.maxContext - options.virtualTokens;
+  const virtual = options.virtualTokens ? ` after the deltas' ${options.virtualTokens} virtual tokens` : '';
   return prompts.flatMap((promptIds, p) => {
-    if (promptIds.length >= maxContext) throw new ApiError(400, `prompt has ${promptIds.length} tokens; the context holds ${maxContext}`, 'prompt', 'context_length_exceeded');
+    if (promptIds.length >= maxContext) throw new ApiError(400, `prompt has ${promptIds.length} tokens; the context holds ${maxContext}${virtual}`, 'prompt', 'context_length_exceeded');
     if (promptIds.length + options.maxTokens > maxContext) {
-      throw new ApiError(400, `${options.maxTokensParam} ${options.maxTokens} plus the prompt's ${promptIds.length} tokens exceeds the context of ${maxContext}`, options.maxTokensParam, 'context_length_exceeded');
+      throw new ApiError(400, `${options.maxTokensParam} ${options.maxTokens} plus the prompt's ${promptIds.length} tokens exceeds the context of ${maxContext}${virtual}`, options.maxTokensParam, 'context_length_exceeded');
     }
     return Array.from({ length: options.n }, (_, j): ChoicePlan => {
       const request: GenerateRequest = {
         id: crypto.randomUUID(),
         promptIds,
-        delta: options.delta,
+        deltas: options.deltas,
         maxTokens: options.maxTokens,
         sampling: { temperature: options.temperature, topP: options.topP, topK: options.topK, seed: options.seed === undefined ? undefined : options.seed + j },
         stopTokenIds: engine.info.eosTokenIds,

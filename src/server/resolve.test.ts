@@ -7,7 +7,7 @@ import { resolveModel } from './resolve.js';
 
 function catalog(entries: [owner: string, name: string, isPublic: boolean][]): DeltaCatalog {
   const c = new DeltaCatalog();
-  entries.forEach(([owner, name, isPublic], i) => c.add({ owner, name, public: isPublic, rank: 8, modules: 1, createdAt: i, version: 1, versions: [1], bytes: 100 }));
+  entries.forEach(([owner, name, isPublic], i) => c.add({ owner, name, public: isPublic, kind: 'lora', summary: { rank: 8, modules: 1 }, virtualTokens: 0, createdAt: i, version: 1, versions: [1], bytes: 100 }));
   return c;
 }
 

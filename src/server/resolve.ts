@@ -1,5 +1,5 @@
 import { isVisible, type DeltaRecord } from '../deltas/catalog.js';
-import { deltaKey, formatDeltaRef, parseDeltaRef, type DeltaRef } from '../deltas/ref.js';
+import { deltaKey, formatDeltaRef, parseDeltaKey, parseDeltaRef, type DeltaRef } from '../deltas/ref.js';
 import type { Engine } from '../engine/client.js';
 import type { ServerState } from './context.js';
 import { ApiError } from './errors.js';
@@ -41,6 +41,35 @@ export function resolveModel(state: ServerState, model: string, tenant: string):
   if (ref.version === undefined) return deltaKey(record.owner, record.name, record.version);
   if (!record.versions.includes(ref.version)) throw notFound(model, `delta '${formatDeltaRef({ ...ref, version: undefined })}' has no version '${ref.version}'`);
   return deltaKey(record.owner, record.name, ref.version);
+}
+
+/** What a request runs on: the engine keys of the deltas it stacks on its row ([] for the base) and the virtual tokens they add. */
+export interface ResolvedDeltas {
+  keys: string[];
+  virtualTokens: number;
+}
+
+/**
+ * Resolves a request's deltas: `model` (the base, one delta reference, or several joined by `+`,
+ * as `style+domain`) and optionally `delta_ids` (more references). A row takes at most one delta
+ * of each kind, and at most one that adds virtual tokens (prompt or prefix tuning); anything else
+ * would be ambiguous (which LoRA wins? whose virtual tokens come first?) and is a 400 saying so.
+ */
+export function resolveDeltas(state: ServerState, model: string, tenant: string, deltaIds: readonly string[] = []): ResolvedDeltas {
+  const parts = model === state.modelName ? [] : model.split('+');
+  const keys = [...parts.map((part) => resolveModel(state, part, tenant)), ...deltaIds.map((id) => resolveModel(state, id, tenant))].filter((k): k is string => k !== null);
+  const records = keys.map((key) => {
+    const ref = parseDeltaKey(key)!;
+    return { key, record: state.deltas.get(ref.owner, ref.name)! };
+  });
+  const byKind = new Map<string, string[]>();
+  for (const { key, record } of records) byKind.set(record.kind, [...(byKind.get(record.kind) ?? []), key]);
+  for (const [kind, same] of byKind) {
+    if (same.length > 1) throw new ApiError(400, `model '${model}' stacks ${same.length} ${kind} deltas (${same.join(', ')}); a row takes at most one delta of each kind, so their order would be ambiguous`, deltaIds.length ? 'delta_ids' : 'model', 'ambiguous_composition');
+  }
+  const virtual = records.filter((r) => r.record.virtualTokens > 0);
+  if (virtual.length > 1) throw new ApiError(400, `model '${model}' stacks ${virtual.map((v) => v.key).join(' and ')}, which both add virtual tokens before the prompt; a row may take one`, deltaIds.length ? 'delta_ids' : 'model', 'ambiguous_composition');
+  return { keys: [...new Set(keys)], virtualTokens: virtual[0]?.record.virtualTokens ?? 0 };
 }
 
 /** The delta `ref` (its owner and name; the version is ignored) as `tenant` sees it, or undefined. */

@@ -4,7 +4,9 @@ const tokenIds = z.array(z.number().int().nonnegative()).min(1);
 
 /** Sampling and output fields both generation endpoints take, with OpenAI's ranges. */
 const generationFields = {
-  model: z.string().min(1),
+  model: z.string().min(1).max(1024),
+  /** More deltas to stack on the request's row, as references (deltaserve's composition; see resolveDeltas). */
+  delta_ids: z.array(z.string().min(1).max(256)).max(8).nullish(),
   temperature: z.number().min(0).max(2).nullish(),
   top_p: z.number().gt(0).max(1).nullish(),
   top_k: z.number().int().min(-1).nullish(),

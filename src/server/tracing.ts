@@ -60,15 +60,16 @@ export class RequestTrace {
     this.root.setAttributes({ 'gen_ai.request.model': model, ...attributes });
   }
 
-  /** Runs `resolve` inside a `deltaserve.delta.resolve` span and records the delta it chose. */
-  resolveDelta<T extends string | null>(resolve: () => T): T {
+  /** Runs `resolve` inside a `deltaserve.delta.resolve` span and records the deltas it chose (joined by '+'). */
+  resolveDeltas<T extends { keys: string[] }>(resolve: () => T): T {
     const span = this.child('deltaserve.delta.resolve');
     try {
-      const delta = resolve();
+      const resolved = resolve();
+      const delta = resolved.keys.length ? resolved.keys.join('+') : null;
       span.setAttribute('deltaserve.delta', delta ?? 'none');
       this.log['delta'] = delta;
       this.root.setAttribute('deltaserve.delta', delta ?? 'none');
-      return delta;
+      return resolved;
     } catch (err) {
       fail(span, err);
       throw err;

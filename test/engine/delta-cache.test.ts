@@ -2,24 +2,27 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { readPeftDirectory, type LoraDelta } from '../../src/deltas/peft-lora.js';
-import { DiskDeltaCache, HostDeltaCache, loraBytes } from '../../src/engine/delta-cache.js';
+import { parsedBytes, type ParsedDelta } from '../../src/deltas/kind.js';
+import { DiskDeltaCache, HostDeltaCache } from '../../src/engine/delta-cache.js';
 import { ModelRuntime } from '../../src/engine/model-runtime.js';
-import { Scheduler, type DeltaSource } from '../../src/engine/scheduler.js';
+import type { DeltaSource } from '../../src/engine/residency.js';
+import { Scheduler } from '../../src/engine/scheduler.js';
 import { EngineError, greedyRequest, type GenerateEvent, type GenerateRequest } from '../../src/engine/types.js';
-import { FIXTURE, tempDir } from '../helpers.js';
+import { FIXTURE, readDelta, tempDir } from '../helpers.js';
 
-const fakeDelta = (name: string, floats: number): LoraDelta => ({
+const fakeDelta = (name: string, floats: number): ParsedDelta => ({
   kind: 'lora',
   name,
-  maxRank: 1,
-  modules: new Map([['m', { a: new Float32Array(floats / 2), b: new Float32Array(floats / 2), rank: 1, scale: 1 }]]),
+  tensors: new Map([['a', new Float32Array(floats / 2)], ['b', new Float32Array(floats / 2)]]),
+  virtualTokens: 0,
+  summary: {},
+  warnings: [],
 });
 
 describe('host delta cache', () => {
   it('is bounded in bytes and drops the least recently used delta first', () => {
     const cache = new HostDeltaCache(10_000);
-    assert.equal(loraBytes(fakeDelta('x', 1000)), 4000);
+    assert.equal(parsedBytes(fakeDelta('x', 1000)), 4000);
     cache.set('a', fakeDelta('a', 1000));
     cache.set('b', fakeDelta('b', 1000));
     assert.equal(cache.bytes, 8000);
@@ -46,14 +49,14 @@ describe('host delta cache', () => {
   });
 });
 
-const request = (id: string, delta: string | null): GenerateRequest => greedyRequest(id, [5, 17, 42, 100 + id.length], delta, 5);
+const request = (id: string, delta: string | null): GenerateRequest => greedyRequest(id, [5, 17, 42, 100 + id.length], delta === null ? [] : [delta], 5);
 
 describe('Scheduler with an asynchronous delta source', () => {
   let rt: ModelRuntime;
-  let lora: LoraDelta;
+  let lora: ParsedDelta;
   before(async () => {
     rt = await ModelRuntime.create({ modelDir: path.join(FIXTURE, 'base'), cacheDir: tempDir(), device: 'cpu', maxRows: 3, maxContext: 64, deltaSlots: 2, maxRank: 8, threads: 1 });
-    lora = readPeftDirectory(path.join(FIXTURE, 'lora_all_r8'), 'lora', rt.arch, 8);
+    lora = readDelta(rt, path.join(FIXTURE, 'lora_all_r8'), 'lora');
   });
   after(() => rt.release());
 
@@ -82,8 +85,8 @@ describe('Scheduler with an asynchronous delta source', () => {
   }
 
   /** A cold source: `lookup` misses until `load` (slow, counted) has put the delta in host memory. */
-  function coldSource(stored: Record<string, LoraDelta>) {
-    const host = new Map<string, LoraDelta>();
+  function coldSource(stored: Record<string, ParsedDelta>) {
+    const host = new Map<string, ParsedDelta>();
     const loads: string[] = [];
     const source: DeltaSource = {
       lookup: (name) => host.get(name),

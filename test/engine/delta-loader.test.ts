@@ -14,8 +14,8 @@ describe('DeltaLoaderThread (filesystem store)', () => {
   const storeDir = tempDir();
   let loader: DeltaLoaderThread;
   before(async () => {
-    await openDeltaStore(storeDir).put({ owner: 'acme', name: 'fixture', public: false, rank: 8, modules: 28 }, files());
-    loader = new DeltaLoaderThread({ modelDir: path.join(FIXTURE, 'base'), maxRank: 16, store: storeDir });
+    await openDeltaStore(storeDir).put({ owner: 'acme', name: 'fixture', public: false, kind: 'lora', summary: { rank: 8, modules: 14 }, virtualTokens: 0 }, files());
+    loader = new DeltaLoaderThread({ modelDir: path.join(FIXTURE, 'base'), limits: { maxRank: 16, maxVirtualTokens: 64, maxBottleneck: 256 }, store: storeDir });
   });
   after(() => loader.close());
 
@@ -23,12 +23,10 @@ describe('DeltaLoaderThread (filesystem store)', () => {
     const { delta, tier } = await loader.load('acme/fixture@1');
     assert.equal(tier, 'store');
     const parsed = await loader.parse('in-hand', files());
-    assert.equal(delta.modules.size, parsed.modules.size);
-    for (const [name, m] of delta.modules) {
-      assert.equal(m.layout, 'slot');
-      assert.deepEqual(m.a, parsed.modules.get(name)!.a, name);
-      assert.deepEqual(m.b, parsed.modules.get(name)!.b, name);
-    }
+    assert.equal(delta.kind, 'lora');
+    assert.deepEqual(delta.summary, { rank: 8, modules: 14 });
+    assert.equal(delta.tensors.size, parsed.tensors.size);
+    for (const [name, t] of delta.tensors) assert.deepEqual(t, parsed.tensors.get(name), name);
   });
 
   it('a missing version is delta_not_found', async () => {
@@ -41,6 +39,6 @@ describe('DeltaLoaderThread (filesystem store)', () => {
     await (loader as unknown as { worker: Worker }).worker.terminate();
     await assert.rejects(pending, /loader thread exited/);
     const { delta } = await loader.load('acme/fixture@1');
-    assert.ok(delta.modules.size > 0);
+    assert.ok(delta.tensors.size > 0);
   });
 });

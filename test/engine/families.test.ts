@@ -7,9 +7,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { readPeftDirectory } from '../../src/deltas/peft-lora.js';
 import { ModelRuntime } from '../../src/engine/model-runtime.js';
-import { maxAbsDiff, tempDir } from '../helpers.js';
+import { loraSlots, maxAbsDiff, readDelta, tempDir, writeSlot } from '../helpers.js';
 import {
   loadOracleLora,
   loadWeightsF32,
@@ -76,9 +75,9 @@ for (const c of CASES) for (const attention of ['matmul', 'group-query'] as cons
       weights = loadWeightsF32(modelDir); // F16/BF16 converted exactly, so the oracle sees the same weights
       lora = loadOracleLora(loraDir);
       rt = await ModelRuntime.create({ modelDir, cacheDir: path.join(root, 'cache'), device: 'cpu', maxRows: 4, maxContext: 32, deltaSlots: 2, maxRank: 16, threads: 1, attention });
-      const delta = readPeftDirectory(loraDir, 'tiny-lora', rt.arch, 16);
-      assert.equal(delta.modules.size, rt.slots.modules.length, 'the LoRA targets every projection');
-      rt.slots.write(LORA_SLOT, delta.modules);
+      const delta = readDelta(rt, loraDir, 'tiny-lora');
+      assert.equal(delta.summary['modules'], rt.stacks.get('lora')!.specs.length / 2, 'the LoRA targets every projection');
+      writeSlot(rt, LORA_SLOT, delta);
     });
     after(async () => {
       await rt?.release();
@@ -94,12 +93,12 @@ for (const c of CASES) for (const attention of ['matmul', 'group-query'] as cons
     };
 
     it('base prompt logits match the oracle within 1e-4', async () => {
-      const logits = await rt.forward({ firstRow: 0, tokens: [PROMPTS[0]!], pastLengths: [0], slots: [-1], logits: 'all' });
+      const logits = await rt.forward({ firstRow: 0, tokens: [PROMPTS[0]!], pastLengths: [0], slots: loraSlots([-1]), logits: 'all' });
       checkPrompt(logits, oracleForward(config, weights, PROMPTS[0]!), 'base');
     });
 
     it('LoRA prompt logits match the oracle within 1e-4 (and differ from the base)', async () => {
-      const logits = await rt.forward({ firstRow: 0, tokens: [PROMPTS[0]!], pastLengths: [0], slots: [LORA_SLOT], logits: 'all' });
+      const logits = await rt.forward({ firstRow: 0, tokens: [PROMPTS[0]!], pastLengths: [0], slots: loraSlots([LORA_SLOT]), logits: 'all' });
       const expected = oracleForward(config, weights, PROMPTS[0]!, lora);
       checkPrompt(logits, expected, 'lora');
       const base = oracleForward(config, weights, PROMPTS[0]!);
@@ -107,10 +106,10 @@ for (const c of CASES) for (const attention of ['matmul', 'group-query'] as cons
     });
 
     it('a 2-row batch (base, LoRA) equals each row alone within 1e-5', async () => {
-      const mixed = await rt.forward({ firstRow: 0, tokens: PROMPTS, pastLengths: [0, 0], slots: [-1, LORA_SLOT], logits: 'all' });
+      const mixed = await rt.forward({ firstRow: 0, tokens: PROMPTS, pastLengths: [0, 0], slots: loraSlots([-1, LORA_SLOT]), logits: 'all' });
       const n = PROMPTS[0]!.length * VOCAB;
-      const base = await rt.forward({ firstRow: 2, tokens: [PROMPTS[0]!], pastLengths: [0], slots: [-1], logits: 'all' });
-      const withLora = await rt.forward({ firstRow: 3, tokens: [PROMPTS[1]!], pastLengths: [0], slots: [LORA_SLOT], logits: 'all' });
+      const base = await rt.forward({ firstRow: 2, tokens: [PROMPTS[0]!], pastLengths: [0], slots: loraSlots([-1]), logits: 'all' });
+      const withLora = await rt.forward({ firstRow: 3, tokens: [PROMPTS[1]!], pastLengths: [0], slots: loraSlots([LORA_SLOT]), logits: 'all' });
       const d0 = maxAbsDiff(mixed.subarray(0, n), base);
       const d1 = maxAbsDiff(mixed.subarray(n), withLora);
       assert.ok(d0 <= 1e-5, `row 0 (base): max abs diff ${d0}`);
@@ -118,7 +117,7 @@ for (const c of CASES) for (const attention of ['matmul', 'group-query'] as cons
     });
 
     it(`greedy ${NEW_TOKENS}-token decode through the KV cache equals oracleGreedy (base and LoRA rows)`, async () => {
-      const slots = [-1, LORA_SLOT];
+      const slots = loraSlots([-1, LORA_SLOT]);
       let logits = await rt.forward({ firstRow: 0, tokens: PROMPTS, pastLengths: [0, 0], slots, logits: 'last' });
       const generated: number[][] = [[], []];
       for (let step = 0; step < NEW_TOKENS; step++) {

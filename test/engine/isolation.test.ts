@@ -6,35 +6,33 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { readPeftDirectory, type LoraDelta, type LoraModule } from '../../src/deltas/peft-lora.js';
+import type { ParsedDelta } from '../../src/deltas/kind.js';
 import { ModelRuntime } from '../../src/engine/model-runtime.js';
 import { Scheduler } from '../../src/engine/scheduler.js';
 import { greedyRequest, type GenerateEvent, type GenerateRequest } from '../../src/engine/types.js';
 import { argmax } from '../../src/engine/sampler.js';
-import { FIXTURE, tempDir } from '../helpers.js';
+import { FIXTURE, loraSlots, readDelta, tempDir, writeSlot } from '../helpers.js';
 
 type Poison = 'nan' | 'inf' | 'huge' | 'nan-scale';
 
-/** The fixture LoRA with its weights or scale replaced by values validation would refuse. */
-function poisoned(delta: LoraDelta, poison: Poison): LoraDelta {
-  const modules = new Map<string, LoraModule>();
-  for (const [path, m] of delta.modules) {
-    const a = Float32Array.from(m.a);
-    const b = Float32Array.from(m.b);
-    if (poison === 'nan') b.fill(NaN, 0, 7);
-    if (poison === 'inf') a.fill(Infinity, 3, 5);
-    if (poison === 'huge') {
-      a.fill(1e30);
-      b.fill(1e30);
-    }
-    modules.set(path, { a, b, rank: m.rank, scale: poison === 'nan-scale' ? NaN : m.scale });
+/** The fixture LoRA (in slot layout: A [in, R], B = scale · [R, out]) with values validation would refuse. */
+function poisoned(delta: ParsedDelta, poison: Poison): ParsedDelta {
+  const tensors = new Map<string, Float32Array>();
+  for (const [name, t] of delta.tensors) {
+    const copy = Float32Array.from(t);
+    const isB = name.startsWith('lora_B.');
+    if (poison === 'nan' && isB) copy.fill(NaN, 0, 7);
+    if (poison === 'inf' && !isB) copy.fill(Infinity, 3, 5);
+    if (poison === 'huge') copy.fill(1e30);
+    if (poison === 'nan-scale' && isB) copy.forEach((v, i) => (copy[i] = v * NaN));
+    tensors.set(name, copy);
   }
-  return { ...delta, modules };
+  return { ...delta, tensors };
 }
 
-/** The same fixture LoRA at another scale: a well-behaved delta of identical shapes. */
-function benign(delta: LoraDelta): LoraDelta {
-  return { ...delta, modules: new Map([...delta.modules].map(([p, m]) => [p, { ...m, scale: m.scale * 0.5 }])) };
+/** The same fixture LoRA at half the scale: a well-behaved delta of identical shapes. */
+function benign(delta: ParsedDelta): ParsedDelta {
+  return { ...delta, tensors: new Map([...delta.tensors].map(([name, t]) => [name, name.startsWith('lora_B.') ? t.map((v) => v * 0.5) : t])) };
 }
 
 /** Bit patterns of a Float32Array, so NaN and -0 compare exactly too. */
@@ -43,11 +41,11 @@ const bits = (x: Float32Array) => [...new Uint32Array(x.buffer, x.byteOffset, x.
 for (const attention of ['matmul', 'group-query'] as const) {
   describe(`a poisoned delta beside normal rows (attention: ${attention})`, () => {
     let rt: ModelRuntime;
-    let lora: LoraDelta;
+    let lora: ParsedDelta;
     const VOCAB = 512;
     before(async () => {
       rt = await ModelRuntime.create({ modelDir: path.join(FIXTURE, 'base'), cacheDir: tempDir(), device: 'cpu', maxRows: 4, maxContext: 64, deltaSlots: 3, maxRank: 8, threads: 1, attention });
-      lora = readPeftDirectory(path.join(FIXTURE, 'lora_all_r8'), 'lora', rt.arch, 8);
+      lora = readDelta(rt, path.join(FIXTURE, 'lora_all_r8'), 'lora');
     });
     after(() => rt.release());
 
@@ -56,12 +54,12 @@ for (const attention of ['matmul', 'group-query'] as const) {
      * four; returns the logits of rows 0, 1 and 3 at every pass. Rows 0, 1, 3 decode greedily;
      * row 2 is fed fixed tokens, so both runs make exactly the same passes.
      */
-    async function passes(slot2: LoraDelta): Promise<number[][][]> {
-      rt.slots.write(1, lora.modules);
-      rt.slots.write(2, slot2.modules);
+    async function passes(slot2: ParsedDelta): Promise<number[][][]> {
+      writeSlot(rt, 1, lora);
+      writeSlot(rt, 2, slot2);
       for (let row = 0; row < 4; row++) rt.cache.clearRow(row);
       const prompts = [[5, 9, 300, 17, 2], [40, 41, 42], [7, 7, 7, 7, 7, 7], [100, 3]];
-      const slots = [-1, 1, 2, 1];
+      const slots = loraSlots([-1, 1, 2, 1]);
       const out: number[][][] = [];
       let logits = await rt.forward({ firstRow: 0, tokens: prompts, pastLengths: [0, 0, 0, 0], slots, logits: 'last' });
       let lengths = prompts.map((p) => p.length);
@@ -79,12 +77,12 @@ for (const attention of ['matmul', 'group-query'] as const) {
     }
 
     /** Four rows of equal length decoded in one pass per step, so the poisoned row shares every decode pass. */
-    async function sharedDecode(slot2: LoraDelta): Promise<number[][][]> {
-      rt.slots.write(1, lora.modules);
-      rt.slots.write(2, slot2.modules);
+    async function sharedDecode(slot2: ParsedDelta): Promise<number[][][]> {
+      writeSlot(rt, 1, lora);
+      writeSlot(rt, 2, slot2);
       for (let row = 0; row < 4; row++) rt.cache.clearRow(row);
       const prompts = [[5, 9, 300, 17], [40, 41, 42, 43], [7, 7, 7, 7], [100, 3, 8, 8]];
-      const slots = [1, -1, 2, 1];
+      const slots = loraSlots([1, -1, 2, 1]);
       const out: number[][][] = [];
       let logits = await rt.forward({ firstRow: 0, tokens: prompts, pastLengths: [0, 0, 0, 0], slots, logits: 'last' });
       for (let step = 0; step < 6; step++) {
@@ -108,8 +106,8 @@ for (const attention of ['matmul', 'group-query'] as const) {
         // And a clean run right after the poisoned one is still clean.
         assert.deepEqual(await sharedDecode(benign(lora)), clean.shared);
         // The poisoned row itself did go bad (the test would prove nothing otherwise).
-        rt.slots.write(2, poisoned(lora, poison).modules);
-        const own = await rt.forward({ firstRow: 0, tokens: [[7, 7, 7]], pastLengths: [0], slots: [2], logits: 'last' });
+        writeSlot(rt, 2, poisoned(lora, poison));
+        const own = await rt.forward({ firstRow: 0, tokens: [[7, 7, 7]], pastLengths: [0], slots: loraSlots([2]), logits: 'last' });
         assert.ok(own.some((v) => !Number.isFinite(v)), 'the poisoned row produces non-finite logits');
       });
     }
@@ -118,15 +116,15 @@ for (const attention of ['matmul', 'group-query'] as const) {
 
 describe('through the scheduler: the poisoned request fails alone, and the row and slot it used are clean for the next one', () => {
   let rt: ModelRuntime;
-  let lora: LoraDelta;
+  let lora: ParsedDelta;
   before(async () => {
     rt = await ModelRuntime.create({ modelDir: path.join(FIXTURE, 'base'), cacheDir: tempDir(), device: 'cpu', maxRows: 3, maxContext: 64, deltaSlots: 2, maxRank: 8, threads: 1 });
-    lora = readPeftDirectory(path.join(FIXTURE, 'lora_all_r8'), 'lora', rt.arch, 8);
+    lora = readDelta(rt, path.join(FIXTURE, 'lora_all_r8'), 'lora');
   });
   after(() => rt.release());
 
   /** Runs the requests (submitted in waves) to completion; returns every event per request. */
-  async function run(deltas: Map<string, LoraDelta>, waves: GenerateRequest[][]) {
+  async function run(deltas: Map<string, ParsedDelta>, waves: GenerateRequest[][]) {
     const events = new Map<string, GenerateEvent[]>();
     const scheduler = new Scheduler(rt, { lookup: (n) => deltas.get(n) }, (e) => events.set(e.id, [...(events.get(e.id) ?? []), e]), { prefillChunk: 64, maxQueue: 100 });
     for (const wave of waves) {
@@ -141,12 +139,12 @@ describe('through the scheduler: the poisoned request fails alone, and the row a
   // when 'p' leaves, so without clearing, 'a' would sit on positions 'p' wrote. Both runs
   // release 'p' at the same step (it has one token to give), so their passes are identical.
   const first = [
-    greedyRequest('p', [7, 7, 7, 7, 7, 7, 7, 7, 7, 7], 'suspect', 1),
-    withLogprobs(greedyRequest('a', [5, 9, 300], 'lora', 6)),
-    withLogprobs(greedyRequest('b', [40, 41, 42, 43], null, 6)),
+    greedyRequest('p', [7, 7, 7, 7, 7, 7, 7, 7, 7, 7], ['suspect'], 1),
+    withLogprobs(greedyRequest('a', [5, 9, 300], ['lora'], 6)),
+    withLogprobs(greedyRequest('b', [40, 41, 42, 43], [], 6)),
   ];
   // The next wave: 'c' takes row 0 again and, with a new delta, the least recently used slot: 'p''s.
-  const second = [withLogprobs(greedyRequest('c', [1, 2, 3], 'fresh', 5))];
+  const second = [withLogprobs(greedyRequest('c', [1, 2, 3], ['fresh'], 5))];
   // References from the runtime before any poison: the run with a benign 'suspect', and 'c' alone.
   let good: Map<string, GenerateEvent[]>;
   let alone: Map<string, GenerateEvent[]>;

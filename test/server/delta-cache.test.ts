@@ -5,8 +5,9 @@ import { after, before, describe, it } from 'node:test';
 import { S3Client, CreateBucketCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import S3rver from 's3rver';
 import { ConfigSchema } from '../../src/config.js';
-import { parsePeftLora } from '../../src/deltas/peft-lora.js';
-import { loraBytes } from '../../src/engine/delta-cache.js';
+import { parsedBytes } from '../../src/deltas/kind.js';
+import { parseDelta } from '../../src/deltas/parse.js';
+import { deltaLimits } from '../../src/engine/model-runtime.js';
 import { ModelRuntime } from '../../src/engine/model-runtime.js';
 import { encodeSafetensors, parseSafetensors } from '../../src/model/safetensors.js';
 import { startServer, type RunningServer } from '../../src/server/serve.js';
@@ -62,7 +63,7 @@ describe('delta cache tiers (filesystem store, host cache of one delta, 2 slots)
   let deltaBytes = 0;
   before(async () => {
     const rt = await ModelRuntime.create({ modelDir: path.join(FIXTURE, 'base'), cacheDir: tempDir(), device: 'cpu', maxRows: 1, maxContext: 16, deltaSlots: 1, maxRank: 8, threads: 1 });
-    deltaBytes = loraBytes(parsePeftLora('x', CONFIG.toString(), WEIGHTS, rt.arch, 8));
+    deltaBytes = parsedBytes(parseDelta('x', { config: CONFIG, weights: WEIGHTS }, rt.arch, deltaLimits({ maxRank: 8 })));
     await rt.release();
     const hostCacheBytes = Math.floor(deltaBytes * 1.5);
     server = await startServer(ConfigSchema.parse({ port: 0, cacheDir: tempDir(), dataDir: tempDir(), model: path.join(FIXTURE, 'base'), modelName: 'tiny-llama', maxContext: 64, threads: 1, maxRank: 8, deltaSlots: 2, hostCacheBytes }));

@@ -62,7 +62,9 @@ describe('delta store API (filesystem store)', () => {
     assert.equal(res.status, 201, JSON.stringify(res.json));
     assert.equal(res.json.version, 1);
     assert.equal(res.json.sha256, crypto.createHash('sha256').update(CONFIG).update(WEIGHTS).digest('hex'));
-    assert.equal(res.json.rank, 8);
+    assert.equal(res.json.kind, 'lora');
+    assert.equal(res.json.family, 'reparameterization');
+    assert.deepEqual(res.json.summary, { rank: 8, modules: 14 });
     assert.deepEqual((await greedy('mine')).json.choices[0].token_ids, ref.lora_all_r8.greedy_12[0]);
   });
 

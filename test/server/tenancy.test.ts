@@ -232,9 +232,9 @@ describe('tenancy on a real server with an auth file', () => {
 describe('open mode (no auth file)', () => {
   // No engine needed: the model list and the middleware run without one.
   const deltas = new DeltaCatalog();
-  deltas.add({ owner: 'default', name: 'mine', public: false, rank: 8, modules: 7, createdAt: 1, version: 1, versions: [1], bytes: 100 });
-  deltas.add({ owner: 'acme', name: 'private', public: false, rank: 8, modules: 7, createdAt: 2, version: 1, versions: [1], bytes: 100 });
-  deltas.add({ owner: 'acme', name: 'shared', public: true, rank: 8, modules: 7, createdAt: 3, version: 1, versions: [1], bytes: 100 });
+  deltas.add({ owner: 'default', name: 'mine', public: false, kind: 'lora', summary: { rank: 8, modules: 7 }, virtualTokens: 0, createdAt: 1, version: 1, versions: [1], bytes: 100 });
+  deltas.add({ owner: 'acme', name: 'private', public: false, kind: 'lora', summary: { rank: 8, modules: 7 }, virtualTokens: 0, createdAt: 2, version: 1, versions: [1], bytes: 100 });
+  deltas.add({ owner: 'acme', name: 'shared', public: true, kind: 'lora', summary: { rank: 8, modules: 7 }, virtualTokens: 0, createdAt: 3, version: 1, versions: [1], bytes: 100 });
   const state = { modelName: BASE, deltas, auth: null, maxBodyBytes: 4096, requestTimeoutMs: 0, startedAt: Date.now(), telemetry: Telemetry.create(), logger: createLogger({ level: 'silent' }), logPrompts: false, publicMetrics: false, maxChoices: 256, limits: new TenantLimits({ requestsPerSecond: 0, requestBurst: 0, tokensPerSecond: 0, tokenBurst: 0, maxConcurrent: 0 }), inFlight: 0, draining: false } as unknown as ServerState;
   const app = createApp(state);
 

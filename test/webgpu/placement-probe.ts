@@ -2,14 +2,15 @@
 // report from stderr. `training` (default): the fixture's training step; `inference`: the
 // fixture's inference graph with the KV cache on the device.
 import ort from 'onnxruntime-node';
-import { prepareInferenceGraph, prepareTrainingGraph } from '../../src/engine/graph-cache.js';
+import { prepareTrainingGraph } from '../../src/engine/graph-cache.js';
+import { deltaLimits, inferenceGraph } from '../../src/engine/model-runtime.js';
 import { tempDir } from '../helpers.js';
 import { fixtureCheckpoint, fixtureInitialState } from '../training-fixture.js';
 
 const ckpt = fixtureCheckpoint();
 let model: string;
 if (process.argv[2] === 'inference') {
-  model = prepareInferenceGraph(ckpt, tempDir(), 32, 'group-query', 'device');
+  model = inferenceGraph(ckpt, tempDir(), { maxCacheLength: 32, attention: 'group-query', kvCache: 'device', limits: deltaLimits({ maxRank: 8 }) });
 } else {
   const { modules } = fixtureInitialState(ckpt);
   model = prepareTrainingGraph(ckpt, tempDir(), { rows: 2, seqLen: 16 }, { rank: 8, alpha: 16, useRslora: false, modules });

@@ -59,14 +59,15 @@ export function makeVersion(delta: NewDeltaVersion, files: DeltaFiles, version: 
     size: files.config.byteLength + files.weights.byteLength,
     createdAt: new Date().toISOString(),
     public: delta.public,
-    rank: delta.rank,
-    modules: delta.modules,
+    kind: delta.kind,
+    summary: delta.summary,
+    virtualTokens: delta.virtualTokens,
   };
 }
 
 export function encodeMeta(version: DeltaVersion): Uint8Array {
-  const { owner, name, sha256, size, createdAt, rank, modules } = version;
-  const record = { owner, name, version: version.version, sha256, size, createdAt, public: version.public, rank, modules };
+  const { owner, name, sha256, size, createdAt, kind, summary, virtualTokens } = version;
+  const record = { owner, name, version: version.version, sha256, size, createdAt, public: version.public, kind, summary, virtualTokens };
   return new TextEncoder().encode(`${JSON.stringify(record, null, 2)}\n`);
 }
 
@@ -93,8 +94,9 @@ export function decodeMeta(bytes: Uint8Array, where: string, expected: { owner: 
   need('size', typeof record.size === 'number' && Number.isSafeInteger(record.size) && record.size >= 0);
   need('createdAt', typeof record.createdAt === 'string');
   need('public', typeof record.public === 'boolean');
-  need('rank', typeof record.rank === 'number' && Number.isFinite(record.rank));
-  need('modules', typeof record.modules === 'number' && Number.isFinite(record.modules));
+  need('kind', typeof record.kind === 'string' && /^[a-z_]{1,32}$/.test(record.kind));
+  need('summary', isSummary(record.summary));
+  need('virtualTokens', typeof record.virtualTokens === 'number' && Number.isSafeInteger(record.virtualTokens) && record.virtualTokens >= 0);
   if (problems.length > 0) throw new Error(`${where}: meta.json is malformed (${problems.join(', ')})`);
   return {
     owner: expected.owner,
@@ -104,9 +106,16 @@ export function decodeMeta(bytes: Uint8Array, where: string, expected: { owner: 
     size: record.size as number,
     createdAt: record.createdAt as string,
     public: record.public as boolean,
-    rank: record.rank as number,
-    modules: record.modules as number,
+    kind: record.kind as string,
+    summary: record.summary as DeltaVersion['summary'],
+    virtualTokens: record.virtualTokens as number,
   };
+}
+
+/** A summary is a flat object of JSON scalars (see DeltaVersion.summary). */
+function isSummary(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  return Object.values(value).every((v) => typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v)));
 }
 
 /** Throws DeltaIntegrityError unless the files' digest (and total size) match the version's record. */

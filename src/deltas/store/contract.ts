@@ -33,7 +33,7 @@ export function sha256Of(files: DeltaFiles): string {
 }
 
 function meta(owner: string, name: string, extra: Partial<NewDeltaVersion> = {}): NewDeltaVersion {
-  return { owner, name, public: false, rank: 8, modules: 4, ...extra };
+  return { owner, name, public: false, kind: 'lora', summary: { rank: 8, modules: 4 }, virtualTokens: 0, ...extra };
 }
 
 function assertSameBytes(actual: DeltaFiles, expected: DeltaFiles): void {
@@ -58,15 +58,15 @@ export function describeDeltaStoreContract(label: string, makeHarness: () => Pro
       withStore(async ({ store }) => {
         assert.equal(typeof store.location, 'string');
         const files = makeFiles('a1');
-        const put = await store.put(meta('acme', 'sql', { public: true, rank: 16, modules: 7 }), files);
+        const put = await store.put(meta('acme', 'sql', { public: true, summary: { rank: 16, modules: 7 } }), files);
         assert.equal(put.owner, 'acme');
         assert.equal(put.name, 'sql');
         assert.equal(put.version, 1);
         assert.equal(put.sha256, sha256Of(files));
         assert.equal(put.size, files.config.byteLength + files.weights.byteLength);
         assert.equal(put.public, true);
-        assert.equal(put.rank, 16);
-        assert.equal(put.modules, 7);
+        assert.deepEqual(put.summary, { rank: 16, modules: 7 });
+        assert.equal(put.kind, 'lora');
         assert.ok(!Number.isNaN(Date.parse(put.createdAt)), 'createdAt is a date');
 
         assert.deepEqual(await store.get('acme', 'sql'), put);
@@ -83,7 +83,7 @@ export function describeDeltaStoreContract(label: string, makeHarness: () => Pro
       withStore(async ({ store }) => {
         const files = [makeFiles('v1'), makeFiles('v2', 100), makeFiles('v3', 0)];
         const puts: DeltaVersion[] = [];
-        for (const [i, f] of files.entries()) puts.push(await store.put(meta('acme', 'sql', { rank: i + 1 }), f));
+        for (const [i, f] of files.entries()) puts.push(await store.put(meta('acme', 'sql', { summary: { rank: i + 1 } }), f));
         assert.deepEqual(
           puts.map((p) => p.version),
           [1, 2, 3],
@@ -110,7 +110,7 @@ export function describeDeltaStoreContract(label: string, makeHarness: () => Pro
       '8 concurrent puts of one name get versions 1..8, each intact',
       withStore(async ({ store }) => {
         const files = Array.from({ length: 8 }, (_, i) => makeFiles(`c${i}`, 2048 + i));
-        const puts = await Promise.all(files.map((f, i) => store.put(meta('acme', 'hot', { rank: i }), f)));
+        const puts = await Promise.all(files.map((f, i) => store.put(meta('acme', 'hot', { summary: { rank: i } }), f)));
         assert.deepEqual(
           puts.map((p) => p.version).sort((a, b) => a - b),
           [1, 2, 3, 4, 5, 6, 7, 8],
@@ -121,7 +121,7 @@ export function describeDeltaStoreContract(label: string, makeHarness: () => Pro
           [1, 2, 3, 4, 5, 6, 7, 8],
         );
         for (const [i, p] of puts.entries()) {
-          assert.equal(p.rank, i);
+          assert.equal(p.summary['rank'], i);
           assert.deepEqual(await store.get('acme', 'hot', p.version), p);
           assertSameBytes(await store.read(p), files[i]!);
         }

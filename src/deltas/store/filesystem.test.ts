@@ -47,7 +47,7 @@ describe('FilesystemDeltaStore', () => {
     const store = new FilesystemDeltaStore(root);
     assert.equal(store.location, pathToFileURL(root).href);
     const files = makeFiles('layout');
-    const v = await store.put({ owner: 'acme', name: 'sql', public: true, rank: 4, modules: 2 }, files);
+    const v = await store.put({ owner: 'acme', name: 'sql', public: true, kind: 'lora', summary: { rank: 4, modules: 2 }, virtualTokens: 0 }, files);
     const dir = versionDir(root, v);
     assert.deepEqual((await fsp.readdir(dir)).sort(), ['adapter_config.json', 'adapter_model.safetensors', 'meta.json']);
     assert.deepEqual(new Uint8Array(await fsp.readFile(path.join(dir, 'adapter_config.json'))), files.config);
@@ -66,7 +66,7 @@ describe('FilesystemDeltaStore', () => {
     const a = new FilesystemDeltaStore(root);
     const b = new FilesystemDeltaStore(root);
     const puts = await Promise.all(
-      [a, b, a, b].map((store, i) => store.put({ owner: 'acme', name: 'x', public: false, rank: 1, modules: 1 }, makeFiles(`ab${i}`))),
+      [a, b, a, b].map((store, i) => store.put({ owner: 'acme', name: 'x', public: false, kind: 'lora', summary: { rank: 1, modules: 1 }, virtualTokens: 0 }, makeFiles(`ab${i}`))),
     );
     assert.deepEqual(puts.map((p) => p.version).sort(), [1, 2, 3, 4]);
     for (const [i, p] of puts.entries()) assert.deepEqual((await b.read(p)).weights, makeFiles(`ab${i}`).weights);
@@ -97,7 +97,7 @@ describe('FilesystemDeltaStore', () => {
   it('a put killed with SIGKILL mid-write leaves the previous version intact and visible', async () => {
     const root = freshRoot();
     const store = new FilesystemDeltaStore(root);
-    const delta = { owner: 'acme', name: 'big', public: false, rank: 8, modules: 1 };
+    const delta = { owner: 'acme', name: 'big', public: false, kind: 'lora', summary: { rank: 8, modules: 1 }, virtualTokens: 0 };
     const v1Files = makeFiles('before-kill', 64 * 1024);
     const v1 = await store.put(delta, v1Files);
 

@@ -86,7 +86,7 @@ describe('S3DeltaStore', () => {
   it('stores <prefix>/<owner>/<name>/v<N>/{config, weights, meta.json}, also at the bucket root', async () => {
     const store = freshStore({}, 'some/nested/prefix');
     assert.equal(store.location, `s3://${BUCKET}/some/nested/prefix`);
-    const v = await store.put({ owner: 'acme', name: 'sql', public: false, rank: 8, modules: 3 }, makeFiles('layout'));
+    const v = await store.put({ owner: 'acme', name: 'sql', public: false, kind: 'lora', summary: { rank: 8, modules: 3 }, virtualTokens: 0 }, makeFiles('layout'));
     assert.deepEqual(await listAll(store), [
       'some/nested/prefix/acme/sql/v1/adapter_config.json',
       'some/nested/prefix/acme/sql/v1/adapter_model.safetensors',
@@ -98,7 +98,7 @@ describe('S3DeltaStore', () => {
     const atRoot = new S3DeltaStore(`s3://${ROOT_BUCKET}/`, options);
     track(atRoot.client);
     assert.equal(atRoot.location, `s3://${ROOT_BUCKET}`);
-    const r = await atRoot.put({ owner: 'acme', name: 'sql', public: true, rank: 2, modules: 1 }, makeFiles('root'));
+    const r = await atRoot.put({ owner: 'acme', name: 'sql', public: true, kind: 'lora', summary: { rank: 2, modules: 1 }, virtualTokens: 0 }, makeFiles('root'));
     assert.deepEqual(await listAll(atRoot), ['acme/sql/v1/adapter_config.json', 'acme/sql/v1/adapter_model.safetensors', 'acme/sql/v1/meta.json']);
     assert.deepEqual(await atRoot.list(), [r]);
     assert.equal(await atRoot.delete('acme', 'sql'), true);
@@ -107,7 +107,7 @@ describe('S3DeltaStore', () => {
 
   it('a version without meta.json (a writer killed mid-upload) is invisible, and the next put gets a fresh one', async () => {
     const store = freshStore();
-    const delta = { owner: 'acme', name: 'big', public: false, rank: 8, modules: 1 };
+    const delta = { owner: 'acme', name: 'big', public: false, kind: 'lora', summary: { rank: 8, modules: 1 }, virtualTokens: 0 };
     const v1 = await store.put(delta, makeFiles('one'));
     const v2 = await store.put(delta, makeFiles('two'));
     // What a killed put leaves: both files of v3 uploaded, the meta.json commit marker never written.
@@ -171,14 +171,14 @@ describe('S3DeltaStore', () => {
         { step: 'initialize', name: 'emulateConditionalWrites' },
       );
     }
-    const delta = { owner: 'acme', name: 'race', public: false, rank: 1, modules: 1 };
+    const delta = { owner: 'acme', name: 'race', public: false, kind: 'lora', summary: { rank: 1, modules: 1 }, virtualTokens: 0 };
     const puts = await Promise.all(
-      Array.from({ length: 6 }, (_, i) => writers[i % 2]!.put({ ...delta, rank: i }, makeFiles(`race${i}`))),
+      Array.from({ length: 6 }, (_, i) => writers[i % 2]!.put({ ...delta, summary: { rank: i } }, makeFiles(`race${i}`))),
     );
     assert.ok(conflicts >= 1, 'the writers raced for a version');
     assert.deepEqual(puts.map((p) => p.version).sort(), [1, 2, 3, 4, 5, 6]);
     for (const [i, p] of puts.entries()) {
-      assert.equal(p.rank, i);
+      assert.equal(p.summary['rank'], i);
       assert.deepEqual(await writers[(i + 1) % 2]!.read(p), makeFiles(`race${i}`));
     }
   });

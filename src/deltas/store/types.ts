@@ -20,11 +20,14 @@ export interface DeltaVersion {
   size: number;
   createdAt: string;
   public: boolean;
-  rank: number;
-  modules: number;
+  /** The delta kind (see deltas/kind.ts) and what validation found out about it, e.g. { rank, modules } for LoRA. */
+  kind: string;
+  summary: Record<string, number | string | boolean>;
+  /** Positions it adds before every sequence (prompt and prefix tuning), so the server can check contexts without loading it. */
+  virtualTokens: number;
 }
 
-export type NewDeltaVersion = Pick<DeltaVersion, 'owner' | 'name' | 'public' | 'rank' | 'modules'>;
+export type NewDeltaVersion = Pick<DeltaVersion, 'owner' | 'name' | 'public' | 'kind' | 'summary' | 'virtualTokens'>;
 
 export interface DeltaStore {
   /** Human-readable location for logs, e.g. 'file:///var/lib/deltaserve/deltas' or 's3://bucket/prefix'. */

@@ -7,7 +7,7 @@ import type { GenerateEvent } from '../../engine/types.js';
 import { checkChoiceCount, checkTokenIds, encodePrompt, planChoices, samplingOptions } from '../plan.js';
 import { CompletionRequest } from '../schemas.js';
 import { parseJsonBody } from '../body.js';
-import { requireEngine, resolveModel } from '../resolve.js';
+import { requireEngine, resolveDeltas } from '../resolve.js';
 import { requestAttributes, RequestTrace, tracedStream } from '../tracing.js';
 import { admitGeneration, recordGeneratedTokens } from '../limits/rate-limit.js';
 
@@ -23,13 +23,14 @@ export function completionRoutes(state: ServerState): Hono {
       const echo = body.echo ?? false;
       const maxTokens = body.max_tokens ?? 16;
       t.request(body.model, requestAttributes(body, maxTokens), typeof body.prompt === 'string' ? body.prompt : JSON.stringify(body.prompt));
-      const delta = t.resolveDelta(() => resolveModel(state, body.model, c.get('tenant')));
+      const resolved = t.resolveDeltas(() => resolveDeltas(state, body.model, c.get('tenant'), body.delta_ids ?? []));
       checkChoiceCount(promptCount(body.prompt), body.n ?? 1, state.maxChoices, 'prompt');
       admitGeneration(c, promptCount(body.prompt) * (body.n ?? 1));
       const prompts = promptIdLists(state, body.prompt);
       if (maxTokens === 0 && !echo) throw new ApiError(400, 'max_tokens must be at least 1 unless echo is true', 'max_tokens');
       const plans = planChoices(engine, prompts, {
-        delta,
+        deltas: resolved.keys,
+        virtualTokens: resolved.virtualTokens,
         maxTokens,
         maxTokensParam: 'max_tokens',
         ...samplingOptions(body),

@@ -1,6 +1,8 @@
 import { Hono, type Context } from 'hono';
 import type { DeltaRecord } from '../../deltas/catalog.js';
 import { decodePathSegment, isValidName, nameError, parseDeltaRef } from '../../deltas/ref.js';
+import { deltaKinds } from '../../deltas/kind.js';
+import '../../deltas/kinds/index.js';
 import type { DeltaFiles, DeltaVersion } from '../../deltas/store/types.js';
 import type { ServerState } from '../context.js';
 import type { DeltaService } from '../delta-service.js';
@@ -120,8 +122,10 @@ function describe(state: ServerState, record: DeltaRecord, version: DeltaVersion
     version: version?.version ?? record.version,
     latest_version: record.version,
     public: record.public,
-    rank: version?.rank ?? record.rank,
-    modules: version?.modules ?? record.modules,
+    kind: version?.kind ?? record.kind,
+    family: familyOf(version?.kind ?? record.kind),
+    summary: version?.summary ?? record.summary,
+    virtual_tokens: version?.virtualTokens ?? record.virtualTokens,
     ...(version ? { sha256: version.sha256, size: version.size } : {}),
     created_at: Math.floor(record.createdAt / 1000),
     parent: state.modelName,
@@ -129,4 +133,9 @@ function describe(state: ServerState, record: DeltaRecord, version: DeltaVersion
 }
 
 const seconds = (iso: string) => Math.floor(Date.parse(iso) / 1000);
+
+/** A kind's delta-tuning family, or null for a kind this server no longer serves. */
+function familyOf(kind: string): string | null {
+  return deltaKinds().find((k) => k.name === kind)?.family ?? null;
+}
 

@@ -1,0 +1,2 @@
+// Every delta kind registers itself on import; the order here is the order their hooks run in.
+import './lora.js';
