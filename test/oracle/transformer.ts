@@ -38,10 +38,32 @@ export interface OracleLora {
   [module: string]: OracleLoraModule;
 }
 
+/**
+ * A delta as the oracle applies it, at the places the reference implementation (PEFT, or the
+ * `adapters` library) changes the model. Each kind's oracle (test/oracle/kinds/) builds one from
+ * the adapter files, following that library's source; none of this looks at deltaserve's lowering.
+ * Vectors are float64; module paths are PEFT's (`model.layers.0.self_attn.q_proj`,
+ * `transformer.h.0.attn.c_attn`); norm paths are module paths too (`model.layers.0.input_layernorm`).
+ */
+export interface OracleDelta {
+  /** Virtual token embeddings placed before the prompt at positions 0..n-1 (prompt tuning); no logits are returned for them. */
+  virtualEmbeddings?: Vec[];
+  /** Per layer, keys and values of n virtual positions prepended to the cache (prefix tuning); the prompt starts at position n. */
+  prefix?: { key: Vec[]; value: Vec[] }[];
+  /** A linear layer's input, before its weight. */
+  projectionInput?(module: string, x: Vec): Vec;
+  /** A linear layer's output, after weight and bias (x is the input the weight saw). */
+  projectionOutput?(module: string, x: Vec, y: Vec): Vec;
+  /** A norm's output: given the norm's input and the base output, return the output to use. */
+  norm?(module: string, x: Vec, base: Vec): Vec;
+  /** A sub-block's output added to its residual (the hook owns the residual add). */
+  blockOutput?(layer: number, location: 'attention' | 'mlp', output: Vec, residual: Vec): Vec;
+}
+
 // ---------------------------------------------------------------------------
 // small helpers
 
-type Vec = Float64Array;
+export type Vec = Float64Array;
 
 function getTensor(weights: OracleWeights, names: string[]): OracleTensor {
   for (const n of names) {
@@ -199,25 +221,29 @@ function softmaxInPlace(s: Float64Array): void {
  * Causal attention. q[t] is [numHeads*headDim], k[t]/v[t] are
  * [numKvHeads*headDim]. Query head h uses kv head floor(h / (numHeads/numKvHeads)).
  */
-function causalAttention(q: Vec[], k: Vec[], v: Vec[], numHeads: number, numKvHeads: number, headDim: number, scale: number): Vec[] {
+function causalAttention(q: Vec[], k: Vec[], v: Vec[], numHeads: number, numKvHeads: number, headDim: number, scale: number, prefix?: { key: Vec[]; value: Vec[] }): Vec[] {
   const T = q.length;
   const groups = numHeads / numKvHeads;
   if (!Number.isInteger(groups)) throw new Error('oracle: num_attention_heads must be a multiple of num_key_value_heads');
+  // Prefix keys/values (prefix tuning) come first and every token sees them.
+  const keys = [...(prefix?.key ?? []), ...k];
+  const values = [...(prefix?.value ?? []), ...v];
+  const P = prefix?.key.length ?? 0;
   const out: Vec[] = [];
   for (let t = 0; t < T; t++) {
     const o = new Float64Array(numHeads * headDim);
     for (let h = 0; h < numHeads; h++) {
       const kh = Math.floor(h / groups);
-      const scores = new Float64Array(t + 1);
-      for (let s = 0; s <= t; s++) {
+      const scores = new Float64Array(P + t + 1);
+      for (let s = 0; s <= P + t; s++) {
         let acc = 0;
-        for (let d = 0; d < headDim; d++) acc += q[t]![h * headDim + d]! * k[s]![kh * headDim + d]!;
+        for (let d = 0; d < headDim; d++) acc += q[t]![h * headDim + d]! * keys[s]![kh * headDim + d]!;
         scores[s] = acc * scale;
       }
       softmaxInPlace(scores);
       for (let d = 0; d < headDim; d++) {
         let acc = 0;
-        for (let s = 0; s <= t; s++) acc += scores[s]! * v[s]![kh * headDim + d]!;
+        for (let s = 0; s <= P + t; s++) acc += scores[s]! * values[s]![kh * headDim + d]!;
         o[h * headDim + d] = acc;
       }
     }
@@ -296,7 +322,37 @@ function applyRope(x: Vec, numHeads: number, headDim: number, pos: number, invFr
 // ---------------------------------------------------------------------------
 // families
 
-function llamaForward(config: any, weights: OracleWeights, inputIds: number[], lora: OracleLora | undefined, family: 'llama' | 'qwen2'): Float32Array[] {
+/** Applies the deltas' hooks around one linear layer (LoRA through the classic path). */
+function hookedLinear(deltas: OracleDelta[], module: string, x: Vec, run: (x: Vec) => Vec): Vec {
+  let input = x;
+  for (const d of deltas) if (d.projectionInput) input = d.projectionInput(module, input);
+  let y = run(input);
+  for (const d of deltas) if (d.projectionOutput) y = d.projectionOutput(module, input, y);
+  return y;
+}
+
+function hookedNorm(deltas: OracleDelta[], module: string, x: Vec, base: Vec): Vec {
+  let y = base;
+  for (const d of deltas) if (d.norm) y = d.norm(module, x, y);
+  return y;
+}
+
+function residualAdd(deltas: OracleDelta[], layer: number, location: 'attention' | 'mlp', output: Vec, residual: Vec): Vec {
+  const owner = deltas.find((d) => d.blockOutput);
+  if (owner?.blockOutput) return owner.blockOutput(layer, location, output, residual);
+  const h = Float64Array.from(residual);
+  addInPlace(h, output);
+  return h;
+}
+
+/** The virtual embeddings (prompt tuning) and per-layer prefixes (prefix tuning) of a row's deltas. */
+function virtualParts(deltas: OracleDelta[]): { embeddings: Vec[]; prefix?: { key: Vec[]; value: Vec[] }[] } {
+  const embeddings = deltas.flatMap((d) => d.virtualEmbeddings ?? []);
+  const prefix = deltas.find((d) => d.prefix)?.prefix;
+  return { embeddings, prefix };
+}
+
+function llamaForward(config: any, weights: OracleWeights, inputIds: number[], lora: OracleLora | undefined, family: 'llama' | 'qwen2', deltas: OracleDelta[]): Float32Array[] {
   const hidden: number = config.hidden_size;
   const numHeads: number = config.num_attention_heads;
   const numKv: number = config.num_key_value_heads ?? numHeads;
@@ -313,51 +369,49 @@ function llamaForward(config: any, weights: OracleWeights, inputIds: number[], l
   const W = (n: string) => getTensor(weights, [n]);
   const B = (n: string, present: boolean) => (present ? maybeTensor(weights, [n]) : undefined);
   const L = (n: string) => findLora(lora, [n]);
-  const proj = (x: Vec, mod: string, hasBias: boolean) => linear(x, W(`${mod}.weight`), B(`${mod}.bias`, hasBias), L(mod));
+  const proj = (x: Vec, mod: string, hasBias: boolean) => hookedLinear(deltas, mod, x, (input) => linear(input, W(`${mod}.weight`), B(`${mod}.bias`, hasBias), L(mod)));
+  const norm = (x: Vec, mod: string) => hookedNorm(deltas, mod, x, rmsNorm(x, W(`${mod}.weight`), eps));
 
   const embed = W('model.embed_tokens.weight');
-  let hs: Vec[] = inputIds.map((id) => embedRow(embed, id));
+  const virtual = virtualParts(deltas);
+  const offset = virtual.prefix?.[0]?.key.length ?? 0;
+  let hs: Vec[] = [...virtual.embeddings.map((e) => Float64Array.from(e)), ...inputIds.map((id) => embedRow(embed, id))];
 
   for (let l = 0; l < nLayers; l++) {
     const p = `model.layers.${l}`;
-    const ln1 = W(`${p}.input_layernorm.weight`);
     const q: Vec[] = [];
     const k: Vec[] = [];
     const v: Vec[] = [];
     for (let t = 0; t < hs.length; t++) {
-      const x = rmsNorm(hs[t]!, ln1, eps);
+      const x = norm(hs[t]!, `${p}.input_layernorm`);
       const qt = proj(x, `${p}.self_attn.q_proj`, qkvBias);
       const kt = proj(x, `${p}.self_attn.k_proj`, qkvBias);
       const vt = proj(x, `${p}.self_attn.v_proj`, qkvBias);
-      applyRope(qt, numHeads, headDim, t, invFreq);
-      applyRope(kt, numKv, headDim, t, invFreq);
+      applyRope(qt, numHeads, headDim, offset + t, invFreq);
+      applyRope(kt, numKv, headDim, offset + t, invFreq);
       q.push(qt);
       k.push(kt);
       v.push(vt);
     }
-    const attn = causalAttention(q, k, v, numHeads, numKv, headDim, scale);
-    const ln2 = W(`${p}.post_attention_layernorm.weight`);
+    const attn = causalAttention(q, k, v, numHeads, numKv, headDim, scale, virtual.prefix?.[l]);
     const next: Vec[] = [];
     for (let t = 0; t < hs.length; t++) {
-      const h = Float64Array.from(hs[t]!);
-      addInPlace(h, proj(attn[t]!, `${p}.self_attn.o_proj`, oBias));
-      const x = rmsNorm(h, ln2, eps);
+      const h = residualAdd(deltas, l, 'attention', proj(attn[t]!, `${p}.self_attn.o_proj`, oBias), hs[t]!);
+      const x = norm(h, `${p}.post_attention_layernorm`);
       const g = proj(x, `${p}.mlp.gate_proj`, mlpBias);
       const u = proj(x, `${p}.mlp.up_proj`, mlpBias);
       for (let i = 0; i < g.length; i++) g[i] = activation(act, g[i]!) * u[i]!;
-      addInPlace(h, proj(g, `${p}.mlp.down_proj`, mlpBias));
-      next.push(h);
+      next.push(residualAdd(deltas, l, 'mlp', proj(g, `${p}.mlp.down_proj`, mlpBias), h));
     }
     hs = next;
   }
 
-  const normW = W('model.norm.weight');
   const lmHead = (config.tie_word_embeddings ? undefined : maybeTensor(weights, ['lm_head.weight'])) ?? embed;
   const lmLora = L('lm_head');
-  return hs.map((h) => toF32(linear(rmsNorm(h, normW, eps), lmHead, undefined, lmLora)));
+  return hs.slice(virtual.embeddings.length).map((h) => toF32(linear(norm(h, 'model.norm'), lmHead, undefined, lmLora)));
 }
 
-function gpt2Forward(config: any, weights: OracleWeights, inputIds: number[], lora: OracleLora | undefined): Float32Array[] {
+function gpt2Forward(config: any, weights: OracleWeights, inputIds: number[], lora: OracleLora | undefined, deltas: OracleDelta[]): Float32Array[] {
   const hidden: number = config.n_embd;
   const numHeads: number = config.n_head;
   const nLayers: number = config.n_layer;
@@ -366,19 +420,22 @@ function gpt2Forward(config: any, weights: OracleWeights, inputIds: number[], lo
   const nPositions: number = config.n_positions ?? Infinity;
   const headDim = hidden / numHeads;
   const scaleAttn = config.scale_attn_weights === false ? 1 : 1 / Math.sqrt(headDim);
-  if (inputIds.length > nPositions) throw new Error(`oracle: sequence ${inputIds.length} exceeds n_positions ${nPositions}`);
 
   // Accept both 'transformer.x' and bare 'x' tensor / LoRA module names.
   const names = (n: string) => [`transformer.${n}`, n];
   const W = (n: string) => getTensor(weights, names(n));
   const L = (mod: string) => findLora(lora, names(mod));
-  const conv = (x: Vec, mod: string) => linear(x, W(`${mod}.weight`), W(`${mod}.bias`), L(mod), true);
+  const conv = (x: Vec, mod: string) => hookedLinear(deltas, `transformer.${mod}`, x, (input) => linear(input, W(`${mod}.weight`), W(`${mod}.bias`), L(mod), true));
+  const norm = (x: Vec, mod: string) => hookedNorm(deltas, `transformer.${mod}`, x, layerNorm(x, W(`${mod}.weight`), W(`${mod}.bias`), eps));
 
   const wte = W('wte.weight');
   const wpe = W('wpe.weight');
-  let hs: Vec[] = inputIds.map((id, t) => {
-    const e = embedRow(wte, id);
-    addInPlace(e, embedRow(wpe, t));
+  const virtual = virtualParts(deltas);
+  const offset = virtual.prefix?.[0]?.key.length ?? 0;
+  const tokens = [...virtual.embeddings.map((e) => Float64Array.from(e)), ...inputIds.map((id) => embedRow(wte, id))];
+  if (offset + tokens.length > nPositions) throw new Error(`oracle: sequence ${offset + tokens.length} exceeds n_positions ${nPositions}`);
+  let hs: Vec[] = tokens.map((e, t) => {
+    addInPlace(e, embedRow(wpe, offset + t));
     return e;
   });
 
@@ -388,49 +445,45 @@ function gpt2Forward(config: any, weights: OracleWeights, inputIds: number[], lo
     const k: Vec[] = [];
     const v: Vec[] = [];
     for (let t = 0; t < hs.length; t++) {
-      const x = layerNorm(hs[t]!, W(`${p}.ln_1.weight`), W(`${p}.ln_1.bias`), eps);
+      const x = norm(hs[t]!, `${p}.ln_1`);
       const qkv = conv(x, `${p}.attn.c_attn`);
       q.push(qkv.slice(0, hidden));
       k.push(qkv.slice(hidden, 2 * hidden));
       v.push(qkv.slice(2 * hidden, 3 * hidden));
     }
     const layerScale = config.scale_attn_by_inverse_layer_idx ? 1 / (l + 1) : 1;
-    const attn = causalAttention(q, k, v, numHeads, numHeads, headDim, scaleAttn * layerScale);
+    const attn = causalAttention(q, k, v, numHeads, numHeads, headDim, scaleAttn * layerScale, virtual.prefix?.[l]);
     const next: Vec[] = [];
     for (let t = 0; t < hs.length; t++) {
-      const h = Float64Array.from(hs[t]!);
-      addInPlace(h, conv(attn[t]!, `${p}.attn.c_proj`));
-      const x = layerNorm(h, W(`${p}.ln_2.weight`), W(`${p}.ln_2.bias`), eps);
+      const h = residualAdd(deltas, l, 'attention', conv(attn[t]!, `${p}.attn.c_proj`), hs[t]!);
+      const x = norm(h, `${p}.ln_2`);
       const f = conv(x, `${p}.mlp.c_fc`);
       for (let i = 0; i < f.length; i++) f[i] = activation(act, f[i]!);
-      addInPlace(h, conv(f, `${p}.mlp.c_proj`));
-      next.push(h);
+      next.push(residualAdd(deltas, l, 'mlp', conv(f, `${p}.mlp.c_proj`), h));
     }
     hs = next;
   }
 
-  const lnfW = W('ln_f.weight');
-  const lnfB = W('ln_f.bias');
   const lmHead = maybeTensor(weights, ['lm_head.weight']) ?? wte;
   const lmLora = findLora(lora, ['lm_head']);
-  return hs.map((h) => toF32(linear(layerNorm(h, lnfW, lnfB, eps), lmHead, undefined, lmLora)));
+  return hs.slice(virtual.embeddings.length).map((h) => toF32(linear(norm(h, 'ln_f'), lmHead, undefined, lmLora)));
 }
 
 // ---------------------------------------------------------------------------
 // public API
 
-/** Logits for every position of `inputIds`, each a Float32Array of length vocab. */
-export function oracleForward(config: any, weights: OracleWeights, inputIds: number[], lora?: OracleLora): Float32Array[] {
+/** Logits for every position of `inputIds` (not for virtual tokens), each a Float32Array of length vocab. */
+export function oracleForward(config: any, weights: OracleWeights, inputIds: number[], lora?: OracleLora, deltas: OracleDelta[] = []): Float32Array[] {
   if (inputIds.length === 0) throw new Error('oracle: empty input');
   const mt: string = config.model_type;
   switch (mt) {
     case 'llama':
     case 'mistral':
-      return llamaForward(config, weights, inputIds, lora, 'llama');
+      return llamaForward(config, weights, inputIds, lora, 'llama', deltas);
     case 'qwen2':
-      return llamaForward(config, weights, inputIds, lora, 'qwen2');
+      return llamaForward(config, weights, inputIds, lora, 'qwen2', deltas);
     case 'gpt2':
-      return gpt2Forward(config, weights, inputIds, lora);
+      return gpt2Forward(config, weights, inputIds, lora, deltas);
     default:
       throw new Error(`oracle: unsupported model_type ${mt}`);
   }
@@ -455,11 +508,11 @@ export function argmax(v: ArrayLike<number>): number {
 }
 
 /** Greedy decoding without a KV cache (full forward per step). Returns only the new tokens. */
-export function oracleGreedy(config: any, weights: OracleWeights, promptIds: number[], maxNewTokens: number, lora?: OracleLora): number[] {
+export function oracleGreedy(config: any, weights: OracleWeights, promptIds: number[], maxNewTokens: number, lora?: OracleLora, deltas: OracleDelta[] = []): number[] {
   const ids = [...promptIds];
   const out: number[] = [];
   for (let i = 0; i < maxNewTokens; i++) {
-    const logits = oracleForward(config, weights, ids, lora);
+    const logits = oracleForward(config, weights, ids, lora, deltas);
     const next = argmax(logits[logits.length - 1]!);
     out.push(next);
     ids.push(next);
