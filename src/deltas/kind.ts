@@ -57,6 +57,11 @@ export interface SlotTensor {
   neutral: number;
   /** The shape of one slot's tensor as the graph sees it (the stack adds a leading slot axis). */
   dims: number[];
+  /**
+   * Read on the host only (by prefixKeyValues), never a graph input: the engine neither feeds it
+   * to passes nor copies it to the device. (Prefix tuning's keys/values go into the KV cache.)
+   */
+  hostOnly?: boolean;
 }
 
 /** What a parse receives: the two files, decoded, and the backbone and limits to check them against. */

@@ -24,6 +24,7 @@ export class GpuSlotStacks {
     for (const [kind, stacks] of this.stacks) {
       if (this.uploaded.get(kind) === stacks.generation) continue;
       for (const spec of stacks.specs) {
+        if (spec.hostOnly) continue; // read on the host only, never by a pass (see SlotTensor.hostOnly)
         const next = await this.uploader.upload(stacks.range(spec.name, 0, stacks.slots), [stacks.slots, ...spec.dims]);
         this.tensors.get(spec.name)?.dispose();
         this.tensors.set(spec.name, next);

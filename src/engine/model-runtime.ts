@@ -187,7 +187,10 @@ export class ModelRuntime {
     for (const [name, stacks] of this.stacks) {
       const tokenSlots = Int32Array.from(pass.slots.flatMap((row, r) => padded(Array<number>(lengths[r]!).fill(row[name] ?? -1), seq, -1)));
       const { lo, hi } = gpu ? { lo: 0, hi: stacks.slots } : slotRange(tokenSlots);
-      for (const spec of stacks.specs) feeds[spec.name] = gpu ? gpu.get(spec.name) : float32(stacks.range(spec.name, lo, hi), [hi - lo, ...spec.dims]);
+      for (const spec of stacks.specs) {
+        if (spec.hostOnly) continue; // not a graph input (see SlotTensor.hostOnly)
+        feeds[spec.name] = gpu ? gpu.get(spec.name) : float32(stacks.range(spec.name, lo, hi), [hi - lo, ...spec.dims]);
+      }
       const relative = tokenSlots.map((s) => (s < 0 ? -1 : s - lo));
       for (const f of kindOf(name).feeds({ tokenSlots: relative, slotCount: hi - lo, virtualIndex })) feeds[f.name] = tensorOf(f);
     }
