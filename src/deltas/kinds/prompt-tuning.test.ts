@@ -77,11 +77,11 @@ describe('prompt tuning / P-tuning: parse', () => {
     assert.equal(lstm.summary['encoder'], 'LSTM');
   });
 
-  it('F16, BF16 and F64 embeddings are read as float32; null token_dim and num_transformer_submodules mean hidden size and 1', () => {
+  it('F16 and BF16 embeddings are read as float32; null token_dim and num_transformer_submodules mean hidden size and 1', () => {
     const values = Float32Array.from([0.5, -1.25, 3, 0.125]);
     const data = Float32Array.from({ length: N * H }, (_, i) => values[i % 4]!); // exact in every dtype
-    for (const dtype of ['F16', 'BF16', 'F64'] as const) {
-      const encoded = dtype === 'F64' ? Float64Array.from(data) : dtype === 'F16' ? float32ToF16(data) : float32ToBf16(data);
+    for (const dtype of ['F16', 'BF16'] as const) {
+      const encoded = dtype === 'F16' ? float32ToF16(data) : float32ToBf16(data);
       const delta = parse('PROMPT_TUNING', { token_dim: null, num_transformer_submodules: null }, { prompt_embeddings: { dtype, shape: [N, H], data: encoded } });
       assert.deepEqual(delta.tensors.get('prompt_tuning.embeddings')!.subarray(0, N * H), data, dtype);
     }
@@ -144,7 +144,7 @@ describe('prompt tuning / P-tuning: parse', () => {
       [{ prompt_embeddings: f32([N + 1, H]) }, /prompt_embeddings: shape \[6,64\], expected \[5, 64\]/],
       [{ prompt_embeddings: f32([N, H * 2]) }, /prompt_embeddings: shape \[5,128\], expected \[5, 64\]/],
       [{ prompt_embeddings: f32([N * H]) }, /prompt_embeddings: shape \[320\], expected \[5, 64\]/],
-      [{ prompt_embeddings: { dtype: 'I32', shape: [N, H], data: new Int32Array(N * H) } }, /prompt_embeddings: dtype I32 is not supported/],
+      [{ prompt_embeddings: { dtype: 'I32', shape: [N, H], data: new Int32Array(N * H) } }, /prompt_embeddings: dtype I32 is not supported \(F32, F16, BF16\)/],
       [{ prompt_embeddings: f32([N, H], nan) }, /prompt_embeddings: value at \[2, 5\] is not finite \(NaN\)/],
       [{ prompt_embeddings: f32([N, H], inf) }, /prompt_embeddings: value at \[0, 7\] is not finite \(-Infinity\)/],
     ];
@@ -178,7 +178,7 @@ describe('prompt tuning / P-tuning: feeds', () => {
   it("the kind's feeds name its own inputs, so prompt tuning and P-tuning rows never read each other's slots", () => {
     for (const kind of ['prompt_tuning', 'p_tuning']) {
       const feeds = deltaKind(kind).feeds({ tokenSlots: Int32Array.from([1, 1, -1]), slotCount: 2, virtualIndex: Int32Array.from([0, -1, 0]) });
-      assert.deepEqual(feeds.map((f) => [f.name, f.dtype, f.dims, [...f.data]]), [
+      assert.deepEqual(feeds.map((f) => [f.name, f.dtype, f.dims, Array.from(f.data)]), [
         [`${kind}.virtual_index`, 'int64', [3, 2], [1, 0, 2, 0, 2, 0]],
         [`${kind}.virtual_mask`, 'bool', [3, 1], [1, 0, 0]],
       ]);

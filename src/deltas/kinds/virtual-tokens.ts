@@ -94,7 +94,7 @@ function readEmbeddings(weights: ParsedSafetensors, n: number, hidden: number, p
     return undefined;
   }
   const before = problems.length;
-  if (!['F32', 'F16', 'BF16', 'F64'].includes(entry.dtype)) problems.push(`${PROMPT_EMBEDDINGS}: dtype ${entry.dtype} is not supported (F32, F16, BF16, F64)`);
+  if (!['F32', 'F16', 'BF16'].includes(entry.dtype)) problems.push(`${PROMPT_EMBEDDINGS}: dtype ${entry.dtype} is not supported (F32, F16, BF16)`);
   if (entry.shape.length !== 2 || entry.shape[0] !== n || entry.shape[1] !== hidden) {
     problems.push(`${PROMPT_EMBEDDINGS}: shape [${entry.shape}], expected [${n}, ${hidden}] (num_virtual_tokens × the model's hidden size)`);
   }
@@ -102,7 +102,7 @@ function readEmbeddings(weights: ParsedSafetensors, n: number, hidden: number, p
   const data = weights.view(PROMPT_EMBEDDINGS);
   const bad = firstNonFinite(data);
   if (bad >= 0) {
-    problems.push(`${PROMPT_EMBEDDINGS}: value at [${Math.floor(bad / hidden)}, ${bad % hidden}] is not finite (${data[bad]}${entry.dtype === 'F64' ? ' in float32' : ''})`);
+    problems.push(`${PROMPT_EMBEDDINGS}: value at [${Math.floor(bad / hidden)}, ${bad % hidden}] is not finite (${data[bad]})`);
     return undefined;
   }
   return data;
