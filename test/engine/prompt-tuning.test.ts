@@ -97,6 +97,24 @@ for (const family of ['llama', 'qwen2', 'gpt2'] as const) for (const attention o
       }
     });
 
+    it('a slot poisoned past validation (NaN, 1e30) spoils only its own row: the others are bit-identical to a clean run', async () => {
+      const rows: [number, number[], RowSlots][] = [[PT_TOKENS, PROMPTS[0]!, PT], [0, PROMPTS[1]!, BASE], [P_TOKENS, PROMPTS[1]!, { p_tuning: 1 }], [P_TOKENS, PROMPTS[0]!, P]];
+      const seq = Math.max(...rows.map(([n, prompt]) => n + prompt.length));
+      const pass = async (slot1: Float32Array) => {
+        for (let row = 0; row < 4; row++) rt.cache.clearRow(row);
+        writeSlot(rt, 1, { kind: 'p_tuning', name: 'x', tensors: new Map([['p_tuning.embeddings', slot1]]), virtualTokens: P_TOKENS, summary: {}, warnings: [] });
+        const logits = await rt.forward({ firstRow: 0, tokens: rows.map(([n, prompt]) => withVirtual(n, prompt)), pastLengths: rows.map(() => 0), slots: rows.map(([, , s]) => s), logits: 'all' });
+        return rows.map((_, r) => [...new Uint32Array(logits.slice(r * seq * VOCAB, (r + 1) * seq * VOCAB).buffer)]);
+      };
+      const clean = await pass(new Float32Array(8 * HIDDEN).fill(0.25));
+      for (const poison of [NaN, 1e30]) {
+        const bad = await pass(new Float32Array(8 * HIDDEN).fill(poison));
+        for (const r of [0, 1, 3]) assert.deepEqual(bad[r], clean[r], `row ${r} with slot 1 holding ${poison}`);
+        assert.notDeepEqual(bad[2], clean[2], `the poisoned row itself changes (${poison})`);
+      }
+      for (let row = 0; row < 4; row++) rt.cache.clearRow(row); // as the scheduler does before a row is reused
+    });
+
     it(`greedy ${NEW_TOKENS}-token decode through the KV cache equals oracleGreedy (prompt-tuned, P-tuned and base rows together)`, async () => {
       const rows: [number, RowSlots, OracleDelta[]][] = [[PT_TOKENS, PT, [pt]], [P_TOKENS, P, [p]], [0, BASE, []]];
       const prompt = PROMPTS[1]!;

@@ -87,7 +87,7 @@ describe('prompt tuning / P-tuning: parse', () => {
     }
   });
 
-  it('every config field is type- and range-checked, and the problems are reported together, each naming its field', () => {
+  it('every config field is type- and range-checked, and all problems (config and tensors) are reported together, each naming its field', () => {
     const cases: [PeftType, Record<string, unknown>, RegExp][] = [
       ['PROMPT_TUNING', { num_virtual_tokens: undefined }, /num_virtual_tokens is missing/],
       ['PROMPT_TUNING', { num_virtual_tokens: 0 }, /num_virtual_tokens must be at least 1, got 0/],
@@ -124,8 +124,11 @@ describe('prompt tuning / P-tuning: parse', () => {
       assert.match(found[0]!, /^adapter_config\.json: /);
       assert.match(found[0]!, message, JSON.stringify(patch));
     }
-    const all = problems(() => parse('PROMPT_TUNING', { token_dim: 32, task_type: 'SEQ_CLS', prompt_tuning_init: 7, num_virtual_tokens: 99 }));
-    assert.equal(all.length, 4, all.join('; '));
+    const poisoned = embeddings(7);
+    poisoned[H + 3] = NaN;
+    const all = problems(() => parse('PROMPT_TUNING', { token_dim: 32, task_type: 'SEQ_CLS', prompt_tuning_init: 7, num_virtual_tokens: 99 }, { prompt_embeddings: { dtype: 'F32', shape: [7, H], data: poisoned } }));
+    assert.deepEqual(all.map((p) => p.split(/ |:/)[0] === 'adapter_config.json' ? p.split(' ')[1] : p.split(':')[0]), ['task_type', 'num_virtual_tokens', 'token_dim', 'prompt_tuning_init', 'prompt_embeddings'], all.join('; '));
+    assert.match(all[4]!, /value at \[1, 3\] is not finite/);
   });
 
   it('TEXT init with its tokenizer and text is accepted (init-only fields do not change what is served)', () => {

@@ -10,7 +10,8 @@ import { show, type ConfigFields } from '../peft/config-fields.js';
 
 /** What serving takes from the shared fields. */
 export interface PromptLearningSettings {
-  virtualTokens: number;
+  /** num_virtual_tokens, or undefined when the field is bad (its problem is in `fields`). */
+  virtualTokens: number | undefined;
 }
 
 /** PEFT's TaskType values (peft/utils/peft_types.py); only CAUSAL_LM generates text. */
@@ -19,7 +20,7 @@ const TASK_TYPES = ['SEQ_CLS', 'SEQ_2_SEQ_LM', 'CAUSAL_LM', 'TOKEN_CLS', 'QUESTI
 /**
  * Reads and checks the shared prompt-learning fields; problems go to `fields`.
  *
- * @example readPromptLearningConfig(fields, 'PROMPT_TUNING', arch, limits).virtualTokens // 20
+ * @example readPromptLearningConfig(fields, 'PROMPT_TUNING', arch, limits).virtualTokens // 20 (undefined if bad)
  */
 export function readPromptLearningConfig(fields: ConfigFields, peftType: string, arch: ArchitectureSpec, limits: DeltaLimits): PromptLearningSettings {
   const type = fields.config['peft_type'];
@@ -53,11 +54,11 @@ function readTaskType(fields: ConfigFields): void {
   else fields.problems.push(`task_type '${task}' is not supported: this server generates text, which PEFT does for task_type 'CAUSAL_LM' only`);
 }
 
-function readVirtualTokens(fields: ConfigFields, limits: DeltaLimits): number {
-  if (!fields.has('num_virtual_tokens')) return fields.fail('num_virtual_tokens', 'is missing (PEFT sizes the prompt embedding by it)', 1);
-  const n = fields.number('num_virtual_tokens', { fallback: 1, integer: true, min: 1 });
-  if (n > limits.maxVirtualTokens) return fields.fail('num_virtual_tokens', `${n} exceeds max virtual tokens ${limits.maxVirtualTokens}`, 1);
-  return n;
+function readVirtualTokens(fields: ConfigFields, limits: DeltaLimits): number | undefined {
+  if (!fields.has('num_virtual_tokens')) return fields.fail('num_virtual_tokens', 'is missing (PEFT sizes the prompt embedding by it)', undefined);
+  const n = fields.number('num_virtual_tokens', { fallback: NaN, integer: true, min: 1 });
+  if (n > limits.maxVirtualTokens) return fields.fail('num_virtual_tokens', `${n} exceeds max virtual tokens ${limits.maxVirtualTokens}`, undefined);
+  return Number.isNaN(n) ? undefined : n;
 }
 
 /**

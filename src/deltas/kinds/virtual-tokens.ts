@@ -33,7 +33,11 @@ export interface VirtualTokenKindSpec {
   readFields(fields: ConfigFields): DeltaSummary;
 }
 
-/** Slot-tensor and feed names of a virtual-token kind. */
+/**
+ * Slot-tensor and feed names of a virtual-token kind.
+ *
+ * @example virtualNames('p_tuning').embeddings // 'p_tuning.embeddings'
+ */
 export const virtualNames = (kind: string) => ({
   embeddings: `${kind}.embeddings`,
   index: `${kind}.virtual_index`,
@@ -61,16 +65,16 @@ export function virtualTokenKind(spec: VirtualTokenKindSpec): DeltaKind {
   };
 }
 
+/** Config and tensors checked together, so an upload's every problem is reported at once. */
 function parseVirtualTokens(spec: VirtualTokenKindSpec, { name, config, weights, arch, limits }: ParseInput): ParsedDelta {
   const fields = new ConfigFields(config);
-  const settings = readPromptLearningConfig(fields, spec.peftType, arch, limits);
+  const n = readPromptLearningConfig(fields, spec.peftType, arch, limits).virtualTokens;
   const facts = spec.readFields(fields);
-  if (fields.problems.length) throw new DeltaValidationError(name, fields.problems.map((p) => `adapter_config.json: ${p}`));
+  const problems = fields.problems.map((p) => `adapter_config.json: ${p}`);
   const warnings: string[] = [];
-  const problems = otherTensors(weights, arch, warnings);
-  const embeddings = readEmbeddings(weights, settings.virtualTokens, arch.hiddenSize, problems);
-  if (problems.length || !embeddings) throw new DeltaValidationError(name, problems);
-  const n = settings.virtualTokens;
+  problems.push(...otherTensors(weights, arch, warnings));
+  const embeddings = readEmbeddings(weights, n, arch.hiddenSize, problems);
+  if (problems.length || !embeddings || n === undefined) throw new DeltaValidationError(name, problems);
   const slot = new Float32Array(limits.maxVirtualTokens * arch.hiddenSize);
   slot.set(embeddings);
   return {
@@ -85,9 +89,10 @@ function parseVirtualTokens(spec: VirtualTokenKindSpec, { name, config, weights,
 
 /**
  * `prompt_embeddings`, checked: present, a float dtype, [n, hidden] (PEFT loads it with
- * `load_state_dict(strict=True)` into an Embedding of exactly that shape), and finite.
+ * `load_state_dict(strict=True)` into an Embedding of exactly that shape; n is not checked when
+ * num_virtual_tokens itself is bad), and finite.
  */
-function readEmbeddings(weights: ParsedSafetensors, n: number, hidden: number, problems: string[]): Float32Array | undefined {
+function readEmbeddings(weights: ParsedSafetensors, n: number | undefined, hidden: number, problems: string[]): Float32Array | undefined {
   const entry = weights.header.tensors.get(PROMPT_EMBEDDINGS);
   if (!entry) {
     problems.push(`adapter_model.safetensors has no ${PROMPT_EMBEDDINGS} tensor (PEFT saves the virtual token embeddings under that key)`);
@@ -95,8 +100,8 @@ function readEmbeddings(weights: ParsedSafetensors, n: number, hidden: number, p
   }
   const before = problems.length;
   if (!['F32', 'F16', 'BF16'].includes(entry.dtype)) problems.push(`${PROMPT_EMBEDDINGS}: dtype ${entry.dtype} is not supported (F32, F16, BF16)`);
-  if (entry.shape.length !== 2 || entry.shape[0] !== n || entry.shape[1] !== hidden) {
-    problems.push(`${PROMPT_EMBEDDINGS}: shape [${entry.shape}], expected [${n}, ${hidden}] (num_virtual_tokens × the model's hidden size)`);
+  if (entry.shape.length !== 2 || (n !== undefined && entry.shape[0] !== n) || entry.shape[1] !== hidden) {
+    problems.push(`${PROMPT_EMBEDDINGS}: shape [${entry.shape}], expected [${n ?? 'num_virtual_tokens'}, ${hidden}] (num_virtual_tokens × the model's hidden size)`);
   }
   if (problems.length > before) return undefined;
   const data = weights.view(PROMPT_EMBEDDINGS);
