@@ -1,3 +1,5 @@
 // Every delta kind registers itself on import; the order here is the order their hooks run in.
 import './lora.js';
 import './prefix-tuning.js';
+import './prompt-tuning.js';
+import './p-tuning.js';
