@@ -1,3 +1,4 @@
 // Every delta kind registers itself on import; the order here is the order their hooks run in.
 import './lora.js';
 import './bitfit.js';
+import './ln-tuning.js';
