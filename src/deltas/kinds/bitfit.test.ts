@@ -96,7 +96,7 @@ describe('BitFit: valid adapters', () => {
   it('feeds list the tokens whose row has a BitFit delta and their slots', () => {
     assert.deepEqual(tokensWithDelta([-1, 2, 2, -1, 0]), { tokens: [1, 2, 4], slots: [2, 2, 0] });
     const feeds = bitfit.feeds({ tokenSlots: Int32Array.of(-1, -1), slotCount: 0, virtualIndex: Int32Array.of(-1, -1) });
-    assert.deepEqual(feeds.map((f) => [f.name, f.dims]), [['bitfit_tokens', [0]], ['bitfit_slots', [0]]]);
+    assert.deepEqual(feeds.map((f) => [f.name, f.dims]), [['bitfit_tokens', [0, 1]], ['bitfit_slots', [0]]]);
   });
 });
 

@@ -19,7 +19,7 @@
  * does not set, b_row is the base bias: the layer is left as the base computes it.
  *
  * Lowering: the base keeps its fused Gemm with bias. Only the tokens whose row has a BitFit delta
- * are gathered (bitfit_tokens [U], their slots bitfit_slots [U]); each gets
+ * are gathered (bitfit_tokens [U, 1], their slots bitfit_slots [U]); each gets
  *   y[t] + b_δ                for a layer without a base bias (one rounding, as x Wᵀ + b_δ has),
  *   y[t] + (b_δ − b_base)     for one with a base bias (two more roundings, each half an ulp of
  *                             |b| or |y|: within 1e-6 of x Wᵀ + b_δ while those stay below ~4),
@@ -69,7 +69,7 @@ export const bitfit: DeltaKind = {
   feeds({ tokenSlots }: FeedInput): FeedTensor[] {
     const { tokens, slots } = tokensWithDelta(tokenSlots);
     return [
-      { name: TOKENS, dtype: 'int64', data: tokens, dims: [tokens.length] },
+      { name: TOKENS, dtype: 'int64', data: tokens, dims: [tokens.length, 1] },
       { name: SLOTS, dtype: 'int64', data: slots, dims: [slots.length] },
     ];
   },
@@ -97,18 +97,19 @@ function bitfitLowering(): DeltaLowering {
     /** y with the delta tokens' rows replaced: y[t] + b_δ − b_base (see the file's header). */
     projectionOutput(ctx: HookContext, p: ProjectionSpec, _x: string, y: string): string {
       const { b } = ctx;
-      const tokens = ctx.input(TOKENS, 'int64', ['bitfit_tokens']);
+      // Token indices come as [U, 1] for GatherND/ScatterND: an Unsqueeze of int64 in the graph
+      // would run on the CPU under webgpu.
+      const tokens = ctx.input(TOKENS, 'int64', ['bitfit_tokens', 1]);
       const slots = ctx.input(SLOTS, 'int64', ['bitfit_tokens']);
-      const at = ctx.shared('bitfit.at', () => b.op1('Unsqueeze', [tokens, b.constant('int64', [1], [1])])); // [U, 1]
       const tuned = b.op1('Gather', [ctx.input(bitfitBias(p.modulePath), 'float32', ['bitfit_slots', p.outFeatures]), slots], { axis: 0 }); // [U, out]
-      const rows = b.op1('Gather', [y, tokens], { axis: 0 }); // [U, out]
+      const rows = b.op1('GatherND', [y, tokens]); // [U, out]
       let updated: string;
       if (!p.bias) updated = b.op1('Add', [rows, tuned]); // [U, out]
       else {
         const set = b.op1('Cast', [b.op1('Gather', [ctx.input(bitfitSet(p.modulePath), 'float32', ['bitfit_slots', 1]), slots], { axis: 0 })], { to: 9 }); // [U, 1] bool
         updated = b.op1('Where', [set, b.op1('Add', [rows, b.op1('Sub', [tuned, ctx.weight(p.bias)])]), rows]); // [U, out]
       }
-      return b.op1('ScatterND', [y, at, updated]); // [T, out]: other tokens' rows are y's own
+      return b.op1('ScatterND', [y, tokens, updated]); // [T, out]: other tokens' rows are y's own
     },
   };
 }

@@ -20,7 +20,7 @@
  * (ln_tuning_cells [T]: the token's position among the U, or U); a Where on the per-token
  * "this delta sets this norm" flag then chooses between normalized · w (+ b) and the base output,
  * so rows without the delta keep the base norm bit for bit. The final norm runs on the logits
- * tokens only: its rows pick their cells through NormParts.tokens (logits_index).
+ * tokens only: its rows pick their tokens' values through NormParts.tokens (logits_index).
  *
  * Slot layout, per norm: ln_tuning.<module>.weight [H], .bias [H] for LayerNorms, and
  * ln_tuning_set.<module> [1] (1 where the delta sets the norm); all neutral 0.
@@ -135,17 +135,18 @@ function lnTuningLowering(norms: ReadonlyMap<string, NormModule>): DeltaLowering
 
 /**
  * Each of a norm's rows' value of one slot tensor ([n, width]): the U delta tokens' slots are
- * read once, a zero row is appended for tokens without the delta, and every row takes its cell.
+ * read once, a zero row is appended for tokens without the delta, and every token takes its cell;
+ * the final norm's rows then take their tokens' (logits_index). Gathering the int64 cells through
+ * logits_index instead would save that [T, width] step but run on the CPU under webgpu.
  */
 function perRow(ctx: HookContext, stack: string, width: number, tokens: string | undefined): string {
   const { b } = ctx;
   const slots = ctx.input(SLOTS, 'int64', ['ln_tuning_tokens']);
-  const allCells = ctx.input(CELLS, 'int64', ['tokens']);
-  // The final norm's rows are logits_index's tokens: their cells are gathered through it.
-  const cells = tokens === undefined ? allCells : ctx.shared(`ln_tuning.cells.${tokens}`, () => b.op1('Gather', [allCells, tokens], { axis: 0 })); // [n]
+  const cells = ctx.input(CELLS, 'int64', ['tokens']);
   const zero = ctx.shared(`ln_tuning.zero.${width}`, () => b.initializer('ln_tuning_zero_row', inlineTensor('float32', [1, width], new Float32Array(width))));
   const perDeltaToken = b.op1('Gather', [stack, slots], { axis: 0 }); // [U, width]
-  return b.op1('Gather', [b.op1('Concat', [perDeltaToken, zero], { axis: 0 }), cells], { axis: 0 }); // [n, width]
+  const perToken = b.op1('Gather', [b.op1('Concat', [perDeltaToken, zero], { axis: 0 }), cells], { axis: 0 }); // [T, width]
+  return tokens === undefined ? perToken : b.op1('Gather', [perToken, tokens], { axis: 0 }); // [n, width]
 }
 
 function parseLnTuning({ name, config, weights, arch }: ParseInput): ParsedDelta {
