@@ -45,7 +45,7 @@ describe('BitFit and LN tuning deltas through HTTP', () => {
     const lora = loadOracleLora(LORA);
     const bf = bitfitOracle(BITFIT, weights);
     const ln = lnTuningOracle(LN, modelConfig, weights);
-    Object.assign(oracles, { bf: { deltas: [bf] }, ln: { deltas: [ln] }, 'bf+ln+lora': { lora, deltas: [bf, ln] } });
+    Object.assign(oracles, { bf: { deltas: [bf] }, 'bf-up': { deltas: [bf] }, ln: { deltas: [ln] }, 'bf+ln+lora': { lora, deltas: [bf, ln] } });
     const config = ConfigSchema.parse({ port: 0, cacheDir: tempDir(), dataDir: tempDir(), model: BASE_DIR, modelName: 'tiny-llama', maxContext: 64, threads: 1, maxRank: 8, delta: [`bf=${BITFIT}`, `lora=${LORA}`] });
     server = await startServer(config);
     await server.ready;
@@ -59,7 +59,7 @@ describe('BitFit and LN tuning deltas through HTTP', () => {
   const download = async (ref: string, file: string) => Buffer.from(await (await fetch(`${server.url}/v1/deltas/${ref}/files/${file}`)).arrayBuffer());
   const versionsOf = async (name: string) => ((await (await fetch(`${server.url}/v1/deltas/${name}`)).json()) as Json).versions?.map((v: Json) => v.version);
 
-  it('an LN tuning adapter uploads (a new version each time) and both kinds download byte-identical', async () => {
+  it('adapters of both kinds upload (a new version each time) and download byte-identical, as does the one registered at startup', async () => {
     const ln = files(LN);
     const res = await post('/v1/deltas', form('ln', ln.config, ln.weights));
     assert.equal(res.status, 201, JSON.stringify(res.json));
@@ -69,7 +69,10 @@ describe('BitFit and LN tuning deltas through HTTP', () => {
     assert.equal((await post('/v1/deltas', form('ln', ln.config, ln.weights))).json.version, 2);
     assert.deepEqual(await versionsOf('ln'), [1, 2]);
     const bf = files(BITFIT);
-    for (const [ref, expected] of [['ln@1', ln], ['bf', bf]] as const) {
+    const uploaded = await post('/v1/deltas', form('bf-up', bf.config, bf.weights));
+    assert.equal(uploaded.status, 201, JSON.stringify(uploaded.json));
+    assert.equal(uploaded.json.kind, 'bitfit');
+    for (const [ref, expected] of [['ln@1', ln], ['bf', bf], ['bf-up', bf]] as const) {
       assert.deepEqual(await download(ref, 'adapter_config.json'), expected.config, `${ref} config`);
       assert.deepEqual(await download(ref, 'adapter_model.safetensors'), expected.weights, `${ref} weights`);
     }
@@ -77,7 +80,7 @@ describe('BitFit and LN tuning deltas through HTTP', () => {
     assert.deepEqual([registered.kind, registered.family, registered.summary], ['bitfit', 'specification', { modules: 14, params: 2 * (64 + 32 + 32 + 64 + 176 + 176 + 64) }]);
   });
 
-  for (const model of ['bf', 'ln', 'bf+ln+lora']) {
+  for (const model of ['bf', 'bf-up', 'ln', 'bf+ln+lora']) {
     it(`${model}: echoed prompt logprobs match the oracle within 1e-4 and the greedy continuation is the oracle's`, async () => {
       const { lora, deltas } = oracles[model]!;
       const echo = await post('/v1/completions', { model, prompt: PROMPT, max_tokens: 0, echo: true, logprobs: 0, temperature: 0 });
