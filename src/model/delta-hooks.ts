@@ -32,6 +32,13 @@ export interface NormParts {
   spec: NormSpec;
   /** (x - mean) / std, or x / rms, [T, H]: the norm without its weight and bias. */
   normalized(): string;
+  /**
+   * Which of the pass's flattened tokens the norm's rows are, int64 [n], when they are not all T
+   * of them in order: the final norm runs only on the tokens whose logits are returned (after the
+   * logits_index Gather), so a hook that selects by token must gather its per-token selection
+   * through this. Undefined for every other norm (rows = tokens [T]).
+   */
+  tokens?: string;
 }
 
 export interface DeltaLowering {

@@ -127,7 +127,7 @@ class InferenceLowering {
       hidden = this.block(block, layer, hidden, { positions, seqlens, total, rope });
     });
     const last = b.op1('Gather', [hidden, logitsIndex], { axis: 0 }); // [n, H]
-    const normed = this.norm(arch.finalNorm, last);
+    const normed = this.norm(arch.finalNorm, last, logitsIndex); // its rows are logits_index's tokens
     const logits = b.op1('Gemm', [normed, this.weight(arch.lmHead)], { transB: 1 }); // [n, V]
     b.output(logits, 'logits', 'float32', ['n_logits', arch.vocabSize]);
     return b.build();
@@ -309,8 +309,11 @@ class InferenceLowering {
     return shape;
   }
 
-  /** The base norm, then each delta kind's norm hook (norm tuning replaces the affine step per row). */
-  private norm(spec: NormSpec, x: string): string {
+  /**
+   * The base norm, then each delta kind's norm hook (norm tuning replaces the affine step per row).
+   * `tokens`: which flattened tokens x's rows are, when not all of them (see NormParts.tokens).
+   */
+  private norm(spec: NormSpec, x: string, tokens?: string): string {
     const { b } = this;
     const eps = { float: spec.eps };
     let out = spec.kind === 'rms'
@@ -318,6 +321,7 @@ class InferenceLowering {
       : b.op1('LayerNormalization', [x, this.weight(spec.weight), this.weight(spec.bias!)], { axis: -1, epsilon: eps });
     const parts: NormParts = {
       spec,
+      tokens,
       normalized: () => this.ctx.shared(`norm.normalized.${x}`, () => {
         const ones = b.constant('float32', [this.arch.hiddenSize], Array<number>(this.arch.hiddenSize).fill(1));
         if (spec.kind === 'rms') return b.op1('SimplifiedLayerNormalization', [x, ones], { axis: -1, epsilon: eps });

@@ -1,5 +1,8 @@
 // Every delta kind registers itself on import; the order here is the order their hooks run in.
+// BitFit replaces a layer's bias before IA3 scales the layer's output (bias included), as PEFT orders them.
 import './lora.js';
+import './bitfit.js';
+import './ln-tuning.js';
 import './prefix-tuning.js';
 import './prompt-tuning.js';
 import './p-tuning.js';
