@@ -79,8 +79,8 @@ export const BOTTLENECK_PRESETS: Readonly<Record<string, JsonObject>> = {
 
 /**
  * Whether an adapter_config.json is an AdapterHub bottleneck adapter's: no peft_type, and under
- * `config` a BnConfig (architecture absent, null or 'bottleneck', with a reduction_factor) or a
- * bottleneck preset's name.
+ * `config` a BnConfig (architecture absent, null or 'bottleneck', with any of its required
+ * fields, so that one lacking the others is told which) or a bottleneck preset's name.
  *
  * @example isBottleneckConfig({ config: 'seq_bn', name: 'sst2' }) // true
  */
@@ -90,8 +90,11 @@ export function isBottleneckConfig(config: JsonObject): boolean {
   if (typeof inner === 'string') return inner in BOTTLENECK_PRESETS;
   if (typeof inner !== 'object' || inner === null || Array.isArray(inner)) return false;
   const architecture = (inner as JsonObject)['architecture'];
-  return (architecture === undefined || architecture === null || architecture === 'bottleneck') && 'reduction_factor' in inner;
+  return (architecture === undefined || architecture === null || architecture === 'bottleneck') && REQUIRED_FIELDS.some((f) => f in inner);
 }
+
+/** BnConfig's fields without a default. */
+const REQUIRED_FIELDS = ['mh_adapter', 'output_adapter', 'reduction_factor', 'non_linearity'];
 
 /**
  * Reads and checks the whole file; problems (each naming its field) go to `problems`.
@@ -105,7 +108,7 @@ export function readBottleneckConfig(raw: JsonObject, arch: ArchitectureSpec, pr
   const preset = typeof raw['config'] === 'string' ? BOTTLENECK_PRESETS[raw['config']] : undefined;
   const inner = preset ?? (raw['config'] as JsonObject);
   const fields = new ConfigFields(inner);
-  if (!preset) for (const field of ['mh_adapter', 'output_adapter', 'reduction_factor', 'non_linearity']) if (!fields.has(field)) fields.problems.push(`${field} is required (BnConfig has no default for it)`);
+  if (!preset) for (const field of REQUIRED_FIELDS) if (!fields.has(field)) fields.problems.push(`${field} is required (BnConfig has no default for it)`);
   const settings = readBnFields(fields, arch, raw['version'] === undefined);
   for (const key of Object.keys(inner)) if (!KNOWN_FIELDS.has(key)) warnings.push(`adapter_config.json: config.${key.slice(0, 60)} is not a BnConfig field; ignored (the adapters library ignores it too)`);
   problems.push(...top.problems.map((p) => `adapter_config.json: ${p}`), ...fields.problems.map((p) => `adapter_config.json: config.${p}`));

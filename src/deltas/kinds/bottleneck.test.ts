@@ -69,6 +69,7 @@ describe('bottleneck adapters: detection', () => {
     assert.equal(detectKind(JSON.parse(adapter().config))?.name, 'bottleneck');
     assert.equal(detectKind({ config: 'double_seq_bn', name: 'x' })?.name, 'bottleneck');
     assert.equal(detectKind({ config: { architecture: 'bottleneck', reduction_factor: 8 } })?.name, 'bottleneck');
+    assert.equal(detectKind({ config: { mh_adapter: true } })?.name, 'bottleneck', 'an incomplete BnConfig is told what it lacks');
     assert.equal(detectKind({ config: { architecture: 'lora', r: 8 } }), undefined, "the adapters library's LoRA is not a bottleneck adapter");
     assert.equal(detectKind({ config: 'compacter' }), undefined);
     assert.equal(detectKind({ config: { architecture: 'union', configs: [] } }), undefined);
@@ -134,6 +135,7 @@ describe('bottleneck adapters: parsing into slot layout', () => {
 describe('bottleneck adapters: every bad field or tensor is a problem naming it', () => {
   const cases: [string, Json, RegExp][] = [
     ['mh_adapter missing', { mh_adapter: undefined }, /config\.mh_adapter is required/],
+    ['reduction_factor missing', { reduction_factor: undefined }, /config\.reduction_factor is required/],
     ['mh_adapter not a boolean', { mh_adapter: 'yes' }, /config\.mh_adapter must be true or false/],
     ['reduction_factor 0', { reduction_factor: 0 }, /config\.reduction_factor must be a number greater than 0/],
     ['reduction_factor a string', { reduction_factor: 'x' }, /config\.reduction_factor must be a number greater than 0/],

@@ -17,10 +17,11 @@
  * Served: mh_adapter / output_adapter, leave_out, reduction_factor (a number or a per-layer
  * mapping; width = hidden_size // factor ≤ --max-bottleneck), non_linearity (relu, gelu,
  * gelu_python, gelu_new, gelu_fast, gelu_pytorch_tanh, silu, swish, tanh, sigmoid, quick_gelu,
- * leakyrelu, linear), original_ln_before, original_ln_after (true only on qwen2),
- * residual_before_ln true/false, ln_before, ln_after, adapter_residual_before_ln, is_parallel,
- * scaling (a float, 'learned' or 'channel'); seq_bn (Pfeiffer), double_seq_bn (Houlsby) and
- * par_bn are combinations of these, also accepted by preset name.
+ * leakyrelu, linear), original_ln_before, original_ln_after (false is refused on qwen2, as the
+ * library refuses it there), residual_before_ln true/false, ln_before, ln_after,
+ * adapter_residual_before_ln, is_parallel, scaling (a float, 'learned' or 'channel'); seq_bn
+ * (Pfeiffer), double_seq_bn (Houlsby), par_bn and scaled_par_bn are combinations of these, also
+ * accepted by preset name.
  * Refused by name: use_gating (the gate averages over the whole sequence, so it is not causal),
  * phm_layer (Compacter), inv_adapter (invertible adapters), residual_before_ln 'post_add' (the
  * library fails on these models with it). Type-checked only (no effect on inference): dropout,
@@ -37,7 +38,6 @@
  * adapter is read once per pass; every option is a per-slot selection (Where), and a token
  * without an adapter (or at a layer its adapter leaves out) gets exactly the base's r + o.
  */
-import type { ArchitectureSpec } from '../../model/architecture.js';
 import type { DeltaLowering, HookContext } from '../../model/delta-hooks.js';
 import { inlineTensor } from '../../graph/ir.js';
 import { DeltaValidationError } from '../errors.js';
