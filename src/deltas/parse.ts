@@ -34,17 +34,40 @@ export function parseDelta(name: string, files: AdapterFiles, arch: Architecture
   try {
     weights = parseSafetensors(files.weights, 'adapter_model.safetensors');
   } catch (err) {
-    throw new DeltaValidationError(name, [(err as Error).message], { cause: err });
+    // shared (bottleneck kind): a PyTorch pickle (pytorch_adapter.bin, adapter_model.bin) is named as such.
+    const message = looksLikePickle(files.weights) ? `adapter_model: this is a PyTorch pickle (pytorch_adapter.bin / adapter_model.bin), not safetensors; only safetensors weights are accepted` : (err as Error).message;
+    throw new DeltaValidationError(name, [message], { cause: err });
   }
   return kind.parse({ name, config, weights, arch, limits });
 }
 
-/** Reads and validates an adapter directory (adapter_config.json + adapter_model.safetensors). */
+/** Reads and validates an adapter directory (adapter_config.json + adapter_model.safetensors or adapter.safetensors). */
 export function readDeltaDirectory(dir: string, name: string, arch: ArchitectureSpec, limits: DeltaLimits): ParsedDelta {
   const configPath = path.join(dir, 'adapter_config.json');
-  const weightsPath = path.join(dir, 'adapter_model.safetensors');
-  for (const file of [configPath, weightsPath]) {
-    if (!fs.existsSync(file)) throw new DeltaValidationError(name, [`${file} not found`]);
-  }
-  return parseDelta(name, { config: fs.readFileSync(configPath, 'utf8'), weights: fs.readFileSync(weightsPath) }, arch, limits);
+  if (!fs.existsSync(configPath)) throw new DeltaValidationError(name, [`${configPath} not found`]);
+  return parseDelta(name, { config: fs.readFileSync(configPath, 'utf8'), weights: fs.readFileSync(adapterWeightsPath(dir, name)) }, arch, limits);
+}
+
+/**
+ * shared (bottleneck kind): an adapter directory's weights, PEFT's adapter_model.safetensors or
+ * the adapters library's adapter.safetensors; its PyTorch pickles are refused by name.
+ *
+ * @example adapterWeightsPath('adapters/sst2', 'sst2') // 'adapters/sst2/adapter.safetensors'
+ */
+export function adapterWeightsPath(dir: string, name: string): string {
+  const found = ['adapter_model.safetensors', 'adapter.safetensors'].map((f) => path.join(dir, f)).find((f) => fs.existsSync(f));
+  if (found) return found;
+  const pickle = ['adapter_model.bin', 'pytorch_adapter.bin'].find((f) => fs.existsSync(path.join(dir, f)));
+  if (pickle) throw new DeltaValidationError(name, [`${path.join(dir, pickle)}: PyTorch pickle weights are not accepted; save the adapter as safetensors (adapter_model.safetensors or adapter.safetensors)`]);
+  throw new DeltaValidationError(name, [`${path.join(dir, 'adapter_model.safetensors')} not found (nor adapter.safetensors)`]);
+}
+
+/**
+ * torch.save writes a zip archive ("PK\x03\x04"), its legacy format a pickle opening with its
+ * magic number (PROTO 2, LONG1 of 10 bytes). Only a failed parse is checked, and a safetensors
+ * file starting so would need a header of 67 MB (zip) or over the 100 MB limit (legacy).
+ */
+function looksLikePickle(bytes: Uint8Array): boolean {
+  const starts = (magic: number[]) => magic.every((b, i) => bytes[i] === b);
+  return starts([0x50, 0x4b, 0x03, 0x04]) || starts([0x80, 0x02, 0x8a, 0x0a]);
 }

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { DeltaCatalog, DeltaRecord } from '../deltas/catalog.js';
+import { adapterWeightsPath } from '../deltas/parse.js';
 import { deltaKey } from '../deltas/ref.js';
 import { digestFiles } from '../deltas/store/common.js';
 import type { DeltaFiles, DeltaStore, DeltaVersion } from '../deltas/store/types.js';
@@ -36,7 +37,8 @@ export class DeltaService {
    * the latest stored version has the same bytes (restarts do not pile up versions).
    */
   async adoptDirectory(owner: string, name: string, dir: string, options: { public: boolean }): Promise<DeltaVersion> {
-    const files = { config: fs.readFileSync(path.join(dir, 'adapter_config.json')), weights: fs.readFileSync(path.join(dir, 'adapter_model.safetensors')) };
+    // shared (bottleneck kind): the adapters library names its weights adapter.safetensors.
+    const files = { config: fs.readFileSync(path.join(dir, 'adapter_config.json')), weights: fs.readFileSync(adapterWeightsPath(dir, `${owner}/${name}`)) };
     const latest = await this.store.get(owner, name);
     if (latest && latest.sha256 === digestFiles(files) && latest.public === options.public) return latest;
     return (await this.upload(owner, name, files, options)).version;

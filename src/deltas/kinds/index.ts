@@ -6,3 +6,4 @@ import './ln-tuning.js';
 import './prefix-tuning.js';
 import './prompt-tuning.js';
 import './p-tuning.js';
+import './bottleneck.js';
