@@ -13,7 +13,8 @@ import { Scheduler } from '../src/engine/scheduler.js';
 import { greedyRequest } from '../src/engine/types.js';
 import { ensureSyntheticCheckpoint, randomLora, SMOLLM2_135M_CONFIG } from './synthetic.js';
 
-const { values } = parseArgs({ options: { device: { type: 'string', default: 'cpu' }, out: { type: 'string' }, steps: { type: 'string', default: '15' }, threads: { type: 'string' }, 'skip-cold-start': { type: 'boolean' } } });
+const { values } = parseArgs({ options: { device: { type: 'string', default: 'cpu' }, out: { type: 'string' }, steps: { type: 'string', default: '15' }, threads: { type: 'string' }, 'skip-cold-start': { type: 'boolean' }, 'delta-kinds': { type: 'string' } } });
+const deltaKinds = values['delta-kinds']?.split(',');
 const device = values.device as Device;
 const steps = Number(values.steps);
 const cacheRoot = path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'deltaserve');
@@ -24,7 +25,7 @@ interface Row { phase: 'prefill' | 'decode'; batch: number; deltas: 'none' | 'mi
 
 const coldStart = values['skip-cold-start'] ? { first_ms: NaN, cached_ms: NaN, engine_load_ms: NaN } : measureColdStart();
 const threads = values.threads ? Number(values.threads) : undefined;
-const rt = await ModelRuntime.create({ modelDir, cacheDir: cacheRoot, device, maxRows: 32, maxContext: 1024, deltaSlots: 32, maxRank: 16, threads });
+const rt = await ModelRuntime.create({ modelDir, cacheDir: cacheRoot, device, maxRows: 32, maxContext: 1024, deltaSlots: 32, maxRank: 16, threads, deltaKinds });
 const deltaPool = new Map(Array.from({ length: 32 }, (_, s) => [`bench-${s}`, randomLora(rt.arch, `bench-${s}`, 16, s + 1)]));
 rt.stacks.get('lora')!.write(0, deltaPool.get('bench-0')!);
 const rows: Row[] = [];

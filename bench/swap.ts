@@ -93,7 +93,7 @@ const engineOptions = (): EngineOptions => ({
   deltaSlots: SLOTS,
   maxRank: RANK,
   maxVirtualTokens: 64,
-  maxBottleneck: 256,
+  maxBottleneck: 64,
   prefillChunk: 256,
   maxQueue: 4096,
   threads: values.threads ? Number(values.threads) : undefined,

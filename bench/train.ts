@@ -65,7 +65,7 @@ const engine = await startEngine({
   deltaSlots: 8,
   maxRank: 16,
   maxVirtualTokens: 64,
-  maxBottleneck: 256,
+  maxBottleneck: 64,
   prefillChunk: 256,
   maxQueue: 4096,
   threads: values.threads ? Number(values.threads) : undefined,

@@ -2,6 +2,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { DEFAULT_TENANT, parseDeltaRef } from './deltas/ref.js';
+import { deltaKinds } from './deltas/kind.js';
+import './deltas/kinds/index.js';
 
 
 /** `[TENANT/]NAME` (no version): a startup delta's owner and name, or the reason it is not one. */
@@ -57,7 +59,15 @@ export const ConfigSchema = z.object({
   deltaSlots: positiveInt.default(8).describe('deltas resident on the device at once'),
   maxRank: positiveInt.default(16).describe('largest LoRA rank accepted'),
   maxVirtualTokens: positiveInt.default(64).describe('most virtual tokens a prompt- or prefix-tuning delta may add'),
-  maxBottleneck: positiveInt.default(256).describe('widest bottleneck (down-projection size) an adapter may have'),
+  maxBottleneck: positiveInt.default(64).describe('widest bottleneck (down-projection size) an adapter may have'),
+  deltaKinds: z.string().optional().transform((v, ctx) => {
+    if (v === undefined) return undefined;
+    const names = v.split(',').map((s) => s.trim()).filter(Boolean);
+    const known = deltaKinds().map((k) => k.name);
+    const unknown = names.filter((n) => !known.includes(n));
+    if (unknown.length || !names.length) ctx.addIssue({ code: 'custom', message: `expected a comma-separated list of ${known.join(', ')}; got '${v}'` });
+    return names;
+  }).describe('delta kinds to serve, comma-separated (default: all); each enabled kind adds its graph hooks to every pass'),
   prefillChunk: positiveInt.default(256).describe('prompt tokens prefilled per scheduler step'),
   maxQueue: positiveInt.default(256).describe('requests waiting before 429'),
   maxBodyBytes: positiveInt.default(4 * 1024 * 1024),

@@ -27,6 +27,11 @@ export interface DeltaLimits {
   maxVirtualTokens: number;
   /** Widest bottleneck an adapter may have. */
   maxBottleneck: number;
+  /**
+   * The kinds this server serves (`--delta-kinds`); all registered kinds when absent. Every
+   * enabled kind's hooks run in every pass, so a server that needs few kinds runs leaner.
+   */
+  kinds?: readonly string[];
 }
 
 /** Small facts about a delta, shown by the API and stored beside its files (JSON scalars only). */

@@ -38,6 +38,7 @@ export function parseDelta(name: string, files: AdapterFiles, arch: Architecture
     const message = looksLikePickle(files.weights) ? `adapter_model: this is a PyTorch pickle (pytorch_adapter.bin / adapter_model.bin), not safetensors; only safetensors weights are accepted` : (err as Error).message;
     throw new DeltaValidationError(name, [message], { cause: err });
   }
+  if (limits.kinds && !limits.kinds.includes(kind.name)) throw new DeltaValidationError(name, [`adapter_config.json: this is a ${kind.name} delta, a kind this server does not serve (--delta-kinds ${limits.kinds.join(',')})`]);
   return kind.parse({ name, config, weights, arch, limits });
 }
 

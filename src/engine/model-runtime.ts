@@ -29,8 +29,10 @@ export interface RuntimeOptions {
   maxRank: number;
   /** Most virtual tokens a prompt- or prefix-tuning delta may add (default 64). */
   maxVirtualTokens?: number;
-  /** Widest bottleneck an adapter may have (default 256). */
+  /** Widest bottleneck an adapter may have (default 64). */
   maxBottleneck?: number;
+  /** The delta kinds to serve (default: every registered kind). */
+  deltaKinds?: readonly string[];
   threads?: number;
   /** Defaults to 'matmul' on CPU and 'group-query' on GPU providers (see InferenceGraphOptions). */
   attention?: G.AttentionKernel;
@@ -56,8 +58,8 @@ export interface ForwardPass {
 export type RowSlots = Readonly<Record<string, number>>;
 
 /** The server limits delta kinds lay their slots out for. */
-export function deltaLimits(options: Pick<RuntimeOptions, 'maxRank' | 'maxVirtualTokens' | 'maxBottleneck'>): DeltaLimits {
-  return { maxRank: options.maxRank, maxVirtualTokens: options.maxVirtualTokens ?? 64, maxBottleneck: options.maxBottleneck ?? 256 };
+export function deltaLimits(options: Pick<RuntimeOptions, 'maxRank' | 'maxVirtualTokens' | 'maxBottleneck' | 'deltaKinds'>): DeltaLimits {
+  return { maxRank: options.maxRank, maxVirtualTokens: options.maxVirtualTokens ?? 64, maxBottleneck: options.maxBottleneck ?? 64, ...(options.deltaKinds?.length ? { kinds: options.deltaKinds } : {}) };
 }
 
 /** What the scheduler does with the KV cache, wherever it lives: rows move, capacity follows the live sequences. */
@@ -215,7 +217,7 @@ function pastVisible(pastLengths: number[], capacity: number): ort.Tensor {
 
 /** The delta kinds this backbone has a place for (a kind with no slot tensors here is not hooked in). */
 function kindsFor(arch: ArchitectureSpec, limits: DeltaLimits): DeltaKind[] {
-  return deltaKinds().filter((k) => k.slotTensors(arch, limits).length > 0);
+  return deltaKinds().filter((k) => (!limits.kinds || limits.kinds.includes(k.name)) && k.slotTensors(arch, limits).length > 0);
 }
 
 /** The runtime's inference graph, with every applicable delta kind hooked in (built or reused; see graph-cache). */

@@ -14,6 +14,8 @@ export interface EngineOptions {
   maxRank: number;
   maxVirtualTokens: number;
   maxBottleneck: number;
+  /** The delta kinds to serve (all when absent). */
+  deltaKinds?: string[];
   prefillChunk: number;
   maxQueue: number;
   threads?: number;
