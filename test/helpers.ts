@@ -7,6 +7,7 @@ import type { ParsedDelta } from '../src/deltas/kind.js';
 import { readDeltaDirectory } from '../src/deltas/parse.js';
 import { deltaLimits, type ModelRuntime, type RowSlots } from '../src/engine/model-runtime.js';
 import { argmax } from '../src/engine/sampler.js';
+import { readCheckpointWeight } from '../src/model/weight-data.js';
 
 export const FIXTURE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'hf-tiny-llama');
 
@@ -61,9 +62,9 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   return max;
 }
 
-/** An adapter directory validated for a runtime's backbone and limits. */
+/** An adapter directory validated for a runtime's backbone and limits (with its frozen weights, as the loader thread has them). */
 export function readDelta(rt: ModelRuntime, dir: string, name = path.basename(dir)): ParsedDelta {
-  return readDeltaDirectory(dir, name, rt.arch, deltaLimits(rt.options));
+  return readDeltaDirectory(dir, name, rt.arch, deltaLimits(rt.options), (weight) => readCheckpointWeight(rt.checkpoint, weight));
 }
 
 /** Puts a delta into a slot of its kind, as the residency manager would. */

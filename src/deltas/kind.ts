@@ -69,6 +69,9 @@ export interface SlotTensor {
   hostOnly?: boolean;
 }
 
+/** A frozen backbone weight by checkpoint name (e.g. `model.layers.0.self_attn.q_proj.weight`), as float32 in its stored layout. */
+export type BaseWeightReader = (name: string) => Float32Array;
+
 /** What a parse receives: the two files, decoded, and the backbone and limits to check them against. */
 export interface ParseInput {
   name: string;
@@ -76,6 +79,12 @@ export interface ParseInput {
   weights: ParsedSafetensors;
   arch: ArchitectureSpec;
   limits: DeltaLimits;
+  /**
+   * The backbone's frozen weights, for the kinds whose slot layout depends on them (DoRA's
+   * m / ‖W + s·B·A‖). Each call reads one tensor from the checkpoint: call it only when needed.
+   * Absent where the caller has no checkpoint at hand.
+   */
+  baseWeight?: BaseWeightReader;
 }
 
 /**

@@ -3,7 +3,7 @@ import path from 'node:path';
 import type { ArchitectureSpec } from '../model/architecture.js';
 import { parseSafetensors, type ParsedSafetensors } from '../model/safetensors.js';
 import { DeltaValidationError } from './errors.js';
-import { deltaKinds, detectKind, type DeltaLimits, type ParsedDelta } from './kind.js';
+import { deltaKinds, detectKind, type BaseWeightReader, type DeltaLimits, type ParsedDelta } from './kind.js';
 import './kinds/index.js';
 import { parseConfigObject, show } from './peft/config-fields.js';
 
@@ -16,11 +16,12 @@ export interface AdapterFiles {
 /**
  * Validates an adapter of any registered kind against the backbone: the config names the kind
  * (PEFT's peft_type), the kind parses and lays it out. Throws DeltaValidationError listing every
- * problem, naming the field or tensor.
+ * problem, naming the field or tensor. `baseWeight` reads the backbone's frozen weights for the
+ * kinds that need them (see ParseInput).
  *
  * @example parseDelta('acme/ia3@1', files, arch, limits).kind // 'ia3'
  */
-export function parseDelta(name: string, files: AdapterFiles, arch: ArchitectureSpec, limits: DeltaLimits): ParsedDelta {
+export function parseDelta(name: string, files: AdapterFiles, arch: ArchitectureSpec, limits: DeltaLimits, baseWeight?: BaseWeightReader): ParsedDelta {
   const text = typeof files.config === 'string' ? files.config : new TextDecoder().decode(files.config);
   const config = parseConfigObject(text);
   if (typeof config === 'string') throw new DeltaValidationError(name, [config]);
@@ -39,14 +40,14 @@ export function parseDelta(name: string, files: AdapterFiles, arch: Architecture
     throw new DeltaValidationError(name, [message], { cause: err });
   }
   if (limits.kinds && !limits.kinds.includes(kind.name)) throw new DeltaValidationError(name, [`adapter_config.json: this is a ${kind.name} delta, a kind this server does not serve (--delta-kinds ${limits.kinds.join(',')})`]);
-  return kind.parse({ name, config, weights, arch, limits });
+  return kind.parse({ name, config, weights, arch, limits, baseWeight });
 }
 
 /** Reads and validates an adapter directory (adapter_config.json + adapter_model.safetensors or adapter.safetensors). */
-export function readDeltaDirectory(dir: string, name: string, arch: ArchitectureSpec, limits: DeltaLimits): ParsedDelta {
+export function readDeltaDirectory(dir: string, name: string, arch: ArchitectureSpec, limits: DeltaLimits, baseWeight?: BaseWeightReader): ParsedDelta {
   const configPath = path.join(dir, 'adapter_config.json');
   if (!fs.existsSync(configPath)) throw new DeltaValidationError(name, [`${configPath} not found`]);
-  return parseDelta(name, { config: fs.readFileSync(configPath, 'utf8'), weights: fs.readFileSync(adapterWeightsPath(dir, name)) }, arch, limits);
+  return parseDelta(name, { config: fs.readFileSync(configPath, 'utf8'), weights: fs.readFileSync(adapterWeightsPath(dir, name)) }, arch, limits, baseWeight);
 }
 
 /**

@@ -11,6 +11,8 @@ export interface LoraModule {
   b: Float32Array;
   rank: number;
   scale: number;
+  /** DoRA's lora_magnitude_vector m [out] (use_dora adapters only). */
+  magnitude?: Float32Array;
 }
 
 /**
@@ -55,7 +57,7 @@ export function parsePeftLora(name: string, configText: string, weightBytes: Uin
   } catch (err) {
     throw new DeltaValidationError(name, [(err as Error).message], { cause: err });
   }
-  const { modules, warnings } = parsePeftLoraModules(name, raw, parsed, arch, maxRank);
+  const { modules, warnings } = parsePeftLoraModules(name, raw, parsed, arch, maxRank, { dora: false });
   return { kind: 'lora', name, maxRank: Math.max(...[...modules.values()].map((m) => m.rank)), modules, warnings };
 }
 
@@ -63,14 +65,23 @@ export function parsePeftLora(name: string, configText: string, weightBytes: Uin
  * The LoRA modules of an adapter as PEFT stores them. Modules are targeted as PEFT targets them
  * (see peft/targets.ts); tensors of modules that are not targeted, or not in the backbone, are
  * ignored as PEFT's `load_state_dict(strict=False)` ignores them, and reported in `warnings`.
+ * With `options.dora`, a `use_dora: true` adapter is read too, each module with its magnitude
+ * vector (`dora` in the result says so); without, use_dora is refused.
  */
-export function parsePeftLoraModules(name: string, raw: JsonObject, parsed: ParsedSafetensors, arch: ArchitectureSpec, maxRank: number): { modules: Map<string, LoraModule>; warnings: string[] } {
+export function parsePeftLoraModules(
+  name: string,
+  raw: JsonObject,
+  parsed: ParsedSafetensors,
+  arch: ArchitectureSpec,
+  maxRank: number,
+  options: { dora: boolean },
+): { modules: Map<string, LoraModule>; warnings: string[]; dora: boolean } {
   const fields = new ConfigFields(raw);
-  const config = readLoraConfig(fields, arch);
+  const config = readLoraConfig(fields, arch, options.dora);
   if (fields.problems.length) throw new DeltaValidationError(name, fields.problems.map((p) => `adapter_config.json: ${p}`));
   const problems: string[] = [];
   const warnings: string[] = [];
-  const present = loraTensorModules(parsed.header.tensors.keys(), (key, why) => warnings.push(`${key}: ignored (${why})`));
+  const present = loraTensorModules(parsed.header.tensors.keys(), config.useDora, (key, why) => warnings.push(`${key}: ignored (${why})`));
   const modules: LoraDelta['modules'] = new Map();
   const targeted = arch.modules.filter((m) => isTargeted(config.targets, m.path));
   if (targeted.length === 0) throw new DeltaValidationError(name, [`adapter_config.json: target_modules selects no module of the backbone (PEFT refuses such an adapter too)`]);
@@ -80,16 +91,18 @@ export function parsePeftLoraModules(name: string, raw: JsonObject, parsed: Pars
       continue;
     }
     if (!present.delete(module.path)) {
-      warnings.push(`${module.path}: targeted but has no lora_A/lora_B tensors; it is left unchanged (PEFT initialises lora_B to zero)`);
+      warnings.push(`${module.path}: targeted but has no lora_A/lora_B tensors; it is left unchanged (PEFT initialises lora_B to zero${config.useDora ? ' and the magnitude to ‖W‖' : ''})`);
       continue;
     }
-    const loaded = loadModule(module.path, projectionOf(arch, module.path), parsed, config, maxRank, problems);
-    if (loaded) modules.set(module.path, loaded);
+    const projection = projectionOf(arch, module.path);
+    const loaded = loadModule(module.path, projection, parsed, config, maxRank, problems);
+    const magnitude = config.useDora ? loadMagnitude(module.path, projection, parsed, problems) : undefined;
+    if (loaded) modules.set(module.path, magnitude ? { ...loaded, magnitude } : loaded);
   }
   for (const path of present) warnings.push(`${path}: its tensors are ignored: ${arch.modules.some((m) => m.path === path) ? 'target_modules does not select it' : 'the backbone has no such module'} (PEFT ignores them too)`);
   if (!problems.length && modules.size === 0) problems.push('adapter_model.safetensors holds no LoRA tensors for the modules adapter_config.json targets');
   if (problems.length) throw new DeltaValidationError(name, problems);
-  return { modules, warnings };
+  return { modules, warnings, dora: config.useDora };
 }
 
 /** The largest |lora_alpha| accepted (see readLoraConfig). */
@@ -103,12 +116,13 @@ interface LoraSettings {
   r: number;
   alpha: number;
   useRslora: boolean;
+  useDora: boolean;
   targets: TargetRules;
   rankPattern: PatternTable;
   alphaPattern: PatternTable;
 }
 
-function readLoraConfig(fields: ConfigFields, arch: ArchitectureSpec): LoraSettings {
+function readLoraConfig(fields: ConfigFields, arch: ArchitectureSpec, allowDora: boolean): LoraSettings {
   const peftType = fields.config['peft_type'];
   if (peftType !== 'LORA') fields.problems.push(`peft_type ${typeof peftType === 'string' ? `'${peftType.slice(0, 40)}'` : show(peftType)} is not supported here (expected 'LORA')`);
   const r = fields.number('r', { fallback: 8, integer: true, min: 1, max: 65536 });
@@ -116,7 +130,8 @@ function readLoraConfig(fields: ConfigFields, arch: ArchitectureSpec): LoraSetti
   // (real ones use alpha 8-512), where an alpha of 1e38 would overflow every row it touched.
   const alpha = fields.number('lora_alpha', { fallback: 8, min: -MAX_ALPHA, max: MAX_ALPHA });
   const useRslora = fields.boolean('use_rslora', false);
-  if (fields.boolean('use_dora', false)) fields.problems.push('use_dora: DoRA adapters are not supported yet');
+  const useDora = fields.boolean('use_dora', false);
+  if (useDora && !allowDora) fields.problems.push('use_dora: DoRA adapters are served by the lora delta kind (which reads the backbone); this reader takes plain LoRA factors only');
   const conv1d = arch.blocks[0]?.o.layout === 'in_out';
   if (fields.boolean('fan_in_fan_out', false) && !conv1d) fields.problems.push(`fan_in_fan_out is true, but ${arch.family}'s linear layers are nn.Linear, not Conv1D (only GPT-2-style models store weights [in, out])`);
   if (fields.oneOf('bias', ['none', 'all', 'lora_only'], 'none') !== 'none') fields.problems.push(`bias '${String(fields.config['bias'])}' is not supported (only 'none': a delta may not carry bias tensors)`);
@@ -133,22 +148,32 @@ function readLoraConfig(fields: ConfigFields, arch: ArchitectureSpec): LoraSetti
   const patternRule = { maxEntries: 256, maxKeyLength: MAX_PATTERN_LENGTH };
   const rankPattern = compilePatternTable(fields, 'rank_pattern', fields.numberMap('rank_pattern', { ...patternRule, integer: true, min: 1, max: 65536 }));
   const alphaPattern = compilePatternTable(fields, 'alpha_pattern', fields.numberMap('alpha_pattern', { ...patternRule, min: -MAX_ALPHA, max: MAX_ALPHA }));
-  return { r, alpha, useRslora, targets, rankPattern, alphaPattern };
+  return { r, alpha, useRslora, useDora, targets, rankPattern, alphaPattern };
 }
 
 /**
- * Module paths that have LoRA tensors (`base_model.model.<module>.lora_A|lora_B.weight`); every
- * other key is reported through `ignore`.
+ * Module paths that have LoRA tensors (`base_model.model.<module>.lora_A|lora_B.weight`, and with
+ * use_dora `.lora_magnitude_vector`); every other key is reported through `ignore`.
  */
-function loraTensorModules(keys: Iterable<string>, ignore: (key: string, why: string) => void): Set<string> {
+function loraTensorModules(keys: Iterable<string>, useDora: boolean, ignore: (key: string, why: string) => void): Set<string> {
   const modules = new Set<string>();
   for (const key of keys) {
     const match = /^base_model\.model\.(.+)\.lora_[AB]\.weight$/.exec(key);
+    const magnitude = MAGNITUDE_KEY.exec(key);
     if (match) modules.add(match[1]!);
+    else if (magnitude && useDora) modules.add(magnitude[1]!);
+    else if (magnitude) ignore(key, 'a DoRA magnitude, but use_dora is false; PEFT ignores unexpected keys');
     else ignore(key, 'not a lora_A/lora_B weight; PEFT ignores unexpected keys');
   }
   return modules;
 }
+
+/**
+ * DoRA's magnitude vector: PEFT saves it as `<module>.lora_magnitude_vector` (LoraModel.
+ * _get_adapter_state_dict strips the `.weight` its DoraLinearLayer holds it under) and loads
+ * either form (_remap_adapter_state_dict_for_load appends `.weight` before matching).
+ */
+const MAGNITUDE_KEY = /^base_model\.model\.(.+)\.lora_magnitude_vector(?:\.weight)?$/;
 
 function projectionOf(arch: ArchitectureSpec, modulePath: string): ProjectionSpec {
   return allProjections(arch).flat().find((p) => p.modulePath === modulePath)!;
@@ -192,6 +217,26 @@ function loadModule(
   // The slot holds scale · B in float32, so it must be finite there too (lora_alpha 1e38 was not).
   if (problems.length === before && !Number.isFinite(Math.fround(scale * maxAbs(b)))) problems.push(`${keyB}: scaled by ${config.useRslora ? 'lora_alpha/sqrt(r)' : 'lora_alpha/r'} = ${scale}, its values overflow float32`);
   return problems.length > before ? undefined : { a, b, rank, scale };
+}
+
+/** DoRA's magnitude vector of one module: [out] floats, finite, under one of PEFT's two key forms (see MAGNITUDE_KEY). */
+function loadMagnitude(modulePath: string, projection: ProjectionSpec, parsed: ParsedSafetensors, problems: string[]): Float32Array | undefined {
+  const saved = `base_model.model.${modulePath}.lora_magnitude_vector`;
+  const keys = [saved, `${saved}.weight`].filter((k) => parsed.header.tensors.has(k));
+  if (keys.length !== 1) {
+    problems.push(keys.length ? `${modulePath}: both ${keys[0]} and ${keys[1]} are present; PEFT loads them into one parameter, so which one wins is unclear` : `${modulePath}: use_dora is true but ${saved} is missing`);
+    return undefined;
+  }
+  const key = keys[0]!;
+  const entry = parsed.header.tensors.get(key)!;
+  const before = problems.length;
+  if (entry.shape.length !== 1 || entry.shape[0] !== projection.outFeatures) problems.push(`${key}: shape [${entry.shape}], expected [${projection.outFeatures}] (one magnitude per output feature)`);
+  if (!['F32', 'F16', 'BF16'].includes(entry.dtype)) problems.push(`${key}: dtype ${entry.dtype} is not supported (F32, F16, BF16)`);
+  if (problems.length > before) return undefined;
+  const magnitude = parsed.view(key);
+  const bad = firstNonFinite(magnitude);
+  if (bad >= 0) problems.push(`${key}: value at index ${bad} is not finite (${magnitude[bad]})`);
+  return problems.length > before ? undefined : magnitude;
 }
 
 function maxAbs(data: Float32Array): number {

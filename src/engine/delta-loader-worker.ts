@@ -3,12 +3,16 @@ import { DeltaValidationError } from '../deltas/errors.js';
 import { parseDelta } from '../deltas/parse.js';
 import { openDeltaStore } from '../deltas/store/index.js';
 import { openCheckpoint } from '../model/checkpoint.js';
+import { readCheckpointWeight } from '../model/weight-data.js';
 import { DiskDeltaCache, fetchDeltaFiles, type FetchTier } from './delta-cache.js';
 import type { DeltaLoaderOptions, LoaderReply, LoaderRequest } from './delta-loader.js';
 
 /** The loader thread: fetch and verify (load), validate against the backbone, lay out for slots, transfer back. */
 const options = workerData as DeltaLoaderOptions;
-const { arch } = openCheckpoint(options.modelDir);
+const checkpoint = openCheckpoint(options.modelDir);
+const { arch } = checkpoint;
+// Kinds that need the frozen weights at parse time (DoRA) read them from the checkpoint here.
+const baseWeight = (name: string) => readCheckpointWeight(checkpoint, name);
 const store = openDeltaStore(options.store);
 const disk = options.diskCacheDir ? new DiskDeltaCache(options.diskCacheDir) : undefined;
 const port = parentPort!;
@@ -30,7 +34,7 @@ async function handle(request: LoaderRequest): Promise<{ reply: LoaderReply; tra
     } else {
       ({ config, weights } = request);
     }
-    const delta = parseDelta(request.name, { config, weights }, arch, options.limits);
+    const delta = parseDelta(request.name, { config, weights }, arch, options.limits, baseWeight);
     // Tensors that are views of the weights file (F32 read in place) are copied out, so what
     // moves back is the laid-out tensors alone; the kinds put theirs in as few buffers as they can.
     const tensors = [...delta.tensors].map(([name, t]): [string, Float32Array] => [name, t.buffer === weights.buffer ? t.slice() : t]);

@@ -10,7 +10,8 @@ import { lowerTrainingGraph, type LoraTrainingSpec } from '../model/lower-traini
 import { serializeModel } from '../graph/onnx/serialize.js';
 
 /** Bump when a lowering changes so cached graphs from older builds are not reused. */
-const LOWERING_VERSION = 6;
+// 7: the lora kind's hook also applies DoRA's per-slot gain (a dora_gain.<module> input per projection).
+const LOWERING_VERSION = 7;
 const TRAINING_LOWERING_VERSION = 2;
 
 /** What an inference graph is built for; every field is part of the cache key. */

@@ -1,5 +1,7 @@
+import fs from 'node:fs';
 import type { TensorData } from '../graph/ir.js';
 import type { Checkpoint } from './checkpoint.js';
+import { toFloat32 } from './safetensors.js';
 
 /**
  * A checkpoint weight as an external initializer pointing straight into its safetensors file
@@ -42,4 +44,29 @@ export function frozenWeights(
     }
     return value;
   };
+}
+
+/**
+ * One frozen weight's values as float32, read from its checkpoint file (F16/BF16 converted
+ * exactly). For the few parse-time computations that need the backbone itself (DoRA's weight
+ * norms); the graph never goes through this.
+ *
+ * @example readCheckpointWeight(ckpt, 'model.layers.0.self_attn.q_proj.weight').length // out * in
+ */
+export function readCheckpointWeight(ckpt: Checkpoint, name: string): Float32Array {
+  const location = ckpt.weights.get(name);
+  if (!location) throw new Error(`checkpoint has no weight ${name}`);
+  const { entry, file } = location;
+  const bytes = new Uint8Array(entry.byteLength);
+  const fd = fs.openSync(file, 'r');
+  try {
+    for (let done = 0; done < bytes.length; ) {
+      const n = fs.readSync(fd, bytes, done, bytes.length - done, entry.fileOffset + done);
+      if (n === 0) throw new Error(`${file}: truncated while reading weight ${name}`);
+      done += n;
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return toFloat32(entry.dtype, bytes);
 }
