@@ -99,6 +99,28 @@ for (const family of FAMILIES) for (const attention of ['matmul', 'group-query']
       checkPrompt(mixed.subarray(0, n), oracleForward(config, weights, PROMPTS[0]!), 'base row beside IA3 rows');
     });
 
+    // PEFT has no model with both; deltaserve composes them in hook order (the LoRA sees the
+    // IA3-scaled input, the IA3 output scale applies to base + LoRA), which the oracle follows too.
+    it('a row stacking a LoRA and an IA3 delta matches the oracle applying both', async () => {
+      const logits = await prompt(1, { ...LORA, ...WIDE_ROW });
+      checkPrompt(logits, oracleForward(config, weights, PROMPTS[1]!, lora, [wide]), 'lora+ia3');
+    });
+
+    it('a slot poisoned past validation (NaN, ±Infinity) spoils only its own row', async () => {
+      const stacks = rt.stacks.get('ia3')!;
+      for (const spec of stacks.specs) stacks.range(spec.name, 0, 1).forEach((_, i, v) => (v[i] = [NaN, Infinity, -Infinity][i % 3]!));
+      const slots = [{}, LORA, WIDE_ROW, { ia3: 0 }];
+      const mixed = await rt.forward({ firstRow: 0, tokens: PROMPTS, pastLengths: [0, 0, 0, 0], slots, logits: 'all' });
+      const n = PROMPTS[0]!.length * VOCAB;
+      for (let r = 0; r < 3; r++) {
+        const diff = maxAbsDiff(mixed.subarray(r * n, (r + 1) * n), await prompt(r, slots[r]!, r));
+        assert.ok(diff <= 1e-5, `row ${r} beside the poisoned row: max abs diff ${diff}`);
+      }
+      assert.ok(mixed.subarray(3 * n).some((v) => !Number.isFinite(v)), 'the poisoned row itself is not finite');
+      for (const spec of stacks.specs) stacks.range(spec.name, 0, 1).fill(1);
+      rt.cache.clearRow(3); // as the scheduler clears a row before reusing it: its keys/values are NaN now
+    });
+
     it(`greedy ${NEW_TOKENS}-token decode through the KV cache equals oracleGreedy (base, LoRA and IA3 rows)`, async () => {
       const slots = [{}, LORA, WIDE_ROW, DEFAULTS_ROW];
       let logits = await rt.forward({ firstRow: 0, tokens: PROMPTS, pastLengths: [0, 0, 0, 0], slots, logits: 'last' });

@@ -39,7 +39,11 @@ interface Place {
   outOffset: number;
 }
 
-/** Each block's width and each projection's place in it. */
+/**
+ * Each block's width, its Split sizes (in, out per projection) and each projection's place.
+ *
+ * @example ia3Layout(arch).places.get('model.layers.0.self_attn.k_proj') // { layer: 0, index: 1, inOffset: 128, outOffset: 192 } (hidden 64)
+ */
 export function ia3Layout(arch: ArchitectureSpec): { widths: number[]; sizes: number[][]; places: Map<string, Place> } {
   const places = new Map<string, Place>();
   const sizes = allProjections(arch).map((block, layer) => {
