@@ -2,6 +2,7 @@
 // BitFit replaces a layer's bias before IA3 scales the layer's output (bias included), as PEFT orders them.
 import './lora.js';
 import './bitfit.js';
+import './ia3.js';
 import './ln-tuning.js';
 import './prefix-tuning.js';
 import './prompt-tuning.js';

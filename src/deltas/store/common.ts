@@ -94,7 +94,8 @@ export function decodeMeta(bytes: Uint8Array, where: string, expected: { owner: 
   need('size', typeof record.size === 'number' && Number.isSafeInteger(record.size) && record.size >= 0);
   need('createdAt', typeof record.createdAt === 'string');
   need('public', typeof record.public === 'boolean');
-  need('kind', typeof record.kind === 'string' && /^[a-z_]{1,32}$/.test(record.kind));
+  // Kind names may hold digits ('ia3'): a lowercase letter, then letters, digits or '_'.
+  need('kind', typeof record.kind === 'string' && /^[a-z][a-z0-9_]{0,31}$/.test(record.kind));
   need('summary', isSummary(record.summary));
   need('virtualTokens', typeof record.virtualTokens === 'number' && Number.isSafeInteger(record.virtualTokens) && record.virtualTokens >= 0);
   if (problems.length > 0) throw new Error(`${where}: meta.json is malformed (${problems.join(', ')})`);
