@@ -11,6 +11,7 @@ import { parseArgs } from 'node:util';
 import { ModelRuntime, type Device, type RowSlots } from '../src/engine/model-runtime.js';
 import { Scheduler } from '../src/engine/scheduler.js';
 import { greedyRequest } from '../src/engine/types.js';
+import { kindDeltas, VIRTUAL_TOKENS } from './kind-deltas.js';
 import { ensureSyntheticCheckpoint, randomLora, SMOLLM2_135M_CONFIG } from './synthetic.js';
 
 const { values } = parseArgs({ options: { device: { type: 'string', default: 'cpu' }, out: { type: 'string' }, steps: { type: 'string', default: '15' }, threads: { type: 'string' }, 'skip-cold-start': { type: 'boolean' }, 'delta-kinds': { type: 'string' } } });
@@ -20,8 +21,8 @@ const steps = Number(values.steps);
 const cacheRoot = path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'deltaserve');
 const modelDir = ensureSyntheticCheckpoint(path.join(cacheRoot, 'bench', 'smollm2-135m-shape'), SMOLLM2_135M_CONFIG);
 
-/** ms_per_step is the median step; tokens_per_s follows from it. */
-interface Row { phase: 'prefill' | 'decode'; batch: number; deltas: 'none' | 'mixed'; tokens_per_s: number; ms_per_step: number }
+/** ms_per_step is the median step; tokens_per_s follows from it. deltas: none, a different LoRA per row (mixed), or a different kind per row (kinds). */
+interface Row { phase: 'prefill' | 'decode'; batch: number; deltas: 'none' | 'mixed' | 'kinds' | 'prompt_tuning' | 'prefix_tuning'; tokens_per_s: number; ms_per_step: number }
 
 const coldStart = values['skip-cold-start'] ? { first_ms: NaN, cached_ms: NaN, engine_load_ms: NaN } : measureColdStart();
 const threads = values.threads ? Number(values.threads) : undefined;
@@ -45,17 +46,30 @@ for (const deltas of ['none', 'mixed'] as const) {
   rows.push({ phase: 'prefill', batch: 1, deltas, tokens_per_s: (promptLength * 1000) / ms, ms_per_step: ms });
 }
 
+const kinds = kindDeltas(rt, modelDir, path.join(cacheRoot, 'bench', 'kind-deltas'));
+for (const [name, delta] of kinds) deltaPool.set(name, delta);
 const deltaSource = { lookup: (name: string) => deltaPool.get(name) };
+// Prompt and prefix tuning add virtual tokens: a request after the delta's first pays only its own
+// prefill. Compared with a base request through the same scheduler path.
+const basePrefillMs = kinds.size ? await prefillMs([]) : NaN;
+for (const name of ['prompt_tuning', 'prefix_tuning'] as const) {
+  if (!kinds.has(`kind-${name}`)) continue;
+  const ms = await prefillMs([`kind-${name}`]);
+  rows.push({ phase: 'prefill', batch: 1, deltas: name, tokens_per_s: (promptLength * 1000) / ms, ms_per_step: ms });
+}
 for (const batch of [1, 8, 32]) {
-  for (const deltas of ['none', 'mixed'] as const) {
+  for (const deltas of ['none', 'mixed', ...(batch === 8 && kinds.size ? ['kinds' as const] : [])] as const) {
     const ms = await decodeStepMs(batch, deltas);
     rows.push({ phase: 'decode', batch, deltas, tokens_per_s: (batch * 1000) / ms, ms_per_step: ms });
   }
 }
 await rt.release();
 
-const rate = (phase: string, batch: number, deltas: string) => rows.find((r) => r.phase === phase && r.batch === batch && r.deltas === deltas)!.tokens_per_s;
+const rate = (phase: string, batch: number, deltas: string) => rows.find((r) => r.phase === phase && r.batch === batch && r.deltas === deltas)?.tokens_per_s ?? NaN;
 const ratios = {
+  kinds_vs_base_decode_b8: rate('decode', 8, 'kinds') / rate('decode', 8, 'none'),
+  prompt_tuned_vs_base_prefill: rate('prefill', 1, 'prompt_tuning') / ((promptLength * 1000) / basePrefillMs),
+  prefix_tuned_vs_base_prefill: rate('prefill', 1, 'prefix_tuning') / ((promptLength * 1000) / basePrefillMs),
   mixed_vs_base_decode_b8: rate('decode', 8, 'mixed') / rate('decode', 8, 'none'),
   mixed_vs_base_decode_b32: rate('decode', 32, 'mixed') / rate('decode', 32, 'none'),
   decode_b8_vs_b1_base: rate('decode', 8, 'none') / rate('decode', 1, 'none'),
@@ -69,15 +83,17 @@ const report = {
   node: process.version,
   prompt_tokens: promptLength,
   lora: 'rank 16, all 7 projections, a different delta per row',
+  kinds: `one row each of ${[...kinds.keys()].map((k) => k.slice('kind-'.length)).join(', ')} (rank-16 all-linear LoRA and DoRA, IA3 and LN tuning at PEFT's defaults, BitFit on every linear layer, ${VIRTUAL_TOKENS} virtual tokens, Pfeiffer bottleneck width 36)`,
+  delta_kinds_served: [...rt.stacks.keys()],
   rows,
   ratios,
   cold_start: coldStart,
-  targets: { mixed_vs_base_decode_b8: '>= 0.85', decode_b8_vs_b1_base: '>= 5', cold_start_ms: '<= 5000' },
+  targets: { mixed_vs_base_decode_b8: '>= 0.85', kinds_vs_base_decode_b8: '>= 0.85', prompt_tuned_vs_base_prefill: '~1 (no extra prefill after first use)', decode_b8_vs_b1_base: '>= 5', cold_start_ms: '<= 5000' },
 };
 
 console.log(`\n${report.model}\ndevice ${device}, ${report.cpus}, node ${process.version}\n`);
-console.log('phase    batch  deltas  tokens/s   ms/step');
-for (const r of rows) console.log(`${r.phase.padEnd(8)} ${String(r.batch).padStart(5)}  ${r.deltas.padEnd(6)} ${r.tokens_per_s.toFixed(1).padStart(9)} ${r.ms_per_step.toFixed(1).padStart(9)}`);
+console.log('phase    batch  deltas         tokens/s   ms/step');
+for (const r of rows) console.log(`${r.phase.padEnd(8)} ${String(r.batch).padStart(5)}  ${r.deltas.padEnd(13)} ${r.tokens_per_s.toFixed(1).padStart(9)} ${r.ms_per_step.toFixed(1).padStart(9)}`);
 console.log('\nratios');
 for (const [k, v] of Object.entries(ratios)) console.log(`  ${k.padEnd(28)} ${v.toFixed(2)}`);
 console.log(`cold start: ${coldStart.first_ms.toFixed(0)} ms with an empty graph cache, ${coldStart.cached_ms.toFixed(0)} ms with the graph cached`);
@@ -91,11 +107,11 @@ if (values.out) {
  * Decode through the scheduler (sampling included): `batch` greedy sequences, each with its own
  * delta when mixed, prefilled first; then warm-up steps and timed steps of pure decode.
  */
-async function decodeStepMs(batch: number, deltas: 'none' | 'mixed'): Promise<number> {
+async function decodeStepMs(batch: number, deltas: 'none' | 'mixed' | 'kinds'): Promise<number> {
   const scheduler = new Scheduler(rt, deltaSource, () => undefined, { prefillChunk: 256, maxQueue: 64 });
-  for (let r = 0; r < batch; r++) {
-    scheduler.submit(greedyRequest(`${deltas}-${batch}-${r}`, prompt, deltas === 'mixed' ? [`bench-${r}`] : [], 10_000));
-  }
+  const kindNames = [...kinds.keys()];
+  const rowDeltas = (r: number) => (deltas === 'mixed' ? [`bench-${r}`] : deltas === 'kinds' ? [kindNames[r % kindNames.length]!] : []);
+  for (let r = 0; r < batch; r++) scheduler.submit(greedyRequest(`${deltas}-${batch}-${r}`, prompt, rowDeltas(r), 10_000));
   while (scheduler.stats.decoding < batch) await scheduler.step();
   for (let i = 0; i < 4; i++) await scheduler.step();
   const times: number[] = [];
@@ -108,6 +124,24 @@ async function decodeStepMs(batch: number, deltas: 'none' | 'mixed'): Promise<nu
   for (let r = 0; r < batch; r++) scheduler.cancel(`${deltas}-${batch}-${r}`);
   while (!scheduler.idle) await scheduler.step();
   return ms;
+}
+
+/**
+ * Prefill of one request through the scheduler, after a first request of the same deltas (which
+ * computes and caches any virtual tokens' keys/values): the median of 5, each to its first token.
+ */
+async function prefillMs(deltas: string[]): Promise<number> {
+  const scheduler = new Scheduler(rt, deltaSource, () => undefined, { prefillChunk: 256, maxQueue: 64 });
+  const once = async (id: string) => {
+    scheduler.submit(greedyRequest(id, prompt, deltas, 1));
+    const t = performance.now();
+    while (!scheduler.idle) await scheduler.step();
+    return performance.now() - t;
+  };
+  await once('first');
+  const times: number[] = [];
+  for (let i = 0; i < 5; i++) times.push(await once(`again-${i}`));
+  return median(times);
 }
 
 /** The middle of the sorted times: this VM's steps have outliers (page reclaim, neighbours) that a mean would absorb. */
