@@ -6,9 +6,12 @@ import { startServer } from './server/serve.js';
 
 /** Usage text generated from the config schema, so every flag and its variable are listed. */
 function usage(): string {
-  const lines = Object.entries(ConfigSchema.shape).map(([key, schema]) => {
+  const defaults = ConfigSchema.parse({}) as Record<string, unknown>;
+  const lines = Object.entries(ConfigSchema.shape).flatMap(([key, schema]) => {
     const description = (schema as { description?: string }).description ?? '';
-    return `  --${flagName(key).padEnd(26)} ${envName(key).padEnd(40)} ${description}`;
+    const value = defaults[key];
+    const shown = value === undefined || (Array.isArray(value) && value.length === 0) ? 'none' : String(value);
+    return [`  --${flagName(key)}  (${envName(key)}; default: ${shown})`, `      ${description}`];
   });
   return [
     'usage: deltaserve [flags]   (every flag is also a DELTASERVE_* variable; flags win; repeatable flags take a',
