@@ -21,14 +21,22 @@ const steps = Number(values.steps);
 const cacheRoot = path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'deltaserve');
 const modelDir = ensureSyntheticCheckpoint(path.join(cacheRoot, 'bench', 'smollm2-135m-shape'), SMOLLM2_135M_CONFIG);
 
-/** ms_per_step is the median step; tokens_per_s follows from it. deltas: none, a different LoRA per row (mixed), or a different kind per row (kinds). */
-interface Row { phase: 'prefill' | 'decode'; batch: number; deltas: 'none' | 'mixed' | 'kinds' | 'prompt_tuning' | 'prefix_tuning'; tokens_per_s: number; ms_per_step: number }
+/**
+ * ms_per_step is the median step; tokens_per_s follows from it. deltas: none, a different LoRA per
+ * row (mixed), or a different kind per row (kinds). hooked: the kinds hooked into the graph — LoRA
+ * only (the server's start) or every kind (once deltas of every kind were asked for).
+ */
+interface Row { phase: 'prefill' | 'decode'; batch: number; deltas: 'none' | 'mixed' | 'kinds' | 'prompt_tuning' | 'prefix_tuning'; hooked: 'lora' | 'all'; tokens_per_s: number; ms_per_step: number }
 
 const coldStart = values['skip-cold-start'] ? { first_ms: NaN, cached_ms: NaN, engine_load_ms: NaN } : measureColdStart();
 const threads = values.threads ? Number(values.threads) : undefined;
-const rt = await ModelRuntime.create({ modelDir, cacheDir: cacheRoot, device, maxRows: 32, maxContext: 1024, deltaSlots: 32, maxRank: 16, threads, deltaKinds });
+// As the server starts: LoRA hooked in, the other kinds when first asked for (below).
+const rt = await ModelRuntime.create({ modelDir, cacheDir: cacheRoot, device, maxRows: 32, maxContext: 1024, deltaSlots: 32, maxRank: 16, threads, deltaKinds, initialKinds: ['lora'] });
 const deltaPool = new Map(Array.from({ length: 32 }, (_, s) => [`bench-${s}`, randomLora(rt.arch, `bench-${s}`, 16, s + 1)]));
 rt.stacks.get('lora')!.write(0, deltaPool.get('bench-0')!);
+const kinds = kindDeltas(rt, modelDir, path.join(cacheRoot, 'bench', 'kind-deltas'));
+for (const [name, delta] of kinds) deltaPool.set(name, delta);
+const deltaSource = { lookup: (name: string) => deltaPool.get(name) };
 const rows: Row[] = [];
 const promptLength = 128;
 const prompt = Array.from({ length: promptLength }, (_, i) => (i * 7919) % rt.arch.vocabSize);
@@ -43,31 +51,38 @@ for (const deltas of ['none', 'mixed'] as const) {
     times.push(performance.now() - t);
   }
   const ms = median(times);
-  rows.push({ phase: 'prefill', batch: 1, deltas, tokens_per_s: (promptLength * 1000) / ms, ms_per_step: ms });
+  rows.push({ phase: 'prefill', batch: 1, deltas, hooked: 'lora', tokens_per_s: (promptLength * 1000) / ms, ms_per_step: ms });
+}
+for (const batch of [1, 8, 32]) {
+  for (const deltas of ['none', 'mixed'] as const) {
+    const ms = await decodeStepMs(batch, deltas);
+    rows.push({ phase: 'decode', batch, deltas, hooked: 'lora', tokens_per_s: (batch * 1000) / ms, ms_per_step: ms });
+  }
 }
 
-const kinds = kindDeltas(rt, modelDir, path.join(cacheRoot, 'bench', 'kind-deltas'));
-for (const [name, delta] of kinds) deltaPool.set(name, delta);
-const deltaSource = { lookup: (name: string) => deltaPool.get(name) };
+await rt.enableKinds([...new Set([...kinds.values()].map((d) => d.kind))]);
 // Prompt and prefix tuning add virtual tokens: a request after the delta's first pays only its own
 // prefill. Compared with a base request through the same scheduler path.
 const basePrefillMs = kinds.size ? await prefillMs([]) : NaN;
 for (const name of ['prompt_tuning', 'prefix_tuning'] as const) {
   if (!kinds.has(`kind-${name}`)) continue;
   const ms = await prefillMs([`kind-${name}`]);
-  rows.push({ phase: 'prefill', batch: 1, deltas: name, tokens_per_s: (promptLength * 1000) / ms, ms_per_step: ms });
+  rows.push({ phase: 'prefill', batch: 1, deltas: name, hooked: 'all', tokens_per_s: (promptLength * 1000) / ms, ms_per_step: ms });
 }
-for (const batch of [1, 8, 32]) {
-  for (const deltas of ['none', 'mixed', ...(batch === 8 && kinds.size ? ['kinds' as const] : [])] as const) {
+for (const batch of [1, 8]) {
+  for (const deltas of ['none', ...(batch === 8 && kinds.size ? ['kinds' as const] : [])] as const) {
     const ms = await decodeStepMs(batch, deltas);
-    rows.push({ phase: 'decode', batch, deltas, tokens_per_s: (batch * 1000) / ms, ms_per_step: ms });
+    rows.push({ phase: 'decode', batch, deltas, hooked: 'all', tokens_per_s: (batch * 1000) / ms, ms_per_step: ms });
   }
 }
+const deltaKindsServed = [...rt.stacks.keys()];
 await rt.release();
 
-const rate = (phase: string, batch: number, deltas: string) => rows.find((r) => r.phase === phase && r.batch === batch && r.deltas === deltas)?.tokens_per_s ?? NaN;
+const rate = (phase: string, batch: number, deltas: string, hooked: 'lora' | 'all' = 'lora') => rows.find((r) => r.phase === phase && r.batch === batch && r.deltas === deltas && r.hooked === hooked)?.tokens_per_s ?? NaN;
 const ratios = {
-  kinds_vs_base_decode_b8: rate('decode', 8, 'kinds') / rate('decode', 8, 'none'),
+  kinds_vs_base_decode_b8: rate('decode', 8, 'kinds', 'all') / rate('decode', 8, 'none', 'all'),
+  all_kinds_hooked_vs_lora_only_base_decode_b1: rate('decode', 1, 'none', 'all') / rate('decode', 1, 'none'),
+  all_kinds_hooked_vs_lora_only_base_decode_b8: rate('decode', 8, 'none', 'all') / rate('decode', 8, 'none'),
   prompt_tuned_vs_base_prefill: rate('prefill', 1, 'prompt_tuning') / ((promptLength * 1000) / basePrefillMs),
   prefix_tuned_vs_base_prefill: rate('prefill', 1, 'prefix_tuning') / ((promptLength * 1000) / basePrefillMs),
   mixed_vs_base_decode_b8: rate('decode', 8, 'mixed') / rate('decode', 8, 'none'),
@@ -84,7 +99,7 @@ const report = {
   prompt_tokens: promptLength,
   lora: 'rank 16, all 7 projections, a different delta per row',
   kinds: `one row each of ${[...kinds.keys()].map((k) => k.slice('kind-'.length)).join(', ')} (rank-16 all-linear LoRA and DoRA, IA3 and LN tuning at PEFT's defaults, BitFit on every linear layer, ${VIRTUAL_TOKENS} virtual tokens, Pfeiffer bottleneck width 36)`,
-  delta_kinds_served: [...rt.stacks.keys()],
+  delta_kinds_served: deltaKindsServed,
   rows,
   ratios,
   cold_start: coldStart,
@@ -92,10 +107,10 @@ const report = {
 };
 
 console.log(`\n${report.model}\ndevice ${device}, ${report.cpus}, node ${process.version}\n`);
-console.log('phase    batch  deltas         tokens/s   ms/step');
-for (const r of rows) console.log(`${r.phase.padEnd(8)} ${String(r.batch).padStart(5)}  ${r.deltas.padEnd(13)} ${r.tokens_per_s.toFixed(1).padStart(9)} ${r.ms_per_step.toFixed(1).padStart(9)}`);
+console.log('phase    batch  deltas         hooked  tokens/s   ms/step');
+for (const r of rows) console.log(`${r.phase.padEnd(8)} ${String(r.batch).padStart(5)}  ${r.deltas.padEnd(13)}  ${r.hooked.padEnd(6)} ${r.tokens_per_s.toFixed(1).padStart(9)} ${r.ms_per_step.toFixed(1).padStart(9)}`);
 console.log('\nratios');
-for (const [k, v] of Object.entries(ratios)) console.log(`  ${k.padEnd(28)} ${v.toFixed(2)}`);
+for (const [k, v] of Object.entries(ratios)) console.log(`  ${k.padEnd(44)} ${v.toFixed(2)}`);
 console.log(`cold start: ${coldStart.first_ms.toFixed(0)} ms with an empty graph cache, ${coldStart.cached_ms.toFixed(0)} ms with the graph cached`);
 if (values.out) {
   fs.mkdirSync(path.dirname(path.resolve(values.out)), { recursive: true });

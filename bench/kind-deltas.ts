@@ -39,7 +39,7 @@ export function kindDeltas(rt: ModelRuntime, modelDir: string, dir: string): Map
   const out = new Map<string, ParsedDelta>();
   for (const [name, write] of Object.entries(WRITERS)) {
     const kind = name === 'dora' ? 'lora' : name;
-    if (!rt.stacks.has(kind)) continue;
+    if (!rt.servesKind(kind)) continue;
     const target = path.join(dir, name);
     if (!fs.existsSync(path.join(target, 'adapter_config.json'))) {
       fs.mkdirSync(target, { recursive: true });

@@ -19,6 +19,8 @@ export interface EngineStats extends DeltaCacheStats {
   /** Delta keys (owner/name@version) of the rows in flight, and of the waiting requests. */
   runningDeltas: string[];
   waitingDeltas: string[];
+  /** The delta kinds hooked into the graph now (each one's hooks run in every pass). */
+  servedKinds: string[];
 }
 
 /** The engine as the HTTP side sees it. */
@@ -31,6 +33,11 @@ export interface Engine {
   /** Forgets a delta version; with its SHA-256, its files also leave the local disk cache. */
   unregisterDelta(name: string, sha256?: string): Promise<void>;
   stats(): Promise<EngineStats>;
+  /**
+   * Hooks delta kinds into the graph ahead of their first request (which would otherwise wait
+   * for it); rejects with invalid_delta for a kind that cannot be served here.
+   */
+  enableKinds(kinds: string[]): Promise<void>;
   /** Loads a delta (engine key) into host memory, and into a free or evictable slot if there is one. */
   prefetchDelta(name: string): Promise<DeltaResidency>;
   /** Keeps a delta resident until unpinned; rejects with pin_limit or slots_busy (409). */
@@ -184,6 +191,10 @@ class WorkerEngine implements Engine {
 
   stats(): Promise<EngineStats> {
     return this.call({ type: 'stats' });
+  }
+
+  enableKinds(kinds: string[]): Promise<void> {
+    return this.call({ type: 'enable_kinds', kinds });
   }
 
   prefetchDelta(name: string): Promise<DeltaResidency> {

@@ -12,6 +12,7 @@ import { KvCache, type KvCacheShape } from './kv-cache.js';
 import { deltaKinds, type DeltaKind, type DeltaLimits, type FeedTensor, type LayerKeyValues } from '../deltas/kind.js';
 import '../deltas/kinds/index.js';
 import { SlotStacks, slotRange } from './slot-stacks.js';
+import { EngineError } from './types.js';
 
 export type Device = 'cpu' | 'webgpu' | 'cuda';
 
@@ -31,8 +32,14 @@ export interface RuntimeOptions {
   maxVirtualTokens?: number;
   /** Widest bottleneck an adapter may have (default 64). */
   maxBottleneck?: number;
-  /** The delta kinds to serve (default: every registered kind). */
+  /** The delta kinds that may be served (default: every registered kind). */
   deltaKinds?: readonly string[];
+  /**
+   * The kinds hooked into the graph from the start (default: every kind that may be served).
+   * Others are added on demand (enableKinds): a kind's hooks run in every pass, so a server
+   * that serves only LoRA should not pay for the rest.
+   */
+  initialKinds?: readonly string[];
   threads?: number;
   /** Defaults to 'matmul' on CPU and 'group-query' on GPU providers (see InferenceGraphOptions). */
   attention?: G.AttentionKernel;
@@ -77,15 +84,91 @@ interface DeviceResidents {
  * `forward()` is the only place that calls `session.run()`.
  */
 export class ModelRuntime {
+  /** A session with more kinds hooked in, ready to replace the current one before the next pass. */
+  private pending?: { session: ort.InferenceSession; stacks: SlotStacks[] };
+  /** The enableKinds call in progress, so calls run one after another. */
+  private enabling: Promise<void> = Promise.resolve();
+  /** Whether a pass is running, when the session must not be swapped or released. */
+  private inPass = false;
+  /** enableKinds calls waiting for the pass in flight to end before their kinds are committed. */
+  private commitWaiters: (() => void)[] = [];
+
   private constructor(
     readonly checkpoint: Checkpoint,
-    readonly session: ort.InferenceSession,
+    private session: ort.InferenceSession,
     private readonly hostCache: KvCache | undefined,
-    /** Per delta kind with a place in this backbone, its resident slot stacks. */
-    readonly stacks: ReadonlyMap<string, SlotStacks>,
-    readonly options: RuntimeOptions,
+    /** Per delta kind hooked into the graph, its resident slot stacks (grows with enableKinds). */
+    private readonly kindStacks: Map<string, SlotStacks>,
+    readonly options: RuntimeOptions & { maxContext: number; attention: G.AttentionKernel; kvCache: 'host' | 'device' },
     private readonly device?: DeviceResidents,
   ) {}
+
+  /** Per delta kind hooked into the graph, its resident slot stacks. */
+  get stacks(): ReadonlyMap<string, SlotStacks> {
+    return this.kindStacks;
+  }
+
+  /** Whether a kind may be served here at all (allowed and with a place in this backbone). */
+  servesKind(kind: string): boolean {
+    return kindsFor(this.arch, deltaLimits(this.options)).some((k) => k.name === kind);
+  }
+
+  /**
+   * Hooks more delta kinds into the graph: builds (or reuses) the graph with them and creates its
+   * session while the current one keeps serving, then switches to it between passes. Settles
+   * once the kinds' slot stacks exist. The slot stacks of the kinds already served are kept as
+   * they are, resident deltas included.
+   */
+  enableKinds(kinds: readonly string[]): Promise<void> {
+    const next = this.enabling.then(async () => {
+      await this.addKinds(kinds);
+      this.commitKinds();
+      if (this.pending) await new Promise<void>((resolve) => this.commitWaiters.push(resolve));
+    });
+    this.enabling = next.catch(() => undefined);
+    return next;
+  }
+
+  private async addKinds(names: readonly string[]): Promise<void> {
+    const limits = deltaLimits(this.options);
+    const served = kindsFor(this.arch, limits);
+    const unknown = names.filter((n) => !served.some((k) => k.name === n));
+    if (unknown.length) throw new EngineError('invalid_delta', `delta kind${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')} cannot be served here (--delta-kinds, or no place in this backbone)`);
+    const have = new Set([...this.kindStacks.keys(), ...(this.pending?.stacks.map((s) => s.kind) ?? [])]);
+    const added = served.filter((k) => names.includes(k.name) && !have.has(k.name));
+    if (!added.length) return;
+    const kinds = served.filter((k) => have.has(k.name) || added.includes(k));
+    const stacks = added.map((k) => new SlotStacks(k.name, k.slotTensors(this.arch, limits), this.options.deltaSlots));
+    const session = kinds.some((k) => added.includes(k) && hooked(k, this.arch, limits)) ? await this.sessionFor(kinds) : undefined;
+    const previous = this.pending;
+    this.pending = { session: session ?? previous?.session ?? this.session, stacks: [...(previous?.stacks ?? []), ...stacks] };
+    if (previous && previous.session !== this.pending.session) void previous.session.release();
+  }
+
+  private async sessionFor(kinds: DeltaKind[]): Promise<ort.InferenceSession> {
+    const o = this.options;
+    const modelPath = inferenceGraph(this.checkpoint, o.cacheDir, { maxCacheLength: o.maxContext, attention: o.attention, kvCache: o.kvCache, limits: deltaLimits(o), kinds: kinds.map((k) => k.name) });
+    const cacheOutputs = o.kvCache === 'device' ? Array.from({ length: this.arch.numLayers }, (_, l) => [G.cacheKeyOut(l), G.cacheValueOut(l)]).flat() : [];
+    return createSession(modelPath, { ...o, gpuOutputs: cacheOutputs });
+  }
+
+  /**
+   * Switches to the session enableKinds prepared, and adds the new kinds' slot stacks. Called
+   * by whoever needs the new kinds' slots (the engine, once enableKinds settles) and around every
+   * pass; during a pass it waits for the pass to end, so no run is in flight on the session it
+   * releases.
+   */
+  commitKinds(): void {
+    const pending = this.pending;
+    if (!pending || this.inPass) return;
+    this.pending = undefined;
+    for (const stacks of pending.stacks) this.kindStacks.set(stacks.kind, stacks);
+    if (pending.session !== this.session) {
+      void this.session.release();
+      this.session = pending.session;
+    }
+    for (const resolve of this.commitWaiters.splice(0)) resolve();
+  }
 
   get cache(): KvRows {
     return this.device?.cache ?? this.hostCache!;
@@ -103,8 +186,8 @@ export class ModelRuntime {
     // WebGPU keeps the KV cache on the device (needs gpu-buffer outputs, which only it has here).
     const kvCache = options.device === 'webgpu' ? 'device' : 'host';
     const limits = deltaLimits(options);
-    const kinds = kindsFor(arch, limits);
-    const modelPath = inferenceGraph(checkpoint, options.cacheDir, { maxCacheLength: maxContext, attention, kvCache, limits });
+    const kinds = kindsFor(arch, limits).filter((k) => !options.initialKinds || options.initialKinds.includes(k.name));
+    const modelPath = inferenceGraph(checkpoint, options.cacheDir, { maxCacheLength: maxContext, attention, kvCache, limits, kinds: kinds.map((k) => k.name) });
     const cacheOutputs = kvCache === 'device' ? Array.from({ length: arch.numLayers }, (_, l) => [G.cacheKeyOut(l), G.cacheValueOut(l)]).flat() : [];
     const session = await createSession(modelPath, { ...options, gpuOutputs: cacheOutputs });
     const shape: KvCacheShape = { layers: arch.numLayers, rows: options.maxRows, kvHeads: arch.numKvHeads, maxLength: maxContext, headDim: arch.headDim };
@@ -114,10 +197,21 @@ export class ModelRuntime {
       const uploader = new DeviceUploader();
       device = { uploader, cache: await DeviceKvCache.create(shape, uploader), stacks: new GpuSlotStacks(uploader, stacks) };
     }
-    return new ModelRuntime(checkpoint, session, device ? undefined : new KvCache(shape), stacks, { ...options, maxContext, attention }, device);
+    return new ModelRuntime(checkpoint, session, device ? undefined : new KvCache(shape), stacks, { ...options, maxContext, attention, kvCache }, device);
   }
 
   async forward(pass: ForwardPass): Promise<Float32Array> {
+    this.commitKinds();
+    this.inPass = true;
+    try {
+      return await this.runPass(pass);
+    } finally {
+      this.inPass = false;
+      this.commitKinds();
+    }
+  }
+
+  private async runPass(pass: ForwardPass): Promise<Float32Array> {
     const batch = pass.tokens.length;
     const lengths = pass.tokens.map((t) => t.length);
     const seq = Math.max(...lengths);
@@ -199,6 +293,9 @@ export class ModelRuntime {
   }
 
   async release(): Promise<void> {
+    // A graph being built finishes first, so its session is released with the rest.
+    await this.enabling;
+    this.commitKinds();
     if (this.device) {
       this.device.stacks.release();
       this.device.cache.release();
@@ -220,10 +317,20 @@ function kindsFor(arch: ArchitectureSpec, limits: DeltaLimits): DeltaKind[] {
   return deltaKinds().filter((k) => (!limits.kinds || limits.kinds.includes(k.name)) && k.slotTensors(arch, limits).length > 0);
 }
 
-/** The runtime's inference graph, with every applicable delta kind hooked in (built or reused; see graph-cache). */
-export function inferenceGraph(checkpoint: Checkpoint, cacheDir: string, o: { maxCacheLength: number; attention: G.AttentionKernel; kvCache: 'host' | 'device'; limits: DeltaLimits }): string {
-  const kinds = kindsFor(checkpoint.arch, o.limits);
-  const key = { maxCacheLength: o.maxCacheLength, attention: o.attention, kvCache: o.kvCache, deltas: { kinds: kinds.map((k) => k.name), limits: o.limits } };
+/** Whether a kind adds anything to the graph (prefix tuning, read only on the host, does not). */
+function hooked(kind: DeltaKind, arch: ArchitectureSpec, limits: DeltaLimits): boolean {
+  return kind.slotTensors(arch, limits).some((t) => !t.hostOnly);
+}
+
+/**
+ * The runtime's inference graph with the given delta kinds hooked in (default: every kind that
+ * may be served), built or reused (see graph-cache). Kinds that add nothing to the graph are
+ * left out of it and of its cache key.
+ */
+export function inferenceGraph(checkpoint: Checkpoint, cacheDir: string, o: { maxCacheLength: number; attention: G.AttentionKernel; kvCache: 'host' | 'device'; limits: DeltaLimits; kinds?: readonly string[] }): string {
+  const kinds = kindsFor(checkpoint.arch, o.limits).filter((k) => (!o.kinds || o.kinds.includes(k.name)) && hooked(k, checkpoint.arch, o.limits));
+  const { kinds: _allowed, ...limits } = o.limits;
+  const key = { maxCacheLength: o.maxCacheLength, attention: o.attention, kvCache: o.kvCache, deltas: { kinds: kinds.map((k) => k.name), limits } };
   return prepareInferenceGraph(checkpoint, cacheDir, key, kinds.map((k) => k.lowering(checkpoint.arch, o.limits)));
 }
 

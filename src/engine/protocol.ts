@@ -16,6 +16,8 @@ export interface EngineOptions {
   maxBottleneck: number;
   /** The delta kinds to serve (all when absent). */
   deltaKinds?: string[];
+  /** The kinds hooked into the graph at start (default: LoRA); others are hooked in when first needed. */
+  initialKinds?: string[];
   prefillChunk: number;
   maxQueue: number;
   threads?: number;
@@ -78,6 +80,8 @@ export type ToWorker =
   /** Keeps a delta resident in a slot until unpinned; at most deltaSlots - 1 pins. */
   | { type: 'pin_delta'; callId: number; name: string }
   | { type: 'unpin_delta'; callId: number; name: string }
+  /** Hooks delta kinds into the graph (a new session, switched to between passes); replies once their slots exist. */
+  | { type: 'enable_kinds'; callId: number; kinds: string[] }
   /** Creates the trainer for a job (one at a time). */
   | { type: 'train_begin'; callId: number; spec: TrainBeginSpec }
   /** Runs one optimiser step over micro-batches, between inference steps; replies when done. */

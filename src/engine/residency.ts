@@ -40,6 +40,12 @@ export interface DeltaShape {
 export interface ResidencyOptions {
   /** Called when a load settles, so an idle engine loop runs a step. */
   wake?: () => void;
+  /**
+   * Hooks a delta kind into the engine (ModelRuntime.enableKinds); its slots exist once the
+   * promise settles and the runtime has committed it. Without it, a delta of a kind that has no
+   * slots is refused.
+   */
+  enableKind?: (kind: string) => Promise<void>;
   /** Hears every finished delta load (telemetry). */
   onLoad?: (name: string, load: DeltaLoad) => void;
 }
@@ -61,13 +67,22 @@ export class Residency {
   private readonly lastLoads = new Map<string, DeltaLoad & { at: number }>();
   /** Kind and virtual tokens of every delta seen in host memory (a few bytes each, bounded below). */
   private readonly shapes = new Map<string, DeltaShape>();
+  /** Kinds being hooked into the engine, and the deltas waiting for them. */
+  private readonly enabling = new Map<string, Promise<void>>();
+  private readonly waitingForKind = new Map<string, string>();
 
   constructor(
     private readonly stacks: ReadonlyMap<string, SlotStacks>,
     private readonly source: DeltaSource,
     private readonly options: ResidencyOptions = {},
-  ) {
-    for (const [kind, s] of stacks) this.tables.set(kind, new SlotTable(s.slots));
+  ) {}
+
+  /** A kind's slot table, made when its slot stacks first exist (kinds are hooked in on demand). */
+  private table(kind: string): SlotTable | undefined {
+    let table = this.tables.get(kind);
+    const stacks = this.stacks.get(kind);
+    if (!table && stacks) this.tables.set(kind, (table = new SlotTable(stacks.slots)));
+    return table;
   }
 
   /** Delta loads in flight. */
@@ -75,8 +90,10 @@ export class Residency {
     return this.loading.size;
   }
 
+  /** Whether a delta is on its way: loading, or its kind being hooked into the engine. */
   isLoading(name: string): boolean {
-    return this.loading.has(name);
+    const kind = this.waitingForKind.get(name);
+    return this.loading.has(name) || (kind !== undefined && this.enabling.has(kind));
   }
 
   /** The kind and virtual tokens of a delta in host memory or resident (undefined until it was loaded once). */
@@ -122,7 +139,7 @@ export class Residency {
 
   /** Gives back the slot pins a row held. */
   release(row: RowSlots): void {
-    for (const [kind, slot] of Object.entries(row)) this.tables.get(kind)?.unpin(slot);
+    for (const [kind, slot] of Object.entries(row)) this.table(kind)?.unpin(slot);
   }
 
   /** Whether every delta of a row is resident right now (an admission would not wait). */
@@ -197,14 +214,16 @@ export class Residency {
     if (this.held.has(name)) return true;
     const shape = this.shape(name);
     if (!shape) return false;
-    const slots = this.stacks.get(shape.kind)!.slots;
+    const stacks = this.stacks.get(shape.kind);
+    if (!stacks) return false;
+    const slots = stacks.slots;
     const pinnedOfKind = [...this.held].filter((n) => this.shapes.get(n)?.kind === shape.kind);
     if (pinnedOfKind.length >= slots - 1) {
       throw new EngineError('pin_limit', `at most ${slots - 1} of ${slots} ${shape.kind} slots may be pinned, so serving can always proceed; pinned: ${pinnedOfKind.join(', ') || 'none'}`);
     }
     const at = this.residentSlot(name) ?? this.place(name);
     if (!at) return false;
-    this.tables.get(at.kind)!.pin(at.slot);
+    this.table(at.kind)!.pin(at.slot);
     this.held.add(name);
     return true;
   }
@@ -212,7 +231,7 @@ export class Residency {
   unpin(name: string): boolean {
     if (!this.held.delete(name)) return false;
     const at = this.residentSlot(name);
-    if (at) this.tables.get(at.kind)!.unpin(at.slot);
+    if (at) this.table(at.kind)!.unpin(at.slot);
     return true;
   }
 
@@ -224,7 +243,7 @@ export class Residency {
   forget(name: string): void {
     this.unpin(name);
     const kind = this.shapes.get(name)?.kind;
-    if (kind !== undefined) this.tables.get(kind)!.evict(name);
+    if (kind !== undefined) this.table(kind)?.evict(name);
     this.shapes.delete(name);
   }
 
@@ -244,7 +263,7 @@ export class Residency {
   /** The slot a delta holds or can take now (written and assigned, not yet pinned). */
   private slotFor(name: string): { kind: string; table: SlotTable; slot: number } | undefined {
     const at = this.residentSlot(name) ?? this.place(name);
-    return at && { ...at, table: this.tables.get(at.kind)! };
+    return at && { ...at, table: this.table(at.kind)! };
   }
 
   /** Writes a host-memory delta into a free or evictable slot of its kind; starts its load when it is cold. */
@@ -255,14 +274,35 @@ export class Residency {
       return undefined;
     }
     this.remember(delta);
-    const table = this.tables.get(delta.kind);
-    if (!table) throw new EngineError('invalid_delta', `delta '${name}' is a ${delta.kind} delta, which this backbone has no place for`);
+    const table = this.table(delta.kind);
+    if (!table) {
+      if (!this.options.enableKind) throw new EngineError('invalid_delta', `delta '${name}' is a ${delta.kind} delta, which this engine has no place for`);
+      this.requestKind(delta.kind, name);
+      return undefined;
+    }
     const victim = table.chooseVictim();
     if (!victim) return undefined;
     this.stacks.get(delta.kind)!.write(victim.slot, delta);
     table.assign(victim.slot, name);
     this.source.resident?.(name);
     return { kind: delta.kind, slot: victim.slot };
+  }
+
+  /** Starts hooking a kind into the engine (once however many deltas wait); a failure ends the deltas waiting for it. */
+  private requestKind(kind: string, name: string): void {
+    this.waitingForKind.set(name, kind);
+    if (this.enabling.has(kind)) return;
+    const settled = this.options.enableKind!(kind).then(
+      () => undefined,
+      (err: Error & { code?: string }) => {
+        for (const [waiting, k] of this.waitingForKind) if (k === kind) this.failures.set(waiting, { code: err.code ?? 'internal_error', message: `delta '${waiting}' cannot be served: ${err.message}` });
+      },
+    );
+    this.enabling.set(kind, settled.finally(() => {
+      this.enabling.delete(kind);
+      for (const [waiting, k] of [...this.waitingForKind]) if (k === kind) this.waitingForKind.delete(waiting);
+      this.options.wake?.();
+    }));
   }
 
   private remember(delta: ParsedDelta | undefined): DeltaShape | undefined {

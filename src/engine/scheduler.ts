@@ -17,6 +17,8 @@ export interface SchedulerOptions {
   wake?: () => void;
   /** Hears every finished delta load (telemetry). */
   onLoad?: (name: string, load: DeltaLoad) => void;
+  /** Hooks a delta kind into the engine when a request first needs it (see ResidencyOptions). */
+  enableKind?: (kind: string) => Promise<void>;
 }
 
 /**
@@ -40,7 +42,7 @@ export class Scheduler {
     private readonly emit: (event: GenerateEvent) => void,
     private readonly options: SchedulerOptions,
   ) {
-    this.residency = new Residency(runtime.stacks, deltas, { wake: options.wake, onLoad: options.onLoad });
+    this.residency = new Residency(runtime.stacks, deltas, { wake: options.wake, onLoad: options.onLoad, enableKind: options.enableKind });
     this.prefixes = new PrefixCache(options.prefixCacheBytes ?? 64 * 1024 ** 2);
   }
 

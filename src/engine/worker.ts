@@ -17,7 +17,8 @@ const options = workerData as EngineOptions;
 
 async function main(): Promise<void> {
   const started = performance.now();
-  const runtime = await ModelRuntime.create(options);
+  // Every hooked-in kind costs every pass, so kinds beyond the first are hooked in when needed.
+  const runtime = await ModelRuntime.create({ ...options, initialKinds: options.initialKinds ?? ['lora'] });
   const { arch } = runtime;
   // The disk tier only pays for stores that are not local files already.
   const diskCacheDir = options.store.startsWith('s3://') ? options.diskCacheDir : undefined;
@@ -30,7 +31,12 @@ async function main(): Promise<void> {
     holdLimit: Math.max(options.maxRows, options.deltaSlots),
   });
   let wake: (() => void) | null = null;
-  const scheduler = new Scheduler(runtime, deltas, (event) => send({ type: 'event', event }), { ...options, wake: () => wake?.(), onLoad: (name, load) => send({ type: 'delta_load', name, ...load }) });
+  const scheduler = new Scheduler(runtime, deltas, (event) => send({ type: 'event', event }), {
+    ...options,
+    wake: () => wake?.(),
+    onLoad: (name, load) => send({ type: 'delta_load', name, ...load }),
+    enableKind: (kind) => runtime.enableKinds([kind]),
+  });
   const training = new TrainingRunner(runtime.checkpoint, { cacheDir: options.cacheDir, device: options.device, threads: options.threads, share: options.trainingShare });
   let running = true;
 
@@ -40,12 +46,15 @@ async function main(): Promise<void> {
     const at = scheduler.residency.residentSlot(name);
     return { name, host: deltas.has(name), kind: at?.kind ?? scheduler.residency.shape(name)?.kind ?? null, slot: at?.slot ?? null, pinned: scheduler.residency.pinned.includes(name) };
   };
-  /** Loads a delta into host memory through the scheduler (one load however many callers), throwing its failure. */
+  /** Loads a delta into host memory through the scheduler (one load however many callers), throwing its failure; hooks its kind in. */
   const ensureLoaded = async (name: string): Promise<void> => {
-    if (deltas.has(name)) return;
-    const failure = await scheduler.requestLoad(name);
-    if (failure) throw new EngineError(failure.code === 'delta_not_found' ? 'delta_not_found' : 'internal_error', failure.message);
-    if (!deltas.has(name)) throw new EngineError('internal_error', `delta '${name}' does not fit the host cache of ${options.hostCacheBytes} bytes`);
+    if (!deltas.has(name)) {
+      const failure = await scheduler.requestLoad(name);
+      if (failure) throw new EngineError(failure.code === 'delta_not_found' ? 'delta_not_found' : 'internal_error', failure.message);
+      if (!deltas.has(name)) throw new EngineError('internal_error', `delta '${name}' does not fit the host cache of ${options.hostCacheBytes} bytes`);
+    }
+    const kind = scheduler.residency.shape(name)?.kind;
+    if (kind) await runtime.enableKinds([kind]);
   };
   const respond = (callId: number, work: () => Promise<unknown>) => {
     work().then((value) => reply(callId, value), (err: Error) => fail(callId, err)).finally(() => wake?.());
@@ -76,9 +85,10 @@ async function main(): Promise<void> {
         return respond(message.callId, async () => {
           const delta = await loader.parse(message.name, { config: new TextEncoder().encode(message.config), weights: message.weights });
           if (!message.dryRun) {
-            // Warm after upload: the new version is in host memory.
+            // Warm after upload: the new version is in host memory, and its kind is being hooked in.
             deltas.put(message.name, delta);
             scheduler.forget(message.name);
+            runtime.enableKinds([delta.kind]).catch(() => undefined);
           }
           const summary: DeltaSummary = { name: delta.name, kind: delta.kind, summary: delta.summary, virtualTokens: delta.virtualTokens, warnings: delta.warnings };
           return summary;
@@ -90,7 +100,7 @@ async function main(): Promise<void> {
           return null;
         });
       case 'stats':
-        return send({ type: 'reply', callId: message.callId, ok: true, value: { ...scheduler.stats, ...deltas.stats } });
+        return send({ type: 'reply', callId: message.callId, ok: true, value: { ...scheduler.stats, ...deltas.stats, servedKinds: [...runtime.stacks.keys()] } });
       case 'prefetch_delta':
         return respond(message.callId, async () => {
           await ensureLoaded(message.name);
@@ -105,6 +115,8 @@ async function main(): Promise<void> {
           return residency(name);
         });
       }
+      case 'enable_kinds':
+        return respond(message.callId, () => runtime.enableKinds(message.kinds).then(() => null));
       case 'unpin_delta':
         scheduler.residency.unpin(message.name);
         return reply(message.callId, residency(message.name));

@@ -97,6 +97,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       const isPublic = config.publicDeltas.some((p) => p.owner === owner && p.name === d.name);
       await service.adoptDirectory(owner, d.name, d.dir, { public: isPublic });
     }
+    await enableStoredKinds(engine, state.deltas, state.logger);
     if (state.tokenizer) {
       const settings = { dataDir: config.dataDir, maxLength: config.trainMaxLength, microBatchRows: config.trainMicroBatch, checkpointEvery: config.trainCheckpointEvery, maxRank: config.maxRank };
       const { arch } = openCheckpoint(modelDir);
@@ -123,6 +124,17 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       if (!options.telemetry) await state.telemetry.shutdown();
     },
   };
+}
+
+/**
+ * Hooks the kinds of the stored deltas into the graph before the server is ready, so their first
+ * requests do not wait for it (the engine starts with LoRA only; every hooked-in kind costs
+ * every pass). A kind this server cannot serve (--delta-kinds) is logged and left out.
+ */
+async function enableStoredKinds(engine: Engine, catalog: DeltaCatalog, logger: Logger): Promise<void> {
+  for (const kind of new Set(catalog.list().map((r) => r.kind))) {
+    await engine.enableKinds([kind]).catch((err: Error) => logger.warn({ kind, error: err.message }, 'stored deltas of this kind cannot be served'));
+  }
 }
 
 function listen(fetch: (req: Request) => Response | Promise<Response>, hostname: string, port: number): Promise<ServerType> {

@@ -90,7 +90,8 @@ describe('one batch holding every delta kind', () => {
   });
 
   /** Runs the rows' requests through one scheduler; returns each request's outcome. */
-  async function run(which: Row[], options: { prefillChunk: number }): Promise<Map<string, Outcome>> {
+  async function run(which: Row[], options: { prefillChunk: number; runtime?: ModelRuntime; later?: Row[] }): Promise<Map<string, Outcome>> {
+    const runtime = options.runtime ?? rt;
     const out = new Map<string, Outcome>(which.map((r) => [r.id, { tokens: [], tokenLogprobs: [], promptLogprobs: [] }]));
     const emit = (e: GenerateEvent) => {
       const o = out.get(e.id)!;
@@ -100,9 +101,21 @@ describe('one batch holding every delta kind', () => {
       } else if (e.type === 'prompt') o.promptLogprobs.push(...e.logprobs.map((l) => l?.logprob ?? null));
       else if (e.type === 'error') o.error = e.message;
     };
-    const scheduler = new Scheduler(rt, { lookup: (n) => deltas.get(n) }, emit, { prefillChunk: options.prefillChunk, maxQueue: 100 });
+    for (const r of options.later ?? []) out.set(r.id, { tokens: [], tokenLogprobs: [], promptLogprobs: [] });
+    const enableKind = (kind: string) => runtime.enableKinds([kind]);
+    const scheduler = new Scheduler(runtime, { lookup: (n) => deltas.get(n) }, emit, { prefillChunk: options.prefillChunk, maxQueue: 100, enableKind });
     for (const r of which) scheduler.submit(request(r));
-    for (let i = 0; !scheduler.idle && i < 10_000; i++) await scheduler.step();
+    // Rows submitted once the first ones decode: their kinds are hooked in while those run.
+    for (let i = 0; i < 2; i++) await scheduler.step();
+    for (const r of options.later ?? []) scheduler.submit(request(r));
+    for (let i = 0; i < 10_000; i++) {
+      if (scheduler.idle) {
+        if (!scheduler.loads && !scheduler.stats.waiting) break;
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        continue;
+      }
+      await scheduler.step();
+    }
     return out;
   }
 
@@ -136,6 +149,41 @@ describe('one batch holding every delta kind', () => {
       }
     });
   }
+
+  it('kinds hooked in on demand: a LoRA-only engine serves every kind once asked, rows in flight unaffected by the switch', async () => {
+    const root = tempDir('deltaserve-on-demand-');
+    const lazy = await ModelRuntime.create({ ...rt.options, cacheDir: path.join(root, 'cache'), initialKinds: ['lora'] });
+    try {
+      assert.deepEqual([...lazy.stacks.keys()], ['lora']);
+      const first = rows.filter((r) => r.id === 'base' || r.id === 'lora');
+      const later = rows.filter((r) => !first.includes(r));
+      const expected = await run(rows, { prefillChunk: 64 });
+      const got = await run(first, { prefillChunk: 64, runtime: lazy, later });
+      for (const r of rows) {
+        const g = got.get(r.id)!;
+        assert.equal(g.error, undefined, `${r.id}: ${g.error}`);
+        assert.deepEqual(g.tokens, expected.get(r.id)!.tokens, `${r.id} tokens`);
+        close(g.tokenLogprobs, expected.get(r.id)!.tokenLogprobs, 1e-5, `${r.id} token logprobs`);
+      }
+      assert.deepEqual([...lazy.stacks.keys()].sort(), deltaKinds().map((k) => k.name).sort());
+    } finally {
+      await lazy.release();
+    }
+  });
+
+  it('a kind that cannot be hooked in ends only the requests that need it', async () => {
+    const root = tempDir('deltaserve-kinds-refused-');
+    const loraOnly = await ModelRuntime.create({ ...rt.options, cacheDir: path.join(root, 'cache'), deltaKinds: ['lora'] });
+    try {
+      const which = rows.filter((r) => ['base', 'lora', 'ia3'].includes(r.id));
+      const got = await run(which, { prefillChunk: 64, runtime: loraOnly });
+      const expected = await run(which, { prefillChunk: 64 });
+      assert.match(got.get('ia3')!.error ?? '', /ia3 cannot be served here/);
+      for (const id of ['base', 'lora']) assert.deepEqual(got.get(id)!.tokens, expected.get(id)!.tokens, id);
+    } finally {
+      await loraOnly.release();
+    }
+  });
 
   it('and each row is what the oracle computes from the reference implementations', async () => {
     const together = await run(rows, { prefillChunk: 64 });
