@@ -64,6 +64,34 @@ describe('IA3 through HTTP', () => {
   };
   const versionsOf = async (id: string) => ((await (await fetch(`${server.url}/v1/deltas/${id}`)).json()) as Json).versions?.map((v: Json) => v.version);
 
+  const hookedKinds = async (url: string) => [...(await (await fetch(`${url}/metrics`)).text()).matchAll(/^deltaserve_delta_kind_hooked\{kind="([^"]+)"\} 1$/gm)].map((m) => m[1]).sort();
+
+  it('a server without deltas hooks in LoRA only, IA3 on its first upload, and the kind of a stored delta before ready after a restart', async () => {
+    assert.deepEqual(await hookedKinds(server.url), ['ia3', 'lora']);
+    const settings = { port: 0, cacheDir: tempDir(), dataDir: tempDir(), model: BASE, modelName: 'tiny-llama', maxContext: 64, threads: 1, maxRank: 8 };
+    const bare = await startServer(ConfigSchema.parse(settings));
+    try {
+      await bare.ready;
+      assert.deepEqual(await hookedKinds(bare.url), ['lora']);
+      const up = await fetch(`${bare.url}/v1/deltas`, { method: 'POST', body: form('late-ia3', CONFIG, WEIGHTS) });
+      assert.equal(up.status, 201, await up.text());
+      const res = await fetch(`${bare.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'late-ia3', prompt: PROMPT, max_tokens: 4, temperature: 0, return_token_ids: true }) });
+      assert.equal(res.status, 200, await res.clone().text());
+      assert.deepEqual(((await res.json()) as Json).choices[0].token_ids, oracleGreedy(config, weights, PROMPT, 4, undefined, [oracle(WIDE)]));
+      assert.deepEqual(await hookedKinds(bare.url), ['ia3', 'lora']);
+    } finally {
+      await bare.close();
+    }
+    // Restarted over the same store: the stored delta's kind is hooked in before ready.
+    const again = await startServer(ConfigSchema.parse(settings));
+    try {
+      await again.ready;
+      assert.deepEqual(await hookedKinds(again.url), ['ia3', 'lora']);
+    } finally {
+      await again.close();
+    }
+  });
+
   /** Echoed prompt logprobs within 1e-4 of the oracle's, and a greedy continuation equal to it. */
   const matchesOracle = async (model: string, delta: OracleDelta) => {
     const echo = await post('/v1/completions', { model, prompt: PROMPT, max_tokens: 0, echo: true, logprobs: 0, temperature: 0 });

@@ -25,10 +25,17 @@ export function metricsRoutes(state: ServerState, options: { publicMetrics: bool
       const { maxRows, deltaSlots } = engine.info;
       const names = (keys: string[]) => adapterNames(state, keys, c.get('metricsPrivate'));
       text += modelServerMetrics({ modelName: state.modelName, waiting: stats.waiting, running: stats.running, maxRows, runningAdapters: names(stats.runningDeltas), waitingAdapters: names(stats.waitingDeltas), maxLora: deltaSlots });
+      text += hookedKinds(stats.servedKinds);
     }
     return c.text(text, 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
   });
   return app;
+}
+
+/** Which delta kinds are hooked into the graph now: each one's hooks cost every pass (docs/delta-kinds.md). */
+function hookedKinds(kinds: string[]): string {
+  const name = 'deltaserve_delta_kind_hooked';
+  return `# HELP ${name} Delta kinds hooked into the inference graph (1 each); others are hooked in on first use.\n# TYPE ${name} gauge\n${kinds.map((k) => `${name}{kind="${k}"} 1\n`).join('')}`;
 }
 
 declare module 'hono' {
