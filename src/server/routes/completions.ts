@@ -41,7 +41,7 @@ export function completionRoutes(state: ServerState): Hono {
       for (const plan of plans) plan.observe = observeChoice(c, t, plan);
       const meta = { id: `cmpl-${crypto.randomUUID()}`, created: Math.floor(Date.now() / 1000), model: body.model };
       const choices = await startChoices(engine, state.tokenizer, plans, c.req.raw.signal);
-      if (body.stream) return streamCompletion(c, choices, meta, body.stream_options?.include_usage ?? false, t);
+      if (body.stream) return streamCompletion(c, choices, meta, { includeUsage: body.stream_options?.include_usage ?? false, tokenIds: body.return_token_ids ?? false }, t);
       const { results, firstTokenAt } = await collectChoices(choices, plans);
       if (firstTokenAt) c.header(TTFT_HEADER, (firstTokenAt - started).toFixed(1));
       t.end();
@@ -94,8 +94,8 @@ function promptIdLists(state: ServerState, prompt: CompletionRequest['prompt']):
   return lists;
 }
 
-/** SSE: one `data:` chunk per piece as soon as it exists, an optional usage chunk, then `data: [DONE]`. */
-function streamCompletion(c: Context, choices: AsyncGenerator<ChoicePiece>[], meta: { id: string; created: number; model: string }, includeUsage: boolean, t: RequestTrace): Response {
+/** SSE: one `data:` chunk per piece as soon as it exists (token_ids only when asked for), an optional usage chunk, then `data: [DONE]`. */
+function streamCompletion(c: Context, choices: AsyncGenerator<ChoicePiece>[], meta: { id: string; created: number; model: string }, options: { includeUsage: boolean; tokenIds: boolean }, t: RequestTrace): Response {
   return tracedStream(c, t, async (stream) => {
     let aborted = false;
     stream.onAbort(() => {
@@ -112,13 +112,13 @@ function streamCompletion(c: Context, choices: AsyncGenerator<ChoicePiece>[], me
             promptTokens += piece.promptTokens ?? 0;
             completionTokens += piece.completionTokens ?? 0;
           }
-          const choice = { index: piece.index, text: piece.text, logprobs: piece.logprobs ?? null, finish_reason: piece.finishReason ?? null, token_ids: piece.tokenIds };
+          const choice = { index: piece.index, text: piece.text, logprobs: piece.logprobs ?? null, finish_reason: piece.finishReason ?? null, ...(options.tokenIds ? { token_ids: piece.tokenIds } : {}) };
           await stream.writeSSE({ data: JSON.stringify({ ...meta, object: 'text_completion', choices: [choice] }) });
         }
       }),
     );
     if (aborted) return;
-    if (includeUsage) await stream.writeSSE({ data: JSON.stringify({ ...meta, object: 'text_completion', choices: [], usage: usage(promptTokens, completionTokens) }) });
+    if (options.includeUsage) await stream.writeSSE({ data: JSON.stringify({ ...meta, object: 'text_completion', choices: [], usage: usage(promptTokens, completionTokens) }) });
     await stream.writeSSE({ data: '[DONE]' });
   });
 }
