@@ -4,6 +4,7 @@ import type { AdamWHyperparameters, MicroBatch, TrainerState } from './lora-trai
 import type { TrainBeginSpec, TrainStepResult } from './training-runner.js';
 import type { DeltaResidency, DeltaSummary, EngineOptions, FromWorker, ModelInfo, ToWorker } from './protocol.js';
 import { EngineError, type EngineErrorCode, type GenerateEvent, type GenerateRequest } from './types.js';
+import { threadEntry } from './thread-entry.js';
 
 /**
  * Scheduler counters (queued requests, rows decoding, rows in use incl. prefill, occupied delta
@@ -63,7 +64,7 @@ export interface Engine {
  * @example const engine = await startEngine({ modelDir, cacheDir, device: 'cpu', ... });
  */
 export async function startEngine(options: EngineOptions): Promise<Engine> {
-  const worker = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: options });
+  const worker = new Worker(threadEntry(import.meta.url, 'worker'), { workerData: options });
   const client = new WorkerEngine(worker);
   await client.ready;
   return client;
