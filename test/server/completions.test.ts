@@ -147,6 +147,13 @@ describe('HTTP server on the PEFT fixture', () => {
     assert.equal(a.choices[0].text, b.choices[0].text);
   });
 
+  it('a subnormal temperature with top_p is greedy, and the server goes on serving', async () => {
+    // temperature 1.5e-323 with top_p 0.87 once sampled an undefined token that stopped the decode loop for every request.
+    const tiny = await complete(server, greedy('lora_all_r8', ref.input_ids[0], { temperature: 1.5e-323, top_p: 0.87, top_k: 18 }));
+    assert.deepEqual(tiny.choices[0].token_ids, ref.lora_all_r8.greedy_12[0]);
+    assert.deepEqual((await complete(server, greedy(BASE, ref.input_ids[0]))).choices[0].token_ids, ref.base.greedy_12[0]);
+  });
+
   it('n=2 gives two choices with indices 0 and 1, and usage counts add up', async () => {
     const body = await complete(server, { model: BASE, prompt: ref.input_ids[1], max_tokens: 5, temperature: 0.8, seed: 7, n: 2, return_token_ids: true });
     assert.equal(body.choices.length, 2);
