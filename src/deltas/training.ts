@@ -73,7 +73,12 @@ type AnyTrainableKind = TrainableKind<any, any>;
 
 const trainables = new Map<string, AnyTrainableKind>();
 
-/** Trainable kinds register themselves on import (./kinds/index.ts imports them all); a name registered twice is a programming error. */
+/**
+ * Trainable kinds register themselves on import (./kinds/index.ts imports them all); a name
+ * registered twice is a programming error.
+ *
+ * @example registerTrainableKind(loraTraining); // at the end of kinds/lora-training.ts
+ */
 export function registerTrainableKind<O, R>(kind: TrainableKind<O, R>): void {
   if (trainables.has(kind.name)) throw new Error(`trainable kind ${kind.name} registered twice`);
   trainables.set(kind.name, kind);
@@ -90,7 +95,11 @@ export function trainableKind(name: string): AnyTrainableKind {
   return kind;
 }
 
-/** Every registered trainable kind, in registration order. */
+/**
+ * Every registered trainable kind, in registration order (the API's `method.type` accepts exactly these).
+ *
+ * @example trainableKinds().map((k) => k.name) // ['lora']
+ */
 export function trainableKinds(): AnyTrainableKind[] {
   return [...trainables.values()];
 }

@@ -10,7 +10,11 @@ export interface FineTuneMethod {
   [options: string]: unknown;
 }
 
-/** The options object of a method (`method[method.type]`). */
+/**
+ * The options object of a method (`method[method.type]`).
+ *
+ * @example methodOptions({ type: 'lora', lora: { r: 8 } }) // { r: 8 }
+ */
 export function methodOptions(method: FineTuneMethod): unknown {
   return method[method.type];
 }

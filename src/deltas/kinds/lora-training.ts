@@ -50,6 +50,11 @@ export interface LoraLayout {
 export const loraParamA = (module: string) => `${module}.lora_A.weight`;
 export const loraParamB = (module: string) => `${module}.lora_B.weight`;
 
+/**
+ * PEFT's scaling of B·A: lora_alpha / r, or lora_alpha / sqrt(r) with use_rslora.
+ *
+ * @example loraScale({ r: 16, alpha: 32, useRslora: true }) // 8
+ */
 export function loraScale(l: Pick<LoraLayout, 'r' | 'alpha' | 'useRslora'>): number {
   return l.useRslora ? l.alpha / Math.sqrt(l.r) : l.alpha / l.r;
 }
