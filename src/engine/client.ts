@@ -1,6 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import type { DeltaCacheStats } from './delta-cache.js';
-import type { AdamWHyperparameters, MicroBatch, TrainerState } from './lora-trainer.js';
+import type { AdamWHyperparameters, MicroBatch, TrainerState } from './trainer.js';
 import type { TrainBeginSpec, TrainStepResult } from './training-runner.js';
 import type { DeltaResidency, DeltaSummary, EngineOptions, FromWorker, ModelInfo, ToWorker } from './protocol.js';
 import { EngineError, type EngineErrorCode, type GenerateEvent, type GenerateRequest } from './types.js';

@@ -99,7 +99,8 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     }
     await enableStoredKinds(engine, state.deltas, state.logger);
     if (state.tokenizer) {
-      const settings = { dataDir: config.dataDir, maxLength: config.trainMaxLength, microBatchRows: config.trainMicroBatch, checkpointEvery: config.trainCheckpointEvery, maxRank: config.maxRank };
+      const limits = { maxRank: config.maxRank, maxVirtualTokens: config.maxVirtualTokens, maxBottleneck: config.maxBottleneck, ...(config.deltaKinds ? { kinds: config.deltaKinds } : {}) };
+      const settings = { dataDir: config.dataDir, maxLength: config.trainMaxLength, microBatchRows: config.trainMicroBatch, checkpointEvery: config.trainCheckpointEvery, limits };
       const { arch } = openCheckpoint(modelDir);
       state.training = await TrainingService.open({ engine, deltas: service, arch, tokenizer: state.tokenizer, chatTemplate: state.chatTemplate ?? null, settings });
     }

@@ -1,7 +1,8 @@
 import path from 'node:path';
 import type { DeltaService } from './delta-service.js';
+import type { DeltaLimits } from '../deltas/kind.js';
 import type { Engine } from '../engine/client.js';
-import { allProjections, type ArchitectureSpec } from '../model/architecture.js';
+import type { ArchitectureSpec } from '../model/architecture.js';
 import { ChatTemplate, DEFAULT_CHAT_TEMPLATE } from '../model/chat-template.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import { parseTrainingJsonl, type DatasetOptions } from '../training/dataset.js';
@@ -13,7 +14,8 @@ export interface TrainingSettings {
   maxLength: number;
   microBatchRows: number;
   checkpointEvery: number;
-  maxRank: number;
+  /** The server's delta limits (and served kinds): a trained delta must fit them to be served. */
+  limits: DeltaLimits;
 }
 
 /**
@@ -37,6 +39,7 @@ export class TrainingService {
     const jobs = JobManager.open(path.join(settings.dataDir, 'training', 'jobs'), {
       engine: o.engine,
       arch: o.arch,
+      limits: settings.limits,
       dataset,
       files,
       readDelta: (owner, name, version) => o.deltas.readVersion(owner, name, version),
@@ -55,10 +58,5 @@ export class TrainingService {
   /** Tokenizes every line; throws the DatasetError of the first bad one. Returns the example count. */
   validate(text: string): number {
     return parseTrainingJsonl(text, this.dataset).length;
-  }
-
-  /** Projection names a LoRA may target (q_proj, ...). */
-  get projectionNames(): Set<string> {
-    return new Set(allProjections(this.arch).flat().map((p) => p.name));
   }
 }

@@ -43,7 +43,7 @@ export class JobStore {
     const out: { record: JobRecord; events: JobEvent[] }[] = [];
     for (const id of fs.readdirSync(this.dir)) {
       try {
-        const record = JSON.parse(fs.readFileSync(path.join(this.jobDir(id), 'job.json'), 'utf8')) as JobRecord;
+        const record = upgradeRecord(JSON.parse(fs.readFileSync(path.join(this.jobDir(id), 'job.json'), 'utf8')) as JobRecord);
         const eventsFile = path.join(this.jobDir(id), 'events.jsonl');
         const lines = fs.existsSync(eventsFile) ? fs.readFileSync(eventsFile, 'utf8').split('\n').filter(Boolean) : [];
         // A crash can cut the last line short; the events before it are still good.
@@ -61,4 +61,24 @@ export class JobStore {
     }
     return out.sort((a, b) => a.record.job.created_at - b.record.job.created_at || a.record.job.id.localeCompare(b.record.job.id));
   }
+}
+
+/** How jobs stored before trainable kinds carried their (LoRA) options: `spec.lora`, camelCase. */
+interface LegacyLoraSpec {
+  lora?: { r: number; alpha: number; targetModules: string[] | 'all-linear'; useRslora: boolean };
+}
+
+/**
+ * A stored record in today's shape: a job stored before trainable kinds has `spec.lora` instead of
+ * `spec.method`, and becomes the `lora` method with the same options (its job object already
+ * showed them so), so it still loads and resumes.
+ *
+ * @example upgradeRecord(JSON.parse(text)).spec.method // { type: 'lora', lora: { r: 8, alpha: 16, ... } }
+ */
+export function upgradeRecord(record: JobRecord): JobRecord {
+  const legacy = record.spec as FineTuneSpec & LegacyLoraSpec;
+  if (legacy.method || !legacy.lora) return record;
+  const { lora, ...spec } = legacy;
+  const options = { r: lora.r, alpha: lora.alpha, target_modules: lora.targetModules, use_rslora: lora.useRslora };
+  return { ...record, spec: { ...spec, method: { type: 'lora', lora: options } } };
 }

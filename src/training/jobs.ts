@@ -59,7 +59,7 @@ export class JobManager {
       training_file: spec.trainingFile,
       validation_file: spec.validationFile ?? null,
       hyperparameters: { n_epochs: h.nEpochs ?? null, max_steps: h.maxSteps ?? null, batch_size: h.batchSize, learning_rate: h.learningRate, weight_decay: h.weightDecay, max_grad_norm: h.maxGradNorm, warmup_steps: h.warmupSteps, lr_scheduler: h.lrScheduler },
-      method: { type: 'lora', lora: { r: spec.lora.r, alpha: spec.lora.alpha, target_modules: spec.lora.targetModules, use_rslora: spec.lora.useRslora } },
+      method: spec.method,
       seed: spec.seed,
       trained_tokens: 0,
       error: null,
