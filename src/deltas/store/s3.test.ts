@@ -102,7 +102,8 @@ describe('S3DeltaStore', () => {
     assert.deepEqual(await listAll(atRoot), ['acme/sql/v1/adapter_config.json', 'acme/sql/v1/adapter_model.safetensors', 'acme/sql/v1/meta.json']);
     assert.deepEqual(await atRoot.list(), [r]);
     assert.equal(await atRoot.delete('acme', 'sql'), true);
-    assert.deepEqual(await listAll(atRoot), []);
+    // Only the tombstone stays: the number 1 is never given again.
+    assert.deepEqual(await listAll(atRoot), ['acme/sql/deleted/v1']);
   });
 
   it('a version without meta.json (a writer killed mid-upload) is invisible, and the next put gets a fresh one', async () => {
@@ -131,9 +132,9 @@ describe('S3DeltaStore', () => {
     );
     assert.equal(await store.get('acme', 'big', 3), null);
 
-    // delete removes the leftovers too.
+    // delete removes the leftovers too, leaving the tombstone.
     assert.equal(await store.delete('acme', 'big'), true);
-    assert.deepEqual(await listAll(store), []);
+    assert.deepEqual(await listAll(store), [key(store, { ...delta, version: 4 }, '').replace(/v4\/$/, 'deleted/v4')]);
   });
 
   it('with conditional writes, two writers (separate processes, emulated) never share a version', async () => {
@@ -143,7 +144,7 @@ describe('S3DeltaStore', () => {
     const gate = twoArrivals();
     let conflicts = 0;
     const prefix = `race-${process.pid}`;
-    const writers = [freshStore({}, prefix), freshStore({}, prefix)];
+    const writers = [freshStore({ conditionalWrites: true }, prefix), freshStore({ conditionalWrites: true }, prefix)];
     for (const writer of writers) {
       writer.client.middlewareStack.add(
         (next, context) => async (args) => {
