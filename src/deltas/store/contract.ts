@@ -48,8 +48,8 @@ function assertSameBytes(actual: DeltaFiles, expected: DeltaFiles): void {
   assert.equal(Buffer.compare(Buffer.from(actual.weights), Buffer.from(expected.weights)), 0, 'weight bytes differ');
 }
 
-export function describeDeltaStoreContract(label: string, makeHarness: () => Promise<DeltaStoreHarness>): void {
-  describe(`DeltaStore contract: ${label}`, () => {
+export function describeDeltaStoreContract(label: string, makeHarness: () => Promise<DeltaStoreHarness>, options: { skip?: string | false } = {}): void {
+  describe(`DeltaStore contract: ${label}`, { skip: options.skip ?? false }, () => {
     const withStore = (fn: (h: DeltaStoreHarness, t: { skip(message: string): void }) => Promise<void>) => async (t: { skip(message: string): void }) => {
       const harness = await makeHarness();
       try {

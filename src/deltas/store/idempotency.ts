@@ -69,7 +69,9 @@ export async function idempotentPut(
       return version;
     }
     const record = await readJson<IdempotencyRecord>(objects, recordKey);
-    if (record === null) continue; // the first attempt failed and freed the key: this one may go
+    // The first attempt failed and freed the key (this one may go), or is between its claim and its write.
+    if (record === null && Date.now() <= deadline) continue;
+    if (record === null) throw new IdempotencyError('idempotency_in_progress', `an upload of ${owner}/${name} with this Idempotency-Key is still in progress; retry later`);
     if (record.sha256 !== sha256) {
       throw new IdempotencyError('idempotency_key_reused', `Idempotency-Key was first used for ${owner}/${name} with other content (SHA-256 ${record.sha256.slice(0, 12)}…, this upload ${sha256.slice(0, 12)}…); use a new key for a new upload`);
     }

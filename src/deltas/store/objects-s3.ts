@@ -7,6 +7,8 @@ export interface Claims {
   readonly location: string;
   /** True when this call claimed `key`; false when any caller (any replica) had claimed it before. */
   claim(key: string): Promise<boolean>;
+  /** Frees claims of deleted objects, so that they may be created again. */
+  release(keys: readonly string[]): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -94,7 +96,7 @@ export class S3Objects implements ObjectStore {
     readonly base: string,
     readonly arbitration: S3Arbitration,
   ) {
-    this.location = `s3://${bucket}/${base}`;
+    this.location = `s3://${bucket}/${base.replace(/\/$/, "")}`;
   }
 
   async get(key: string): Promise<Uint8Array | null> {
@@ -165,6 +167,8 @@ export class S3Objects implements ObjectStore {
       const response = await this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch, Quiet: true } }));
       const failed = response.Errors ?? [];
       if (failed.length > 0) throw new Error(`${this.location}: could not delete ${failed.length} object(s), e.g. ${failed[0]!.Key}: ${failed[0]!.Code} ${failed[0]!.Message}`);
+      // After the objects: a claim freed first could let another replica create a key that this delete then removes.
+      await this.arbitration.claims?.release(batch.map((o) => `s3://${this.bucket}/${o.Key}`));
     }
   }
 

@@ -59,12 +59,17 @@ export function assertPrefix(prefix: string): void {
  * @example const job = await readJson<JobRecord>(objects, 'jobs/ftjob-1/job.json');
  */
 export async function readJson<T>(objects: ObjectStore, key: string): Promise<T | null> {
-  const bytes = await objects.get(key);
-  if (!bytes) return null;
-  try {
-    return JSON.parse(new TextDecoder().decode(bytes)) as T;
-  } catch (error) {
-    throw new Error(`${objects.location}/${key} is not valid JSON`, { cause: error });
+  for (let attempt = 1; ; attempt++) {
+    const bytes = await objects.get(key);
+    if (!bytes) return null;
+    try {
+      return JSON.parse(new TextDecoder().decode(bytes)) as T;
+    } catch (error) {
+      // S3 replaces an object atomically, but some compatible servers (s3rver among them) write
+      // it in place, so a reader can catch a record half-written: read it again before giving up.
+      if (attempt >= 5) throw new Error(`${objects.location}/${key} is not valid JSON`, { cause: error });
+      await new Promise((resolve) => setTimeout(resolve, 20 * attempt));
+    }
   }
 }
 
