@@ -101,12 +101,17 @@ export class S3Objects implements ObjectStore {
 
   async get(key: string): Promise<Uint8Array | null> {
     assertKey(key);
-    try {
-      const response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.base + key }));
-      return response.Body ? await response.Body.transformToByteArray() : new Uint8Array(0);
-    } catch (error) {
-      if (httpStatus(error) === 404 || (error as { name?: string }).name === 'NoSuchKey') return null;
-      throw error;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.base + key }));
+        return response.Body ? await response.Body.transformToByteArray() : new Uint8Array(0);
+      } catch (error) {
+        if (httpStatus(error) === 404 || (error as { name?: string }).name === 'NoSuchKey') return null;
+        // A body cut off mid-read (a reset connection; s3rver also cuts the body of an object
+        // being replaced, which it writes in place) is read again: a GET changes nothing.
+        if (attempt >= 4 || !isCutOff(error)) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 25 * attempt));
+      }
     }
   }
 
@@ -189,6 +194,11 @@ export class S3Objects implements ObjectStore {
       if (locks.get(id) === tail) locks.delete(id);
     }
   }
+}
+
+function isCutOff(error: unknown): boolean {
+  const { code, message } = (error ?? {}) as { code?: string; message?: string };
+  return code === 'ECONNRESET' || code === 'EPIPE' || message === 'aborted';
 }
 
 export function httpStatus(error: unknown): number | undefined {
