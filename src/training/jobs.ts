@@ -14,8 +14,10 @@ interface LiveJob extends JobRecord {
   lastSeq: number;
   listeners: Set<Listener>;
   cancelRequested: boolean;
-  /** Writes of the record, in order (the holder's updates are not awaited one by one). */
+  /** Writes of the record and events, in order (the holder's updates are not awaited one by one). */
   writes: Promise<void>;
+  /** A write of the record is queued on `writes`; later updates ride on it (only the newest state matters). */
+  saveQueued?: boolean;
 }
 
 export interface JobManagerOptions {
@@ -292,8 +294,14 @@ export class JobManager {
   private update(id: string, patch: Partial<FineTuningJob>): void {
     const live = this.jobs.get(id)!;
     Object.assign(live.job, patch);
-    const record = { job: { ...live.job }, spec: live.spec };
-    live.writes = live.writes.then(() => this.store.save(record)).catch((err: Error) => this.options.warn?.(`job ${id}: could not store its record: ${err.message.slice(0, 200)}`));
+    if (live.saveQueued) return;
+    live.saveQueued = true;
+    live.writes = live.writes
+      .then(() => {
+        live.saveQueued = false;
+        return this.store.save({ job: { ...live.job }, spec: live.spec });
+      })
+      .catch((err: Error) => this.options.warn?.(`job ${id}: could not store its record: ${err.message.slice(0, 200)}`));
   }
 
   private async event(id: string, level: JobEvent['level'], type: JobEvent['type'], message: string, data: Record<string, unknown> | null = null): Promise<void> {
@@ -301,9 +309,11 @@ export class JobManager {
     const event: JobEvent = { id: `ftevent-${crypto.randomBytes(12).toString('hex')}`, object: 'fine_tuning.job.event', created_at: now(), level, message, type, data };
     live.events.push(event);
     for (const listener of live.listeners) listener(event);
-    live.writes = live.writes.then(async () => {
-      live.lastSeq = Math.max(live.lastSeq, await this.store.appendEvent(id, event));
-    });
+    live.writes = live.writes
+      .then(async () => {
+        live.lastSeq = Math.max(live.lastSeq, await this.store.appendEvent(id, event));
+      })
+      .catch((err: Error) => this.options.warn?.(`job ${id}: could not store an event: ${err.message.slice(0, 200)}`));
     await live.writes;
   }
 }

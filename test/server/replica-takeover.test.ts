@@ -17,6 +17,7 @@ import { JobStore } from '../../src/training/job-store.js';
 import { startServer, type RunningServer } from '../../src/server/serve.js';
 import { FIXTURE, tempDir } from '../helpers.js';
 import { postgresMissing, startPostgres, type TestPostgres } from '../postgres.js';
+import { allEvents } from '../replicas.js';
 
 type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -126,7 +127,7 @@ describe('a replica killed mid-job', { skip: missing ?? false }, () => {
     assert.match(await holder(), new RegExp(`:${process.pid}:`), 'B finished it');
     t.diagnostic(`killed at step ${atKill.step}; B finished ${((performance.now() - killedAt) / 1000).toFixed(1)} s later (lease ${LEASE_MS} ms)`);
 
-    const events = (await call(b.url, 'GET', `/admin/v1/fine_tuning/jobs/${job.id}/events?limit=100`)).json.data.reverse();
+    const events = (await allEvents(b.url, job.id)).reverse();
     const steps = events.filter((e: Json) => e.type === 'metrics' && 'train_loss' in e.data).map((e: Json) => e.data.step);
     assert.deepEqual(steps, Array.from({ length: STEPS }, (_, i) => i + 1), 'every step logged once, in order');
     const resumed = events.map((e: Json) => e.message).filter((m: string) => m.startsWith('Resumed from the checkpoint'));
