@@ -3,7 +3,7 @@ import { serve, type ServerType } from '@hono/node-server';
 import type { Config } from '../config.js';
 import { DEFAULT_TENANT } from '../deltas/ref.js';
 import { DeltaCatalog } from '../deltas/catalog.js';
-import { openDeltaStore } from '../deltas/store/index.js';
+import { PostgresClaims, openDeltaStore } from '../deltas/store/index.js';
 import { DeltaService } from './delta-service.js';
 import { TrainingService } from './training-service.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
@@ -87,10 +87,14 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   let engine: Engine | undefined;
+  let claims: PostgresClaims | undefined;
   const ready = (async () => {
     const store = config.store ?? path.join(config.dataDir, 'deltas');
+    if (config.controlDb && store.startsWith('s3://')) claims = await PostgresClaims.open(config.controlDb);
+    else if (config.controlDb) state.logger.warn({ store }, '--control-db is only used with an s3:// store; a directory store arbitrates between replicas itself');
     engine = await startEngine({ ...config, modelDir, store, diskCacheDir: config.diskCacheDir ?? path.join(config.cacheDir, 'deltas') });
-    const service = new DeltaService(openDeltaStore(store), engine, state.deltas);
+    const deltaStore = openDeltaStore(store, { s3: { ...(claims ? { claims } : {}), warn: (message) => state.logger.warn(message) } });
+    const service = new DeltaService(deltaStore, engine, state.deltas, { ttlMs: config.catalogTtlMs });
     await service.loadAll();
     for (const d of config.delta) {
       const owner = d.tenant ?? DEFAULT_TENANT;
@@ -100,9 +104,10 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     await enableStoredKinds(engine, state.deltas, state.logger);
     if (state.tokenizer) {
       const limits = { maxRank: config.maxRank, maxVirtualTokens: config.maxVirtualTokens, maxBottleneck: config.maxBottleneck, ...(config.deltaKinds ? { kinds: config.deltaKinds } : {}) };
-      const settings = { dataDir: config.dataDir, maxLength: config.trainMaxLength, microBatchRows: config.trainMicroBatch, checkpointEvery: config.trainCheckpointEvery, limits };
+      const settings = { maxLength: config.trainMaxLength, microBatchRows: config.trainMicroBatch, checkpointEvery: config.trainCheckpointEvery, limits, leaseMs: config.jobLeaseMs, ttlMs: config.catalogTtlMs };
       const { arch } = openCheckpoint(modelDir);
-      state.training = await TrainingService.open({ engine, deltas: service, arch, tokenizer: state.tokenizer, chatTemplate: state.chatTemplate ?? null, settings });
+      const warn = (message: string) => state.logger.warn(message);
+      state.training = await TrainingService.open({ engine, deltas: service, records: deltaStore.records('training'), arch, tokenizer: state.tokenizer, chatTemplate: state.chatTemplate ?? null, settings, warn });
     }
     state.deltaService = service;
     state.engine = engine;
@@ -122,6 +127,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       await new Promise<void>((resolve) => server.close(() => resolve()));
       // Also when startup failed after the engine was up: its worker would keep the process alive.
       await engine?.close();
+      await claims?.close();
       if (!options.telemetry) await state.telemetry.shutdown();
     },
   };

@@ -6,7 +6,6 @@ import type { Engine } from '../engine/client.js';
 import { freshTrainerState, type TrainerState } from '../engine/trainer.js';
 import type { ArchitectureSpec } from '../model/architecture.js';
 import { microBatches, sequenceLength, stepExamples, stepsPerEpoch } from './batches.js';
-import { loadTrainerState, saveTrainerState } from './checkpoints.js';
 import { parseTrainingJsonl, type DatasetOptions, type TrainingExample } from './dataset.js';
 import type { TrainingFileStore } from './file-store.js';
 import { methodOptions, type FineTuneSpec } from './job-types.js';
@@ -29,6 +28,12 @@ export interface JobContext {
   checkpointEvery: number;
 }
 
+/** Where a job's trainer state is saved and found again (the shared store: any replica may resume it). */
+export interface JobCheckpoints {
+  load(): Promise<TrainerState | undefined>;
+  save(state: TrainerState): Promise<void>;
+}
+
 /** What the manager hears while a job runs. */
 export interface JobProgress {
   started(info: { totalSteps: number; resumedAt: number; examples: number }): void;
@@ -36,7 +41,7 @@ export interface JobProgress {
   checkpointed(step: number): void;
   /** Validation loss (when the job has a validation file), at each checkpoint and at the end. */
   validated(metrics: { step: number; validLoss: number }): void;
-  /** Cancelled by a user: stop, keep nothing. */
+  /** Cancelled by a user, or the job's lease lost to another replica: stop, save nothing. */
   cancelled(): boolean;
   /** The server is stopping: stop and save a checkpoint to resume from. */
   interrupted(): boolean;
@@ -49,11 +54,11 @@ export interface JobProgress {
  * registered. Returns the model id, or null when cancelled or interrupted (then after saving a
  * checkpoint).
  */
-export async function runJob(id: string, spec: FineTuneSpec, checkpointDir: string, ctx: JobContext, progress: JobProgress): Promise<string | null> {
+export async function runJob(id: string, spec: FineTuneSpec, checkpoints: JobCheckpoints, ctx: JobContext, progress: JobProgress): Promise<string | null> {
   const examples = await loadExamples(spec.trainingFile, ctx);
   const trainable = trainableKind(spec.method.type);
   const { options, initial } = await startingPoint(spec, trainable, ctx);
-  const saved = loadTrainerState(checkpointDir);
+  const saved = await checkpoints.load();
   const state = saved ?? initial;
   const batchSize = Math.min(spec.hyper.batchSize, examples.length);
   const totalSteps = spec.hyper.maxSteps ?? (spec.hyper.nEpochs ?? 1) * stepsPerEpoch(examples.length, batchSize);
@@ -80,7 +85,7 @@ export async function runJob(id: string, spec: FineTuneSpec, checkpointDir: stri
       const result = await ctx.engine.trainStep(id, batches, { ...adamw, lr });
       progress.stepped({ step: result.step, loss: result.loss, gradNorm: result.gradNorm, lr, tokens, elapsedMs: performance.now() - began });
       if (result.step % ctx.checkpointEvery === 0 && result.step < totalSteps) {
-        await saveTrainerState(checkpointDir, await ctx.engine.trainState(id));
+        await checkpoints.save(await ctx.engine.trainState(id));
         progress.checkpointed(result.step);
         await validate(result.step);
       }
@@ -91,7 +96,7 @@ export async function runJob(id: string, spec: FineTuneSpec, checkpointDir: stri
   }
   if (progress.cancelled()) return null;
   if (progress.interrupted()) {
-    await saveTrainerState(checkpointDir, final);
+    await checkpoints.save(final);
     progress.checkpointed(final.step);
     return null;
   }

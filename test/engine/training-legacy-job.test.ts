@@ -4,12 +4,13 @@
  * today ends at. The job runner drives the engine's real TrainingRunner in this process.
  */
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import type { JobContext, JobProgress } from '../../src/training/job-runner.js';
 import { runJob } from '../../src/training/job-runner.js';
-import { JobStore, type JobRecord } from '../../src/training/job-store.js';
+import { JobStore } from '../../src/training/job-store.js';
+import { FilesystemObjects } from '../../src/deltas/store/objects-fs.js';
+import { jsonBytes } from '../../src/deltas/store/objects.js';
 import type { FineTuneSpec } from '../../src/training/job-types.js';
 import { TrainingFileStore } from '../../src/training/file-store.js';
 import { TrainingRunner } from '../../src/engine/training-runner.js';
@@ -29,7 +30,7 @@ const JSONL = [
 async function context(published: Map<string, Uint8Array>): Promise<{ ctx: JobContext; fileId: string }> {
   const ckpt = openCheckpoint(BASE);
   const runner = new TrainingRunner(ckpt, { cacheDir: tempDir(), device: 'cpu', share: 1 });
-  const files = await TrainingFileStore.open(tempDir());
+  const files = await TrainingFileStore.open(new FilesystemObjects(tempDir()), 0);
   const file = await files.put({ filename: 'task.jsonl', tenant: 'default', rows: 2 }, new TextEncoder().encode(JSONL));
   const engine: JobContext['engine'] = {
     trainBegin: (spec) => runner.begin(structuredClone(spec)),
@@ -76,30 +77,28 @@ test('a job stored before trainable kinds (spec.lora, checkpoint names without .
     hyper: { maxSteps: 5, batchSize: 2, learningRate: 1e-2, weightDecay: 0, maxGradNorm: 1, warmupSteps: 0, lrScheduler: 'constant' },
     seed: 7,
   };
-  assert.equal(await runJob('straight', spec, tempDir(), ctx, progress()), 'straight');
+  const store = new JobStore(new FilesystemObjects(tempDir()));
+  assert.equal(await runJob('straight', spec, store.checkpoints('straight'), ctx, progress()), 'straight');
 
   // The same job, interrupted after 3 steps, then stored as an older server stored it.
-  const jobs = tempDir();
-  const store = new JobStore(jobs);
+  const objects = new FilesystemObjects(tempDir());
+  const legacyStore = new JobStore(objects);
   const legacySpec = { ...spec, name: 'resumed', method: undefined, lora: { r: 4, alpha: 8, targetModules: ['q_proj', 'v_proj', 'down_proj'], useRslora: false } };
   const job = { id: 'ftjob-legacy', object: 'fine_tuning.job', created_at: 1, status: 'running', method: { type: 'lora', lora: spec.method['lora'] } };
-  fs.mkdirSync(store.jobDir(job.id), { recursive: true });
-  fs.writeFileSync(path.join(store.jobDir(job.id), 'job.json'), JSON.stringify({ job, spec: legacySpec }));
-  assert.equal(await runJob(job.id, { ...spec, name: 'resumed' }, store.checkpointDir(job.id), ctx, progress(3)), null);
-  writeLegacyCheckpoint(store.checkpointDir(job.id));
+  await objects.put(`jobs/${job.id}.json`, jsonBytes({ job, spec: legacySpec }));
+  assert.equal(await runJob(job.id, { ...spec, name: 'resumed' }, legacyStore.checkpoints(job.id), ctx, progress(3)), null);
+  await writeLegacyCheckpoint(objects, `job-checkpoints/${job.id}/trainer-state.safetensors`);
 
-  const [loaded] = store.loadAll((message) => assert.fail(message));
-  const record = loaded!.record as JobRecord;
+  const record = (await legacyStore.load(job.id))!;
   assert.deepEqual(record.spec.method, { type: 'lora', lora: spec.method['lora'] });
   assert.equal('lora' in record.spec, false);
-  assert.equal(await runJob(job.id, record.spec, store.checkpointDir(job.id), ctx, progress()), 'resumed');
+  assert.equal(await runJob(job.id, record.spec, legacyStore.checkpoints(job.id), ctx, progress()), 'resumed');
   assert.ok(Buffer.from(published.get('resumed')!).equals(Buffer.from(published.get('straight')!)), 'the resumed legacy job ends at the uninterrupted job\'s weights');
 });
 
 /** Rewrites a checkpoint as servers before trainable kinds wrote it: `param.<module>.lora_A`, no `names` metadata. */
-function writeLegacyCheckpoint(dir: string): void {
-  const file = path.join(dir, 'trainer-state.safetensors');
-  const { header, tensor } = parseSafetensors(fs.readFileSync(file), file);
+async function writeLegacyCheckpoint(objects: FilesystemObjects, key: string): Promise<void> {
+  const { header, tensor } = parseSafetensors((await objects.get(key))!, key);
   assert.equal(header.metadata?.['names'], 'peft');
   const tensors: Parameters<typeof encodeSafetensors>[0] = {};
   for (const key of header.tensors.keys()) {
@@ -107,5 +106,5 @@ function writeLegacyCheckpoint(dir: string): void {
     const data = tensor(key);
     tensors[key.replace(/\.weight$/, '')] = { dtype: 'F32', shape: [data.length], data };
   }
-  fs.writeFileSync(file, encodeSafetensors(tensors, { step: header.metadata!['step']! }));
+  await objects.put(key, encodeSafetensors(tensors, { step: header.metadata!['step']! }));
 }

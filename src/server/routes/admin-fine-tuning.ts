@@ -8,10 +8,10 @@ import { parseJsonBody } from '../body.js';
 import type { ServerState } from '../context.js';
 import { ApiError } from '../errors.js';
 import { FineTuningJobRequest } from '../fine-tuning-schema.js';
-import { resolveModel } from '../resolve.js';
+import { freshenDeltas, resolveModel } from '../resolve.js';
 import { isKnownTenant } from '../auth.js';
 import { audit } from '../audit.js';
-import { requireAdmin, requireTraining } from './admin-common.js';
+import { idempotencyKeyOf, requireAdmin, requireTraining } from './admin-common.js';
 import { checkDeltaName } from './deltas.js';
 
 /**
@@ -25,36 +25,45 @@ export function adminFineTuningRoutes(state: ServerState): Hono {
 
   app.post(base, async (c) => {
     requireAdmin(c);
-    const spec = toSpec(state, FineTuningJobRequest.parse(await parseJsonBody(c, state.maxBodyBytes)), c.get('tenant'));
+    const body = FineTuningJobRequest.parse(await parseJsonBody(c, state.maxBodyBytes));
+    await freshenDeltas(state, body.model, body.tenant ?? c.get('tenant'));
+    // Files uploaded through another replica are looked up in the store before toSpec checks them.
+    for (const id of [body.training_file, body.validation_file]) if (id) await requireTraining(state).files.find(id);
+    const spec = toSpec(state, body, c.get('tenant'));
     state.quotas.checkJob(spec.tenant, spec.name);
-    const job = requireTraining(state).jobs.create(spec);
+    const idempotencyKey = idempotencyKeyOf(c);
+    const job = await requireTraining(state).jobs.create(spec, idempotencyKey !== undefined ? { idempotencyKey } : {}).catch((error: Error & { code?: string }) => {
+      if (error.code === 'idempotency_key_reused') throw new ApiError(422, error.message, 'Idempotency-Key', error.code);
+      throw error;
+    });
     audit(state, c, 'job.create', { job: job.id, owner: spec.tenant, delta: spec.name });
     return c.json(job, 201);
   });
 
   app.get(base, (c) => {
     requireAdmin(c);
+    // The list is as fresh as the last look at the store (every third of --job-lease-ms, at most a second).
     const jobs = requireTraining(state).jobs.list();
     return c.json(page(jobs, c));
   });
 
-  app.get(`${base}/:id`, (c) => {
+  app.get(`${base}/:id`, async (c) => {
     requireAdmin(c);
-    return c.json(findJob(state, c.req.param('id')));
+    return c.json(await findJob(state, c.req.param('id')));
   });
 
-  app.post(`${base}/:id/cancel`, (c) => {
+  app.post(`${base}/:id/cancel`, async (c) => {
     requireAdmin(c);
-    const job = findJob(state, c.req.param('id'));
+    const job = await findJob(state, c.req.param('id'));
     if (TERMINAL.has(job.status)) throw new ApiError(409, `job ${job.id} has already ${job.status}`, 'id', 'job_finished');
-    const cancelled = requireTraining(state).jobs.cancel(job.id);
+    const cancelled = await requireTraining(state).jobs.cancel(job.id);
     audit(state, c, 'job.cancel', { job: job.id });
     return c.json(cancelled);
   });
 
-  app.get(`${base}/:id/events`, (c) => {
+  app.get(`${base}/:id/events`, async (c) => {
     requireAdmin(c);
-    const job = findJob(state, c.req.param('id'));
+    const job = await findJob(state, c.req.param('id'));
     const jobs = requireTraining(state).jobs;
     if (c.req.query('stream') !== 'true') return c.json(page([...jobs.events(job.id)].reverse(), c));
     return streamSSE(c, async (stream) => {
@@ -83,8 +92,9 @@ export function adminFineTuningRoutes(state: ServerState): Hono {
   return app;
 }
 
-function findJob(state: ServerState, id: string) {
-  const job = requireTraining(state).jobs.get(id);
+/** The job as the store has it (created or run by any replica). */
+async function findJob(state: ServerState, id: string) {
+  const job = (await requireTraining(state).jobs.find(id))?.job;
   if (!job) throw new ApiError(404, `no fine-tuning job '${id}'`, 'id', 'job_not_found');
   return job;
 }

@@ -5,7 +5,7 @@ import type { ServerState } from '../context.js';
 import { ApiError } from '../errors.js';
 import { collectChoices, startChoices, TTFT_HEADER, type ChoicePiece, type LogprobsBlock } from '../generation.js';
 import { checkChoiceCount, checkTokenIds, encodePrompt, planChoices, samplingOptions } from '../plan.js';
-import { requireEngine, resolveDeltas } from '../resolve.js';
+import { freshenDeltas, requireEngine, resolveDeltas } from '../resolve.js';
 import { ChatCompletionRequest } from '../schemas.js';
 import { observeChoice, usage } from './completions.js';
 import { admitGeneration } from '../limits/rate-limit.js';
@@ -21,6 +21,7 @@ export function chatRoutes(state: ServerState): Hono {
       const engine = requireEngine(state);
       const body = ChatCompletionRequest.parse(await parseJsonBody(c, state.maxBodyBytes));
       t.request(body.model, {}, JSON.stringify(body.messages));
+      await freshenDeltas(state, body.model, c.get('tenant'), body.delta_ids ?? []);
       const resolved = t.resolveDeltas(() => resolveDeltas(state, body.model, c.get('tenant'), body.delta_ids ?? []));
       checkChoiceCount(1, body.n ?? 1, state.maxChoices, 'n');
       admitGeneration(c, body.n ?? 1);

@@ -7,7 +7,7 @@ import type { GenerateEvent } from '../../engine/types.js';
 import { checkChoiceCount, checkTokenIds, encodePrompt, planChoices, samplingOptions } from '../plan.js';
 import { CompletionRequest } from '../schemas.js';
 import { parseJsonBody } from '../body.js';
-import { requireEngine, resolveDeltas } from '../resolve.js';
+import { freshenDeltas, requireEngine, resolveDeltas } from '../resolve.js';
 import { requestAttributes, RequestTrace, tracedStream } from '../tracing.js';
 import { admitGeneration, recordGeneratedTokens } from '../limits/rate-limit.js';
 
@@ -23,6 +23,7 @@ export function completionRoutes(state: ServerState): Hono {
       const echo = body.echo ?? false;
       const maxTokens = body.max_tokens ?? 16;
       t.request(body.model, requestAttributes(body, maxTokens), typeof body.prompt === 'string' ? body.prompt : JSON.stringify(body.prompt));
+      await freshenDeltas(state, body.model, c.get('tenant'), body.delta_ids ?? []);
       const resolved = t.resolveDeltas(() => resolveDeltas(state, body.model, c.get('tenant'), body.delta_ids ?? []));
       checkChoiceCount(promptCount(body.prompt), body.n ?? 1, state.maxChoices, 'prompt');
       admitGeneration(c, promptCount(body.prompt) * (body.n ?? 1));
