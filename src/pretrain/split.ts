@@ -47,7 +47,8 @@ export function splitChapters(chapters: readonly Chapter[], options: SplitOption
   const held = new Set<number>();
   for (let j = 0; j < runs; j++) {
     const anchor = ((j + 0.5) / runs) * total;
-    let i = starts.findLastIndex((s) => s <= anchor);
+    let i = 0;
+    while (i + 1 < starts.length && starts[i + 1]! <= anchor) i++;
     const target = (fraction / runs) * total;
     let taken = 0;
     // Whole chapters until the run is as close to its share as whole chapters can bring it.
