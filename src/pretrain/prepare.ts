@@ -11,13 +11,13 @@ import { countPieces } from './byte-level.js';
 import { trainBpe, type BpeModel } from './bpe-trainer.js';
 import { loadKjv } from './kjv.js';
 import { KJV_SOURCE, sha256, WEB_SOURCE } from './sources.js';
-import { splitChapters, verbatimOverlap } from './split.js';
+import { splitChapters, verbatimOverlap, type CorpusSplit } from './split.js';
 import { buildClassify, CLASSIFY_INFO } from './tasks/classify.js';
 import { buildReverse, REVERSE_INFO } from './tasks/reverse.js';
 import { buildStyle, STYLE_INFO } from './tasks/style.js';
 import { DEFAULT_TASK_SIZES, taskHeldoutChapters, toJsonl, versePools, type TaskInfo, type TaskSizes, type TaskSplit } from './tasks/task.js';
 import { SPECIAL_TOKENS, tokenizerConfigJson, tokenizerJson, writeTokenizerFiles } from './tokenizer-files.js';
-import { chaptersOf, layoutChapters, reference, type Verse } from './verses.js';
+import { chaptersOf, layoutChapters, reference, type Chapter, type Verse } from './verses.js';
 import { loadWeb } from './web.js';
 
 /** Directory name under the cache; bump the version whenever any written byte changes. */
@@ -81,15 +81,13 @@ export function prepareCorpus(options: PrepareOptions): CorpusSummary {
   const split = splitChapters(chapters);
   const trainText = layoutChapters(split.train);
   const heldoutText = layoutChapters(split.heldout);
+  // Non-ASCII text (curly quotes, dashes) for the round-trip check, which the KJV lacks.
   const webCheckText = layoutChapters(chaptersOf(web).slice(0, 50));
 
-  const parent = path.dirname(path.resolve(options.outDir));
-  fs.mkdirSync(parent, { recursive: true });
-  const temp = fs.mkdtempSync(path.join(parent, `.${path.basename(options.outDir)}.tmp-`));
-  try {
+  return intoFreshDirectory(options.outDir, (dir) => {
     const write = (file: string, content: string) => {
-      fs.mkdirSync(path.dirname(path.join(temp, file)), { recursive: true });
-      fs.writeFileSync(path.join(temp, file), content);
+      fs.mkdirSync(path.dirname(path.join(dir, file)), { recursive: true });
+      fs.writeFileSync(path.join(dir, file), content);
     };
     write('kjv/train.txt', trainText);
     write('kjv/heldout.txt', heldoutText);
@@ -98,7 +96,7 @@ export function prepareCorpus(options: PrepareOptions): CorpusSummary {
     const sizes = [vocabSize, ...(options.compareVocabSizes ?? []).filter((v) => v !== vocabSize)];
     const tokenizers = sizes.map((size) => {
       const { model, report } = trainAndCheck(pieces, size, trainText, [heldoutText, webCheckText]);
-      if (size === vocabSize) writeTokenizerFiles(path.join(temp, 'tokenizer'), model);
+      if (size === vocabSize) writeTokenizerFiles(path.join(dir, 'tokenizer'), model);
       return report;
     });
 
@@ -111,17 +109,7 @@ export function prepareCorpus(options: PrepareOptions): CorpusSummary {
 
     const summary: CorpusSummary = {
       sources: [KJV_SOURCE, WEB_SOURCE].map((s) => ({ package: s.package, version: s.version, licence: s.licence, files: s.files.map((f) => ({ ...f })) })),
-      kjv: {
-        verses: kjv.length,
-        chapters: chapters.length,
-        trainBytes: Buffer.byteLength(trainText),
-        heldoutBytes: Buffer.byteLength(heldoutText),
-        heldoutShare: Buffer.byteLength(heldoutText) / (Buffer.byteLength(trainText) + Buffer.byteLength(heldoutText)),
-        heldoutChapters: split.heldout.map((c) => reference(c)),
-        heldoutVersesAlsoInTrain: verbatimOverlap(split).verses,
-        trainSha256: sha256(trainText),
-        heldoutSha256: sha256(heldoutText),
-      },
+      kjv: kjvSummary(kjv.length, chapters.length, split, trainText, heldoutText),
       web: { verses: web.length },
       tokenizers,
       tasks: tasks.map(({ info, rows }) => ({ name: info.name, metric: info.metric, train: rows.train.length, heldout: rows.heldout.length })),
@@ -129,13 +117,43 @@ export function prepareCorpus(options: PrepareOptions): CorpusSummary {
     // Timings differ run to run, so the file keeps them out and stays byte-identical.
     const stable = { ...summary, tokenizers: tokenizers.map(({ trainSeconds: _, ...rest }) => rest) };
     write('summary.json', `${JSON.stringify(stable, null, 2)}\n`);
-    fs.rmSync(options.outDir, { recursive: true, force: true });
-    fs.renameSync(temp, options.outDir);
     return summary;
+  });
+}
+
+/**
+ * Runs `build` on a temporary sibling of `outDir`, then replaces `outDir` with it, so an
+ * interrupted run leaves no half-written directory; the temporary one is removed on failure.
+ */
+function intoFreshDirectory<T>(outDir: string, build: (dir: string) => T): T {
+  const parent = path.dirname(path.resolve(outDir));
+  fs.mkdirSync(parent, { recursive: true });
+  const temp = fs.mkdtempSync(path.join(parent, `.${path.basename(outDir)}.tmp-`));
+  try {
+    const result = build(temp);
+    fs.rmSync(outDir, { recursive: true, force: true });
+    fs.renameSync(temp, outDir);
+    return result;
   } catch (err) {
     fs.rmSync(temp, { recursive: true, force: true });
     throw err;
   }
+}
+
+function kjvSummary(verses: number, chapters: number, split: CorpusSplit, trainText: string, heldoutText: string): CorpusSummary['kjv'] {
+  const trainBytes = Buffer.byteLength(trainText);
+  const heldoutBytes = Buffer.byteLength(heldoutText);
+  return {
+    verses,
+    chapters,
+    trainBytes,
+    heldoutBytes,
+    heldoutShare: heldoutBytes / (trainBytes + heldoutBytes),
+    heldoutChapters: split.heldout.map((c) => reference(c)),
+    heldoutVersesAlsoInTrain: verbatimOverlap(split).verses,
+    trainSha256: sha256(trainText),
+    heldoutSha256: sha256(heldoutText),
+  };
 }
 
 /**
@@ -170,7 +188,7 @@ function trainAndCheck(pieces: Map<string, number>, vocabSize: number, trainText
   return { model, report };
 }
 
-function buildTasks(kjv: Verse[], web: Verse[], chapters: ReturnType<typeof chaptersOf>, corpusHeldout: ReturnType<typeof chaptersOf>, sizes: TaskSizes, seed: number): { info: TaskInfo; rows: TaskSplit }[] {
+function buildTasks(kjv: Verse[], web: Verse[], chapters: Chapter[], corpusHeldout: Chapter[], sizes: TaskSizes, seed: number): { info: TaskInfo; rows: TaskSplit }[] {
   const held = taskHeldoutChapters(chapters, corpusHeldout);
   const kjvPools = versePools(kjv, held);
   return [

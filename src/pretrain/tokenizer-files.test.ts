@@ -23,9 +23,9 @@ test('the written directory loads like a model\'s, with the embedded model\'s ro
   assert.equal(tok.bosTokenId, tok.tokenId('<|endoftext|>'));
   assert.equal(tok.padTokenId, 256);
   assert.deepEqual(tok.eosTokenIds, [258]);
-  const config = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8'));
+  const config = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer_config.json'), 'utf8')) as Record<string, unknown>;
   assert.deepEqual(config, tokenizerConfigJson());
-  const prompt = new ChatTemplate(config.chat_template).render([{ role: 'user', content: 'Who begat Enos?' }], { addGenerationPrompt: true });
+  const prompt = new ChatTemplate(config.chat_template as string).render([{ role: 'user', content: 'Who begat Enos?' }], { addGenerationPrompt: true });
   const ids = tok.encode(prompt);
   assert.equal(ids[0], 257);
   assert.equal(tok.decode(ids), prompt);
