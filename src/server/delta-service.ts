@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { DeltaCatalog, DeltaRecord } from '../deltas/catalog.js';
 import { adapterWeightsPath } from '../deltas/parse.js';
-import { deltaKey, parseDeltaRef } from '../deltas/ref.js';
+import { deltaKey, isValidName, parseDeltaRef } from '../deltas/ref.js';
 import { digestFiles } from '../deltas/store/common.js';
 import type { DeltaFiles, DeltaStore, DeltaVersion } from '../deltas/store/types.js';
 import type { Engine } from '../engine/client.js';
@@ -57,7 +57,8 @@ export class DeltaService {
   async freshen(model: string, tenant: string, ids: readonly string[] = []): Promise<void> {
     const refs = [...model.split('+'), ...ids].flatMap((text) => {
       const parsed = parseDeltaRef(text);
-      return parsed.ok ? [parsed.ref] : [];
+      // A reference that names no storable delta resolves to a 4xx later; the store is not asked.
+      return parsed.ok && isValidName(parsed.ref.owner ?? tenant) && isValidName(parsed.ref.name) ? [parsed.ref] : [];
     });
     await Promise.all(
       refs.map(async ({ owner, name, version }) => {

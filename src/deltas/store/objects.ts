@@ -30,7 +30,8 @@ export interface ObjectStore {
   scope(prefix: string): ObjectStore;
 }
 
-const SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9_.@=-]{0,127}$/;
+/** Every valid delta or tenant name is a segment (a name may start with '-'), so is `name@N`. */
+const SEGMENT = /^[A-Za-z0-9_-][A-Za-z0-9_.@=-]{0,127}$/;
 
 /** Why `key` is not a storable key (segments of letters, digits, `_ . @ = -`, none starting with '.', no '..'), or null. */
 export function keyProblem(key: string): string | null {
