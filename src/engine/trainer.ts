@@ -8,32 +8,10 @@ import { checkFeeds, float32 } from './feeds.js';
 import { prepareTrainingGraph } from './graph-cache.js';
 import type { Device } from './model-runtime.js';
 import { createSession } from './session.js';
+import type { AdamWHyperparameters, MicroBatch, TrainerState } from './trainer-state.js';
 
-/** A micro-batch as the step graph takes it: [rows, seqLen] row-major, already shifted. */
-export interface MicroBatch {
-  inputIds: BigInt64Array;
-  targetIds: Int32Array;
-  /** 1 where a target exists, else 0. */
-  targetMask: Float32Array;
-}
-
-export interface AdamWHyperparameters {
-  lr: number;
-  beta1: number;
-  beta2: number;
-  eps: number;
-  weightDecay: number;
-  /** Global-norm clip; Infinity disables clipping. */
-  maxGradNorm: number;
-}
-
-/** Parameters and AdamW moments by parameter name (the kind's, see TrainableKind.params), plus the number of steps taken. */
-export interface TrainerState {
-  step: number;
-  params: Map<string, Float32Array>;
-  m: Map<string, Float32Array>;
-  v: Map<string, Float32Array>;
-}
+// The data that crosses the engine's protocol lives in trainer-state.ts (importable above the engine).
+export { freshTrainerState, type AdamWHyperparameters, type MicroBatch, type TrainerState } from './trainer-state.js';
 
 export interface StepResult {
   /** The batch's mean loss over its target tokens. */
@@ -195,17 +173,6 @@ export class Trainer {
     checkFeeds(this.session.inputNames, feeds);
     return feeds;
   }
-}
-
-/**
- * A trainer state at step 0 from starting parameters: AdamW's moments at zero, as torch.optim.AdamW
- * starts them.
- *
- * @example const state = freshTrainerState(trainable.init(arch, options, seed));
- */
-export function freshTrainerState(params: Map<string, Float32Array>): TrainerState {
-  const zeros = () => new Map([...params].map(([name, p]) => [name, new Float32Array(p.length)]));
-  return { step: 0, params, m: zeros(), v: zeros() };
 }
 
 /** Every parameter, with both moments, at its declared size; nothing else. */

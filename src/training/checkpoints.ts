@@ -1,4 +1,4 @@
-import type { TrainerState } from '../engine/trainer.js';
+import type { TrainerState } from '../engine/trainer-state.js';
 import type { ObjectStore } from '../deltas/store/objects.js';
 import { encodeSafetensors, parseSafetensors } from '../model/safetensors.js';
 

@@ -3,7 +3,7 @@ import type { DeltaLimits } from '../deltas/kind.js';
 import type { DeltaFiles } from '../deltas/store/types.js';
 import { trainableKind, type TrainableKind } from '../deltas/training.js';
 import type { Engine } from '../engine/client.js';
-import { freshTrainerState, type TrainerState } from '../engine/trainer.js';
+import { freshTrainerState, type TrainerState } from '../engine/trainer-state.js';
 import type { ArchitectureSpec } from '../model/architecture.js';
 import { microBatches, sequenceLength, stepExamples, stepsPerEpoch } from './batches.js';
 import { parseTrainingJsonl, type DatasetOptions, type TrainingExample } from './dataset.js';
