@@ -74,6 +74,7 @@ export const ConfigSchema = z.object({
   dataDir: z.string().default(path.join(process.env.XDG_DATA_HOME ?? path.join(os.homedir(), '.local', 'share'), 'deltaserve')).describe('persistent data: the filesystem delta store'),
   store: z.string().optional().describe("where deltas are stored: a directory, or s3://bucket/prefix; '<data-dir>/deltas' when absent"),
   hostCacheBytes: positiveInt.default(2 * 1024 ** 3).describe('host-memory cache of parsed deltas, in bytes (least recently used dropped first)'),
+  storeTimeoutMs: positiveInt.default(10_000).describe('deadline of each request to an s3:// delta store, its body included; past it the call fails as unavailable (503 with Retry-After)'),
   diskCacheDir: z.string().optional().describe("local disk cache of delta files fetched from an object store; '<cache-dir>/deltas' when absent"),
   maxDeltaBytes: positiveInt.default(256 * 1024 * 1024).describe('largest delta upload (both files together)'),
   maxTrainingFileBytes: positiveInt.default(64 * 1024 * 1024).describe('largest training file upload (JSONL)'),

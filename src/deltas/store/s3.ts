@@ -42,6 +42,10 @@ import {
 } from './common.js';
 import { isValidName } from '../ref.js';
 import type { DeltaFiles, DeltaStore, DeltaVersion, NewDeltaVersion } from './types.js';
+import { withStoreDeadline } from './unavailable.js';
+
+/** Default deadline of one S3 request, body included (see S3DeltaStoreOptions.timeoutMs). */
+export const DEFAULT_STORE_TIMEOUT_MS = 10_000;
 
 export interface S3DeltaStoreOptions {
   /** e.g. `http://127.0.0.1:9000` for MinIO; AWS's own endpoint when unset. */
@@ -57,6 +61,11 @@ export interface S3DeltaStoreOptions {
    * answers 501 to it; see the module comment for what that means for several writers.
    */
   conditionalWrites?: boolean;
+  /**
+   * Deadline of each request, its body included (default 10 s): a server that does not answer
+   * in time fails the call with StoreUnavailableError (a 503 to clients) instead of holding it.
+   */
+  timeoutMs?: number;
 }
 
 /** `s3://bucket/some/prefix/` → `{ bucket: 'bucket', prefix: 'some/prefix' }`. */
@@ -93,6 +102,7 @@ export class S3DeltaStore implements DeltaStore {
   readonly prefix: string;
   readonly client: S3Client;
   private conditionalWrites: boolean;
+  private readonly timeoutMs: number;
   /** Tail of the promise chain per owner/name: puts and deletes of one delta run one at a time. */
   private readonly locks = new Map<string, Promise<void>>();
 
@@ -102,6 +112,7 @@ export class S3DeltaStore implements DeltaStore {
     this.prefix = prefix;
     this.location = prefix ? `s3://${bucket}/${prefix}` : `s3://${bucket}`;
     this.conditionalWrites = options.conditionalWrites ?? true;
+    this.timeoutMs = options.timeoutMs ?? DEFAULT_STORE_TIMEOUT_MS;
     const config: S3ClientConfig = {
       region: options.region || process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1',
       forcePathStyle: options.forcePathStyle ?? false,
@@ -210,14 +221,17 @@ export class S3DeltaStore implements DeltaStore {
   private async putIfAbsent(key: string, body: Uint8Array, contentType: string): Promise<boolean> {
     const conditional = this.conditionalWrites;
     try {
-      await this.client.send(
-        new PutObjectCommand({
-          Bucket: this.bucket,
-          Key: key,
-          Body: body,
-          ContentType: contentType,
-          ...(conditional ? { IfNoneMatch: '*' } : {}),
-        }),
+      await this.send('PutObject', (abortSignal) =>
+        this.client.send(
+          new PutObjectCommand({
+            Bucket: this.bucket,
+            Key: key,
+            Body: body,
+            ContentType: contentType,
+            ...(conditional ? { IfNoneMatch: '*' } : {}),
+          }),
+          { abortSignal },
+        ),
       );
       return true;
     } catch (error) {
@@ -275,9 +289,11 @@ export class S3DeltaStore implements DeltaStore {
 
   private async getObject(key: string): Promise<Uint8Array | null> {
     try {
-      const response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }));
-      if (!response.Body) return new Uint8Array(0);
-      return await response.Body.transformToByteArray();
+      // The deadline covers the body too: a server may stall after the headers.
+      return await this.send('GetObject', async (abortSignal) => {
+        const response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal });
+        return response.Body ? await response.Body.transformToByteArray() : new Uint8Array(0);
+      });
     } catch (error) {
       if (httpStatus(error) === 404 || (error as { name?: string }).name === 'NoSuchKey') return null;
       throw error;
@@ -288,8 +304,8 @@ export class S3DeltaStore implements DeltaStore {
     const keys: string[] = [];
     let token: string | undefined;
     do {
-      const page = await this.client.send(
-        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }),
+      const page = await this.send('ListObjectsV2', (abortSignal) =>
+        this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }), { abortSignal }),
       );
       for (const object of page.Contents ?? []) if (object.Key) keys.push(object.Key);
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
@@ -300,11 +316,8 @@ export class S3DeltaStore implements DeltaStore {
   private async deleteKeys(keys: string[]): Promise<void> {
     for (let i = 0; i < keys.length; i += 1000) {
       const batch = keys.slice(i, i + 1000);
-      const response = await this.client.send(
-        new DeleteObjectsCommand({
-          Bucket: this.bucket,
-          Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true },
-        }),
+      const response = await this.send('DeleteObjects', (abortSignal) =>
+        this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }), { abortSignal }),
       );
       const failed = response.Errors ?? [];
       if (failed.length > 0) {
@@ -312,6 +325,11 @@ export class S3DeltaStore implements DeltaStore {
         throw new Error(`${this.location}: could not delete ${failed.length} object(s), e.g. ${first.Key}: ${first.Code} ${first.Message}`);
       }
     }
+  }
+
+  /** One S3 request under the deadline; unavailability (refused, reset, 5xx, timeout) becomes StoreUnavailableError. */
+  private send<T>(operation: string, request: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {
+    return withStoreDeadline('S3', this.timeoutMs, operation, request);
   }
 
   private async serialised<T>(owner: string, name: string, task: () => Promise<T>): Promise<T> {
