@@ -195,8 +195,20 @@ export class JobManager {
       // Stopping mid-step (engine gone) is not a failure: the job stays running and resumes.
       if (this.stopping) return;
       const e = err as Error & { code?: string; line?: number };
+      if (e.code === 'engine_restarting') return this.requeueAfterCrash(id);
       this.finish(id, { status: 'failed', error: { code: e.code ?? 'training_failed', message: e.message, param: e.line !== undefined ? 'training_file' : null } }, `Fine-tuning failed: ${e.message}`, 'error');
     }
+  }
+
+  /**
+   * The engine thread crashed under the job: it goes back to the head of the queue and, once the
+   * engine is back (tried again every second), resumes from its last checkpoint.
+   */
+  private async requeueAfterCrash(id: string): Promise<void> {
+    this.event(id, 'warn', 'message', 'The engine restarted after a crash; the job resumes from its last checkpoint');
+    this.update(id, { status: 'queued' });
+    this.queue.unshift(id);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
   }
 
   private finish(id: string, patch: Partial<FineTuningJob>, message: string, level: JobEvent['level'] = 'info'): void {
