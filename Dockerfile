@@ -34,9 +34,18 @@ FROM ${NODE_IMAGE} AS node
 FROM ${NODE_IMAGE} AS deps-cpu
 WORKDIR /app
 COPY package.json package-lock.json .npmrc ./
-# Production dependencies only (tsx stays: bin/deltaserve.mjs runs the TypeScript sources through
-# it). onnxruntime-node ships its CPU/WebGPU binaries in the package; .npmrc skips its download step.
+# Production dependencies only (the image runs the compiled JavaScript; no tsx, no TypeScript).
+# onnxruntime-node ships its CPU/WebGPU binaries in the package; .npmrc skips its download step.
 RUN npm ci --omit=dev --no-audit --no-fund
+
+# The compiled JavaScript (dist/): a start then pays no transpilation.
+FROM ${NODE_IMAGE} AS build
+WORKDIR /app
+COPY package.json package-lock.json .npmrc ./
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY src ./src
+RUN npm run build
 
 FROM ${NODE_IMAGE} AS deps-cuda
 WORKDIR /app
@@ -81,11 +90,11 @@ RUN groupadd --system --gid 10001 deltaserve \
 COPY --from=deps /app/node_modules ./node_modules
 COPY package.json ./
 COPY bin ./bin
-COPY src ./src
+COPY --from=build /app/dist ./dist
 # Numeric, so that Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001
 EXPOSE 8000
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.DELTASERVE_PORT||8000)+'/health/ready').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-ENTRYPOINT ["node", "bin/deltaserve.mjs"]
+ENTRYPOINT ["node", "dist/cli.js"]

@@ -15,15 +15,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { startEngine } from '../src/engine/client.js';
-import type { AdamWHyperparameters } from '../src/engine/lora-trainer.js';
+import '../src/deltas/kinds/index.js';
+import type { LoraLayout } from '../src/deltas/kinds/lora-training.js';
+import { trainableKind } from '../src/deltas/training.js';
+import { freshTrainerState, type AdamWHyperparameters } from '../src/engine/trainer.js';
 import type { Device } from '../src/engine/model-runtime.js';
 import { greedyRequest } from '../src/engine/types.js';
-import { allProjections } from '../src/model/architecture.js';
 import { openCheckpoint } from '../src/model/checkpoint.js';
-import { trainableParams, type LoraTrainingSpec } from '../src/model/lower-training.js';
 import { mulberry32 } from '../src/model/random.js';
 import { microBatches } from '../src/training/batches.js';
-import { freshLoraState } from '../src/training/lora-init.js';
 import { ensureSyntheticCheckpoint, SMOLLM2_135M_CONFIG } from './synthetic.js';
 
 const { values } = parseArgs({
@@ -49,9 +49,10 @@ if (ROWS % MICRO) throw new Error(`--micro-batch must divide the batch of ${ROWS
 const cacheRoot = path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'deltaserve');
 const modelDir = ensureSyntheticCheckpoint(path.join(cacheRoot, 'bench', 'smollm2-135m-shape'), SMOLLM2_135M_CONFIG);
 const arch = openCheckpoint(modelDir).arch;
-const lora: LoraTrainingSpec = { rank: 16, alpha: 32, useRslora: false, modules: allProjections(arch).flat().map((p) => p.modulePath) };
-const params = trainableParams(arch, lora);
-const paramCount = params.reduce((n, p) => n + p.shape[0] * p.shape[1], 0);
+const trainable = trainableKind('lora');
+const lora: LoraLayout = trainable.resolve(arch, trainable.options.parse({ r: 16, alpha: 32, target_modules: 'all-linear' }), { maxRank: 16, maxVirtualTokens: 64, maxBottleneck: 64 });
+const params = trainable.params(arch, lora);
+const paramCount = params.reduce((n, p) => n + p.shape.reduce((a, d) => a * d, 1), 0);
 const hyper: AdamWHyperparameters = { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: 1 };
 const maxRssKiB = () => process.resourceUsage().maxRSS;
 
@@ -119,7 +120,7 @@ const alone = await serve(SERVE_MS);
 const rssBefore = maxRssKiB();
 
 // Fixed seeds: every run trains on the same batch from the same start (PEFT's init: A uniform, B zero).
-const state = freshLoraState(arch, lora, 1234);
+const state = freshTrainerState(trainable.init(arch, lora, 1234));
 const rand = mulberry32(1234);
 const ids = Array.from({ length: ROWS }, () => Array.from({ length: SEQ }, () => Math.floor(rand() * arch.vocabSize)));
 // Labels are every position (the causal shift leaves each row's last position without a target).
@@ -128,7 +129,7 @@ const { batches } = microBatches(ids.map((row) => ({ inputIds: row, labels: row 
 // 1. Training alone: the first step also pays for building (or loading) the step graph's session.
 const jobId = 'bench-train';
 const beginStarted = performance.now();
-await engine.trainBegin({ jobId, lora, rows: MICRO, seqLen: SEQ, state });
+await engine.trainBegin({ jobId, kind: 'lora', options: lora, rows: MICRO, seqLen: SEQ, state });
 const beginMs = performance.now() - beginStarted;
 const warmStarted = performance.now();
 const warm = await engine.trainStep(jobId, batches, hyper);
@@ -165,7 +166,7 @@ const report = {
   device,
   machine: { cpu: cpus[0]?.model ?? 'unknown', cores: cpus.length, total_memory_gib: os.totalmem() / 1024 ** 3 },
   node: process.version,
-  config: { lora: { rank: lora.rank, alpha: lora.alpha, modules: lora.modules.length }, batch_rows: ROWS, seq_len: SEQ, micro_batch_rows: MICRO, steps: STEPS, hyper, training_share: 0.25, threads: values.threads ? Number(values.threads) : null, streams: STREAMS, prompt_tokens: PROMPT, new_tokens: NEW_TOKENS, serve_seconds: SERVE_MS / 1000 },
+  config: { lora: { rank: lora.r, alpha: lora.alpha, modules: lora.modules.length }, batch_rows: ROWS, seq_len: SEQ, micro_batch_rows: MICRO, steps: STEPS, hyper, training_share: 0.25, threads: values.threads ? Number(values.threads) : null, streams: STREAMS, prompt_tokens: PROMPT, new_tokens: NEW_TOKENS, serve_seconds: SERVE_MS / 1000 },
   training_alone: { train_begin_ms: beginMs, warmup_step_ms: warmMs, warmup_loss: warm.loss, median_step_ms: stepMs, tokens_per_s: (ROWS * SEQ * 1000) / stepMs, steps, final_step: final.step },
   memory: { trainable_params: paramCount, param_and_optimizer_bytes: paramCount * 3 * 4, peak_rss_before_training_mib: rssBefore / 1024, peak_rss_after_training_mib: rssAfter / 1024, training_increase_mib: (rssAfter - rssBefore) / 1024 },
   decode_alone: alone,

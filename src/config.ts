@@ -73,6 +73,13 @@ export const ConfigSchema = z.object({
   maxBodyBytes: positiveInt.default(4 * 1024 * 1024).describe('largest JSON request body (413 above it)'),
   dataDir: z.string().default(path.join(process.env.XDG_DATA_HOME ?? path.join(os.homedir(), '.local', 'share'), 'deltaserve')).describe('persistent data: the filesystem delta store'),
   store: z.string().optional().describe("where deltas are stored: a directory, or s3://bucket/prefix; '<data-dir>/deltas' when absent"),
+  controlDb: z
+    .string()
+    .regex(/^postgres(ql)?:\/\//, 'expected postgres://user:password@host:port/database')
+    .optional()
+    .describe('PostgreSQL URL of a claims table that lets several replicas share an s3:// store whose server ignores conditional writes (If-None-Match); not needed for a directory store or for AWS S3, MinIO or R2'),
+  catalogTtlMs: z.coerce.number().int().min(0).default(1000).describe("how long this replica trusts its cached view of a delta before reading the store again: the bound on how stale 'name' (latest) and deletes made through other replicas can be (0: read the store on every request)"),
+  jobLeaseMs: z.coerce.number().int().min(200).default(15_000).describe('a running fine-tuning job is leased to one replica for this long, renewed by it; another replica takes the job over from its last checkpoint once a lease expires unrenewed'),
   hostCacheBytes: positiveInt.default(2 * 1024 ** 3).describe('host-memory cache of parsed deltas, in bytes (least recently used dropped first)'),
   storeTimeoutMs: positiveInt.default(10_000).describe('deadline of each request to an s3:// delta store, its body included; past it the call fails as unavailable (503 with Retry-After)'),
   diskCacheDir: z.string().optional().describe("local disk cache of delta files fetched from an object store; '<cache-dir>/deltas' when absent"),

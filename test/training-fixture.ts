@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { loraWeightsFromPeft } from '../src/deltas/peft-lora-write.js';
-import { LoraTrainer, type MicroBatch, type TrainerState } from '../src/engine/lora-trainer.js';
+import type { LoraLayout } from '../src/deltas/kinds/lora-training.js';
+import { trainableKind } from '../src/deltas/training.js';
+import { freshTrainerState, Trainer, type MicroBatch, type TrainerOptions, type TrainerState } from '../src/engine/trainer.js';
 import type { Device } from '../src/engine/model-runtime.js';
 import { openCheckpoint, type Checkpoint } from '../src/model/checkpoint.js';
 import { parseSafetensors } from '../src/model/safetensors.js';
@@ -25,17 +26,19 @@ const PEFT_PREFIX = 'base_model.model.';
 
 export const fixtureCheckpoint = (): Checkpoint => openCheckpoint(path.join(FIXTURE, 'base'));
 
-/** The fixture adapter `lora_all_r8` as a fresh trainer state (PEFT keys -> `<module>.lora_A`). */
-export function fixtureInitialState(ckpt: Checkpoint): { state: TrainerState; modules: string[] } {
+/** The fixture adapter `lora_all_r8` (r 8, alpha 16, every projection) as a fresh trainer state, continued from as a job would. */
+export function fixtureInitialState(ckpt: Checkpoint): { state: TrainerState; layout: LoraLayout } {
   const dir = path.join(FIXTURE, 'lora_all_r8');
-  const weights = loraWeightsFromPeft(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'), fs.readFileSync(path.join(dir, 'adapter_model.safetensors')), ckpt.arch);
-  const params = new Map<string, Float32Array>();
-  for (const [module, { a, b }] of weights.modules) {
-    params.set(`${module}.lora_A`, a);
-    params.set(`${module}.lora_B`, b);
-  }
-  const zeros = () => new Map([...params].map(([k, v]) => [k, new Float32Array(v.length)]));
-  return { state: { step: 0, params, m: zeros(), v: zeros() }, modules: [...weights.modules.keys()] };
+  const files = { config: fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'), weights: fs.readFileSync(path.join(dir, 'adapter_model.safetensors')) };
+  const { options, params } = trainableKind('lora').fromDelta(files, ckpt.arch);
+  const layout = options as LoraLayout;
+  assert.deepEqual([layout.r, layout.alpha, layout.useRslora, layout.modules.length], [8, 16, false, 7 * ckpt.arch.numLayers]);
+  return { state: freshTrainerState(params), layout };
+}
+
+/** A LoRA trainer on the CPU (unless `device` says otherwise) for the fixture's layout and a micro-batch shape. */
+export function loraTrainer(ckpt: Checkpoint, layout: LoraLayout, state: TrainerState, shape: { rows: number; seqLen: number }, device: TrainerOptions['device'] = 'cpu'): Promise<Trainer> {
+  return Trainer.create(ckpt, { cacheDir: tempDir(), device, ...shape, kind: 'lora', options: layout }, state);
 }
 
 /** The two reference rows as one micro-batch of 2 x 16. */
@@ -46,7 +49,7 @@ export function fixtureBatch(): MicroBatch {
 
 function referenceTensors(file: string): Map<string, Float32Array> {
   const { header, tensor } = parseSafetensors(fs.readFileSync(file), file);
-  return new Map([...header.tensors.keys()].map((key) => [key.slice(PEFT_PREFIX.length).replace(/\.weight$/, ''), tensor(key)]));
+  return new Map([...header.tensors.keys()].map((key) => [key.slice(PEFT_PREFIX.length), tensor(key)]));
 }
 
 function relativeError(got: Float32Array, want: Float32Array): number {
@@ -62,8 +65,8 @@ function relativeError(got: Float32Array, want: Float32Array): number {
 /** Runs the 10 reference steps on `device` and asserts losses, step-0 gradients, grad norms and final weights. */
 export async function checkFixtureTrajectory(device: Device): Promise<void> {
   const ckpt = fixtureCheckpoint();
-  const { state, modules } = fixtureInitialState(ckpt);
-  const trainer = await LoraTrainer.create(ckpt, { cacheDir: tempDir(), device, rows: 2, seqLen: 16, lora: { rank: 8, alpha: 16, useRslora: false, modules } }, state);
+  const { state, layout } = fixtureInitialState(ckpt);
+  const trainer = await loraTrainer(ckpt, layout, state, { rows: 2, seqLen: 16 }, device);
   try {
     const step0 = referenceTensors(path.join(FIXTURE, 'train_step0_grads.safetensors'));
     const { losses, grad_norms_before_clip: norms } = trainReference.run;

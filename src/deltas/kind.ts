@@ -11,6 +11,8 @@
  *   slots        the per-slot tensors a resident delta of this kind occupies (slot stacks)
  *   lowering     hooks into the inference graph (model/delta-hooks.ts)
  *   feeds        the per-pass graph inputs, from which slot each token's row uses
+ * A kind that can be trained also registers a TrainableKind (./training.ts): options, parameters,
+ * initialisation, training hooks at the same hook points, and its writer.
  */
 import type { ArchitectureSpec } from '../model/architecture.js';
 import type { DeltaLowering } from '../model/delta-hooks.js';

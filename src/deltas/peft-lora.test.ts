@@ -4,6 +4,7 @@ import { describeArchitecture } from '../model/families/index.js';
 import { encodeSafetensors } from '../model/safetensors.js';
 import { DeltaValidationError } from './errors.js';
 import { firstNonFinite, parsePeftLora, type PeftLoraConfig } from './peft-lora.js';
+import { MAX_CONFIG_PATTERN_STATES } from './peft/targets.js';
 
 // A tiny llama: hidden 64, 4 heads of 16, 2 kv heads (k/v out 32), intermediate 128, 2 layers.
 const ARCH = describeArchitecture(
@@ -352,6 +353,17 @@ describe('parsePeftLora: config fields are type- and range-checked', () => {
     big[keyB(mod)] = { dtype: 'F32', shape: [32, 4], data: new Float32Array(128).fill(3e38) };
     const problems = problemsOf(adapterConfig({ lora_alpha: 16 }), encode(big));
     assertProblems(problems, [[lit(keyB(mod)), /scaled by lora_alpha\/r = 4, its values overflow float32/]]);
+  });
+
+  it('patterns over the per-config state budget are refused once, before any is matched', () => {
+    // 512 keys of ~9,900 states each once held the delta loader for minutes (fuzz/adapter-config).
+    const heavy = (tag: string) => Object.fromEntries(Array.from({ length: 256 }, (_, i) => [`(.{0,70}){0,70}${tag}${i}`, 4]));
+    const problems = problemsOf(adapterConfig({ rank_pattern: heavy('r'), alpha_pattern: heavy('a') }), tensors());
+    assertProblems(problems, [[/rank_pattern key '\(\.\{0,70\}\)\{0,70\}r3'/, lit(`need over ${MAX_CONFIG_PATTERN_STATES} NFA states together`)]]);
+    // As many keys naming modules outright stay well inside it.
+    const named = (i: number) => `model.layers.${i % 80}.${i % 2 ? 'self_attn.q_proj' : 'mlp.down_proj'}${i}`;
+    const literal = Object.fromEntries(Array.from({ length: 256 }, (_, i) => [named(i), 4]));
+    assert.equal(parsePeftLora('named', adapterConfig({ rank_pattern: literal, alpha_pattern: literal }), tensors(), ARCH, MAX_RANK).modules.size, 4);
   });
 
   it('a pathological rank_pattern key is matched in linear time (it matches nothing here)', () => {

@@ -1,9 +1,10 @@
 import { Worker } from 'node:worker_threads';
 import type { DeltaCacheStats } from './delta-cache.js';
-import type { AdamWHyperparameters, MicroBatch, TrainerState } from './lora-trainer.js';
+import type { AdamWHyperparameters, MicroBatch, TrainerState } from './trainer.js';
 import type { TrainBeginSpec, TrainStepResult } from './training-runner.js';
 import type { DeltaResidency, DeltaSummary, EngineOptions, FromWorker, ModelInfo, ToWorker } from './protocol.js';
 import { EngineError, engineErrorCode, type EngineErrorCode, type GenerateEvent, type GenerateRequest } from './types.js';
+import { threadEntry } from './thread-entry.js';
 
 /**
  * Scheduler counters (queued requests, rows decoding, rows in use incl. prefill, occupied delta
@@ -113,7 +114,7 @@ class WorkerEngine implements Engine {
 
   /** A new worker thread; resolves when its model is loaded, rejects if it fails to start. */
   private spawn(): Promise<void> {
-    const worker = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: this.options });
+    const worker = new Worker(threadEntry(import.meta.url, 'worker'), { workerData: this.options });
     this.worker = worker;
     let ready = false;
     let reason = '';

@@ -4,6 +4,7 @@ import type { DeltaLimits, ParsedDelta } from '../deltas/kind.js';
 import type { DeltaFiles } from '../deltas/store/types.js';
 import type { FetchTier } from './delta-cache.js';
 import { Turns } from './turns.js';
+import { threadEntry } from './thread-entry.js';
 
 /** What the loader thread needs: the backbone to validate against, the store, and the disk tier. */
 export interface DeltaLoaderOptions {
@@ -51,7 +52,7 @@ export class DeltaLoaderThread {
 
   /** The thread, replaced if it ever exits unasked (its pending calls fail; later calls go to the new one). */
   private spawn(): Worker {
-    const worker = new Worker(new URL('./delta-loader-entry.mjs', import.meta.url), { workerData: this.options });
+    const worker = new Worker(threadEntry(import.meta.url, 'delta-loader-worker'), { workerData: this.options });
     worker.unref();
     worker.on('message', (reply: LoaderReply) => this.settle(reply));
     worker.on('error', (err) => this.failAll(err));

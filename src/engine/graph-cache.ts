@@ -4,15 +4,17 @@ import path from 'node:path';
 import type { Checkpoint } from '../model/checkpoint.js';
 import type { Graph } from '../graph/ir.js';
 import type { DeltaLimits } from '../deltas/kind.js';
+import { trainableKind, type TrainingTarget } from '../deltas/training.js';
 import type { DeltaLowering } from '../model/delta-hooks.js';
 import { lowerInferenceGraph, type AttentionKernel } from '../model/lower-inference.js';
-import { lowerTrainingGraph, type LoraTrainingSpec } from '../model/lower-training.js';
+import { lowerTrainingGraph } from '../model/lower-training.js';
 import { serializeModel } from '../graph/onnx/serialize.js';
 
 /** Bump when a lowering changes so cached graphs from older builds are not reused. */
 // 7: the lora kind's hook also applies DoRA's per-slot gain (a dora_gain.<module> input per projection).
 const LOWERING_VERSION = 7;
-const TRAINING_LOWERING_VERSION = 2;
+// 3: the training step is the shared block (model/transformer.ts) with a trainable kind's hooks.
+const TRAINING_LOWERING_VERSION = 3;
 
 /** What an inference graph is built for; every field is part of the cache key. */
 export interface InferenceGraphKey {
@@ -29,10 +31,12 @@ export function prepareInferenceGraph(ckpt: Checkpoint, cacheDir: string, key: I
   return prepareGraph(ckpt, cacheDir, { v: LOWERING_VERSION, ...key }, (weightFile) => lowerInferenceGraph(ckpt, { weightFile, maxCacheLength, attention, kvCache, deltas }));
 }
 
-/** The LoRA training-step graph for a micro-batch shape and LoRA layout (see prepareGraph). */
-export function prepareTrainingGraph(ckpt: Checkpoint, cacheDir: string, shape: { rows: number; seqLen: number }, lora: LoraTrainingSpec): string {
-  const key = { training: TRAINING_LOWERING_VERSION, ...shape, lora };
-  return prepareGraph(ckpt, cacheDir, key, (weightFile) => lowerTrainingGraph(ckpt, { weightFile, ...shape, lora }));
+/** The training-step graph for a micro-batch shape and a trainable kind with its resolved options (see prepareGraph). */
+export function prepareTrainingGraph(ckpt: Checkpoint, cacheDir: string, shape: { rows: number; seqLen: number }, target: TrainingTarget): string {
+  const trainable = trainableKind(target.kind);
+  const key = { training: TRAINING_LOWERING_VERSION, ...shape, kind: target.kind, kindVersion: trainable.graphVersion, options: target.options };
+  const { arch } = ckpt;
+  return prepareGraph(ckpt, cacheDir, key, (weightFile) => lowerTrainingGraph(ckpt, { weightFile, ...shape, params: trainable.params(arch, target.options), hooks: trainable.hooks(arch, target.options) }));
 }
 
 /**

@@ -1,5 +1,5 @@
 import type { Device } from './model-runtime.js';
-import type { AdamWHyperparameters, MicroBatch } from './lora-trainer.js';
+import type { AdamWHyperparameters, MicroBatch } from './trainer.js';
 import type { TrainBeginSpec } from './training-runner.js';
 import type { GenerateEvent, GenerateRequest } from './types.js';
 

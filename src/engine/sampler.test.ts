@@ -51,6 +51,16 @@ describe('Sampler', () => {
     assert.deepEqual([...seen].sort(), [1, 3]);
   });
 
+  it('a subnormal temperature samples the best token, with or without top_k and top_p', () => {
+    // 1.5e-323 once made every weight NaN or 0: top_p kept no candidate and the token was undefined.
+    for (const params of [{ topP: 1, topK: 0 }, { topP: 0.87, topK: 0 }, { topP: 1, topK: 18 }, { topP: 0.5, topK: 3 }]) {
+      for (const temperature of [5e-324, 1.5e-323, 1e-300]) {
+        const s = new Sampler({ ...params, temperature, seed: 2 });
+        for (let i = 0; i < 5; i++) assert.equal(s.sample(logits).token, 1, JSON.stringify({ ...params, temperature }));
+      }
+    }
+  });
+
   it('topK orders by value, ties by index', () => {
     assert.deepEqual(topK([1, 3, 3, 2], 3), [{ token: 1, logprob: 3 }, { token: 2, logprob: 3 }, { token: 3, logprob: 2 }]);
   });

@@ -43,9 +43,11 @@ export class Sampler {
   /** Samples from softmax(logits / T) restricted to top-k and the top-p nucleus, without sorting the vocabulary. */
   private draw(logits: Float32Array): number {
     const { temperature, topP, topK: k } = this.params;
-    const scaled = Float64Array.from(logits, (v) => v / temperature);
-    const max = scaled.reduce((m, v) => (v > m ? v : m), -Infinity);
-    const weights = scaled.map((v) => Math.exp(v - max));
+    // Shifted before dividing: a tiny temperature (5e-324 passes the API's range) sends v / T to
+    // ±Infinity and Infinity - Infinity to NaN, which left no candidate (an undefined token that
+    // stopped the engine's decode loop); (v - max) / T is at most 0, so weights lie in [0, 1].
+    const max = logits.reduce((m, v) => (v > m ? v : m), -Infinity);
+    const weights = Float64Array.from(logits, (v) => Math.exp((v - max) / temperature));
     if (k <= 0 && topP >= 1) return pick(weights, this.random());
     const candidates = k > 0 ? topK(weights, k).map((t) => t.token) : nucleusCandidates(weights, topP);
     let kept = candidates.length;

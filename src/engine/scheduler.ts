@@ -91,15 +91,24 @@ export class Scheduler {
     for (const seq of [...this.waiting, ...this.decoding, ...this.prefilling]) if (seq.id === id) seq.cancelled = true;
   }
 
-  /** Runs one iteration: retire, admit, one prefill chunk, one decode step. */
+  /**
+   * Runs one iteration: retire, admit, one prefill chunk, one decode step. A pass that throws
+   * (an ORT error, a bug) ends the sequences running now with an error and leaves the engine
+   * serving: without this, one request that trips an error would stop decoding for everyone.
+   */
   async step(): Promise<void> {
     this.retireAbandoned();
     this.admit();
-    let budget = this.options.prefillChunk;
-    const together = this.wholePromptsWithin(budget);
-    if (together.length > 1) budget -= await this.prefillTogether(together);
-    while (budget > 0 && this.prefilling.length) budget -= await this.prefillChunk(this.prefilling[0]!, budget);
-    if (this.decoding.length) await this.decodeStep();
+    try {
+      let budget = this.options.prefillChunk;
+      const together = this.wholePromptsWithin(budget);
+      if (together.length > 1) budget -= await this.prefillTogether(together);
+      while (budget > 0 && this.prefilling.length) budget -= await this.prefillChunk(this.prefilling[0]!, budget);
+      if (this.decoding.length) await this.decodeStep();
+    } catch (err) {
+      const message = `the engine failed a pass (${(err as Error).message.slice(0, 200)}); the request was stopped`;
+      for (const seq of [...this.decoding, ...this.prefilling]) this.fail(seq, 'internal_error', message);
+    }
   }
 
   private retireAbandoned(): void {

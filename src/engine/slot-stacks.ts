@@ -35,11 +35,6 @@ export class SlotStacks {
     return true;
   }
 
-  /** Bytes of one slot across all tensors. */
-  get bytesPerSlot(): number {
-    return this.specs.reduce((sum, s) => sum + s.length * 4, 0);
-  }
-
   write(slot: number, delta: ParsedDelta): void {
     if (delta.kind !== this.kind) throw new Error(`a ${delta.kind} delta cannot go into ${this.kind} slots`);
     this.faulted[slot] = true;

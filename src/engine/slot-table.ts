@@ -53,8 +53,4 @@ export class SlotTable {
   unpin(slot: number): void {
     if (this.pins[slot]! > 0) this.pins[slot]!--;
   }
-
-  isPinned(slot: number): boolean {
-    return this.pins[slot]! > 0;
-  }
 }

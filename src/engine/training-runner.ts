@@ -1,13 +1,12 @@
+import type { TrainingTarget } from '../deltas/training.js';
 import type { Checkpoint } from '../model/checkpoint.js';
-import type { LoraTrainingSpec } from '../model/lower-training.js';
-import { LoraTrainer, type AdamWHyperparameters, type MicroBatch, type TrainerState } from './lora-trainer.js';
+import { Trainer, type AdamWHyperparameters, type MicroBatch, type TrainerState } from './trainer.js';
 import type { Device } from './model-runtime.js';
 import { EngineError } from './types.js';
 
-/** What a training job asks the engine for: a trainer of this shape, starting from `state`. */
-export interface TrainBeginSpec {
+/** What a training job asks the engine for: a trainer of this kind and shape, starting from `state`. */
+export interface TrainBeginSpec extends TrainingTarget {
   jobId: string;
-  lora: LoraTrainingSpec;
   /** Micro-batch rows and tokens per row: the step graph's fixed shape. */
   rows: number;
   seqLen: number;
@@ -36,7 +35,7 @@ interface QueuedStep {
  * back to back.
  */
 export class TrainingRunner {
-  private job: { id: string; trainer: LoraTrainer; step?: QueuedStep } | undefined;
+  private job: { id: string; trainer: Trainer; step?: QueuedStep } | undefined;
   private beginning = false;
   private servedMs = 0;
   private trainedMs = 0;
@@ -51,7 +50,7 @@ export class TrainingRunner {
     this.beginning = true;
     try {
       const { cacheDir, device, threads } = this.options;
-      const trainer = await LoraTrainer.create(this.ckpt, { cacheDir, device, threads, rows: spec.rows, seqLen: spec.seqLen, lora: spec.lora }, spec.state);
+      const trainer = await Trainer.create(this.ckpt, { cacheDir, device, threads, rows: spec.rows, seqLen: spec.seqLen, kind: spec.kind, options: spec.options }, spec.state);
       this.job = { id: spec.jobId, trainer };
     } finally {
       this.beginning = false;
@@ -128,7 +127,7 @@ export class TrainingRunner {
     }
   }
 
-  private active(jobId: string): { id: string; trainer: LoraTrainer; step?: QueuedStep } {
+  private active(jobId: string): { id: string; trainer: Trainer; step?: QueuedStep } {
     if (!this.job || this.job.id !== jobId) throw new EngineError('training_not_found', `the engine is not training job ${jobId}`);
     return this.job;
   }

@@ -1,14 +1,17 @@
 import { GraphBuilder } from '../graph/builder.js';
 import { inlineTensor, type Graph } from '../graph/ir.js';
-import type { ArchitectureSpec, BlockSpec, NormSpec, ProjectionSpec } from './architecture.js';
-import type { DeltaLowering, HookContext, NormParts } from './delta-hooks.js';
+import type { AttrValue } from '../graph/ir.js';
+import type { ArchitectureSpec, NormSpec } from './architecture.js';
+import type { DeltaLowering, HookContext } from './delta-hooks.js';
 import type { Checkpoint } from './checkpoint.js';
 import { ropeTables } from './rope.js';
+import { decoderForward, type BlockBackend } from './transformer.js';
 import { frozenWeights } from './weight-data.js';
 
 /**
- * Lowers an architecture to the inference graph: one forward over `batch` rows of `seq` new tokens
- * each, attending over a KV cache, with per-row LoRA deltas.
+ * Lowers an architecture to the inference graph: the shared forward (model/transformer.ts) over
+ * `batch` rows of `seq` new tokens each, with this file's backend: fused ORT ops, attention over a
+ * KV cache, dynamic batch and sequence dims, and the delta kinds' per-row hooks.
  *
  * Graph interface (names are the engine's contract, see engine/feeds.ts):
  *   input_ids, position_ids  int64 [batch, seq]
@@ -82,119 +85,129 @@ export const cacheValue = (layer: number) => `cache_value.${layer}`;
 export const cacheKeyOut = (layer: number) => `cache_key_out.${layer}`;
 export const cacheValueOut = (layer: number) => `cache_value_out.${layer}`;
 
+/**
+ * The inference graph for a checkpoint: logits of the `logits_index` tokens and this pass's keys
+ * and values (see the module doc for its inputs and outputs).
+ *
+ * @example const graph = lowerInferenceGraph(ckpt, { weightFile: (f) => path.basename(f), maxCacheLength: 512, attention: 'matmul' });
+ */
 export function lowerInferenceGraph(ckpt: Checkpoint, options: InferenceGraphOptions): Graph {
-  return new InferenceLowering(ckpt, options).build();
+  const b = new GraphBuilder('deltaserve_inference');
+  const backend = new InferenceBackend(b, ckpt, options);
+  const logits = decoderForward(backend, options.deltas ?? [], hookContext(b, ckpt.arch, backend.weight));
+  b.output(logits, 'logits', 'float32', ['n_logits', ckpt.arch.vocabSize]);
+  return b.build();
 }
 
-interface AttentionContext {
+/** The graph's own inputs, declared before anything else. */
+interface PassInputs {
+  ids: string;
   positions: string;
   seqlens: string;
   total: string;
-  rope?: { cos: string; sin: string };
+  logitsIndex: string;
 }
 
-class InferenceLowering {
-  private readonly b = new GraphBuilder('deltaserve_inference');
+/** The inference half of the shared block: fused norms and GELU, rotary and attention kernels over the KV cache. */
+class InferenceBackend implements BlockBackend {
   private readonly arch: ArchitectureSpec;
   /** A frozen weight as a float32 value (see frozenWeights). */
-  private readonly weight: (name: string) => string;
-  private readonly hooks: readonly DeltaLowering[];
-  private readonly ctx: HookContext;
+  readonly weight: (name: string) => string;
+  private readonly io: PassInputs;
+  private rope?: { cos: string; sin: string };
 
-  constructor(ckpt: Checkpoint, private readonly options: InferenceGraphOptions) {
+  constructor(private readonly b: GraphBuilder, ckpt: Checkpoint, private readonly options: InferenceGraphOptions) {
     this.arch = ckpt.arch;
-    this.weight = frozenWeights(ckpt, options.weightFile, { initializer: (name, data) => this.b.initializer(name, data), castToFloat32: (value) => this.b.op1('Cast', [value], { to: 1 }) });
-    this.hooks = options.deltas ?? [];
-    this.ctx = hookContext(this.b, this.arch, this.weight);
-  }
-
-  build(): Graph {
-    const { b, arch } = this;
+    this.weight = frozenWeights(ckpt, options.weightFile, { initializer: (name, data) => b.initializer(name, data), castToFloat32: (value) => b.op1('Cast', [value], { to: 1 }) });
     const I = GRAPH_INPUTS;
-    const ids = b.input(I.inputIds, 'int64', ['batch', 'seq']);
-    const positions = b.input(I.positionIds, 'int64', ['batch', 'seq']);
-    const groupQuery = this.options.attention === 'group-query';
-    const seqlens = groupQuery ? b.input(I.seqlensK, 'int32', ['batch']) : '';
-    const total = groupQuery ? b.input(I.totalSequenceLength, 'int32', []) : '';
-    const logitsIndex = b.input(I.logitsIndex, 'int64', ['n_logits']);
-
-    const flat = b.constant('int64', [2], [-1, arch.hiddenSize]);
-    let hidden = b.op1('Reshape', [b.op1('Gather', [this.weight(arch.embedTokens), ids]), flat]); // [T, H]
-    for (const hook of this.hooks) if (hook.embeddings) hidden = hook.embeddings(this.ctx, hidden);
-    if (arch.positions.kind === 'learned') hidden = b.op1('Add', [hidden, b.op1('Reshape', [b.op1('Gather', [this.weight(arch.positions.weight), positions]), flat])]);
-    const rope = this.ropeCaches();
-    arch.blocks.forEach((block, layer) => {
-      hidden = this.block(block, layer, hidden, { positions, seqlens, total, rope });
-    });
-    const last = b.op1('Gather', [hidden, logitsIndex], { axis: 0 }); // [n, H]
-    const normed = this.norm(arch.finalNorm, last, logitsIndex); // its rows are logits_index's tokens
-    const logits = b.op1('Gemm', [normed, this.weight(arch.lmHead)], { transB: 1 }); // [n, V]
-    b.output(logits, 'logits', 'float32', ['n_logits', arch.vocabSize]);
-    return b.build();
+    const groupQuery = options.attention === 'group-query';
+    this.io = {
+      ids: b.input(I.inputIds, 'int64', ['batch', 'seq']),
+      positions: b.input(I.positionIds, 'int64', ['batch', 'seq']),
+      seqlens: groupQuery ? b.input(I.seqlensK, 'int32', ['batch']) : '',
+      total: groupQuery ? b.input(I.totalSequenceLength, 'int32', []) : '',
+      logitsIndex: b.input(I.logitsIndex, 'int64', ['n_logits']),
+    };
   }
 
-  private ropeCaches(): { cos: string; sin: string } | undefined {
+  op(op: string, inputs: string[], attrs: Record<string, AttrValue> = {}): string {
+    return this.b.op1(op, inputs, attrs);
+  }
+
+  tokenEmbeddings(): string {
+    const flat = this.flat();
+    return this.b.op1('Reshape', [this.b.op1('Gather', [this.weight(this.arch.embedTokens), this.io.ids]), flat]); // [T, H]
+  }
+
+  positionEmbeddings(weight: string): string {
+    return this.b.op1('Reshape', [this.b.op1('Gather', [this.weight(weight), this.io.positions]), this.flat()]); // [T, H]
+  }
+
+  /** The rotary cos/sin caches [max_cache, D/2] (RotaryEmbedding picks rows by position_ids). */
+  startBlocks(): void {
     const { arch, b } = this;
-    if (arch.positions.kind !== 'rope') return undefined;
+    if (arch.positions.kind !== 'rope') return;
     const length = Math.max(this.options.maxCacheLength, 1);
     const { cos, sin } = ropeTables(arch.positions.invFreq, length, arch.positions.attentionScaling);
     const dims = [length, arch.headDim / 2];
-    return { cos: b.initializer('rope_cos', inlineTensor('float32', dims, cos)), sin: b.initializer('rope_sin', inlineTensor('float32', dims, sin)) };
+    this.rope = { cos: b.initializer('rope_cos', inlineTensor('float32', dims, cos)), sin: b.initializer('rope_sin', inlineTensor('float32', dims, sin)) };
   }
 
-  private block(block: BlockSpec, layer: number, x: string, ctx: AttentionContext): string {
+  norm(spec: NormSpec, x: string): string {
+    const eps = { float: spec.eps };
+    if (spec.kind === 'rms') return this.b.op1('SimplifiedLayerNormalization', [x, this.weight(spec.weight)], { axis: -1, epsilon: eps });
+    return this.b.op1('LayerNormalization', [x, this.weight(spec.weight), this.weight(spec.bias!)], { axis: -1, epsilon: eps });
+  }
+
+  /** The fused norm with a ones weight (and zeros bias). */
+  normalized(spec: NormSpec, x: string): string {
     const { b } = this;
-    const attn = this.attention(block, layer, this.norm(block.inputNorm, x), ctx); // [T, Hq*D]
-    const afterAttn = this.residual(layer, 'attention', this.linear(block.o, attn), x);
-    const m = this.norm(block.postAttentionNorm, afterAttn);
-    let mlpOut: string;
-    if (block.mlp.kind === 'gated-silu') {
-      const gate = this.linear(block.mlp.gate, m);
-      const up = this.linear(block.mlp.up, m);
-      const act = b.op1('Mul', [b.op1('Mul', [gate, b.op1('Sigmoid', [gate])]), up]);
-      mlpOut = this.linear(block.mlp.down, act);
-    } else {
-      const fc = this.linear(block.mlp.fc, m);
-      mlpOut = this.linear(block.mlp.proj, b.op1('FastGelu', [fc], {}, { domain: 'com.microsoft' }));
-    }
-    return this.residual(layer, 'mlp', mlpOut, afterAttn);
+    const H = this.arch.hiddenSize;
+    const eps = { float: spec.eps };
+    const ones = b.constant('float32', [H], Array<number>(H).fill(1));
+    if (spec.kind === 'rms') return b.op1('SimplifiedLayerNormalization', [x, ones], { axis: -1, epsilon: eps });
+    return b.op1('LayerNormalization', [x, ones, b.constant('float32', [H], Array<number>(H).fill(0))], { axis: -1, epsilon: eps });
   }
 
-  /** A sub-block's output added to its residual, unless a delta kind owns that step (bottleneck adapters). */
-  private residual(layer: number, location: 'attention' | 'mlp', output: string, residual: string): string {
-    const owner = this.hooks.find((h) => h.blockOutput);
-    return owner?.blockOutput ? owner.blockOutput(this.ctx, { layer, location }, output, residual) : this.b.op1('Add', [residual, output]);
+  splitColumns(x: string, widths: number[]): string[] {
+    return this.b.op('Split', [x, this.b.constant('int64', [widths.length], widths)], { axis: 1 }, { outputs: widths.length });
   }
 
-  /** Projections, rotary positions and attention over the cache; also returns this pass's keys/values as outputs. */
-  private attention(block: BlockSpec, layer: number, h: string, ctx: AttentionContext): string {
+  geluTanh(x: string): string {
+    return this.b.op1('FastGelu', [x], {}, { domain: 'com.microsoft' });
+  }
+
+  /** Only the `logits_index` tokens go through the final norm and the LM head. */
+  outputRows(hidden: string): { hidden: string; tokens: string } {
+    return { hidden: this.b.op1('Gather', [hidden, this.io.logitsIndex], { axis: 0 }), tokens: this.io.logitsIndex }; // [n, H]
+  }
+
+  /** Rotary positions and attention over the cache; also returns this pass's keys/values as outputs. */
+  attention(layer: number, q: string, k: string, v: string): string {
     const { b, arch } = this;
-    let q: string, k: string, v: string;
-    if ('qkv' in block.attention) {
-      const qkv = this.linear(block.attention.qkv, h);
-      [q, k, v] = b.op('Split', [qkv, b.constant('int64', [3], [arch.hiddenSize, arch.hiddenSize, arch.hiddenSize])], { axis: 1 }, { outputs: 3 }) as [string, string, string];
-    } else {
-      q = this.linear(block.attention.q, h);
-      k = this.linear(block.attention.k, h);
-      v = this.linear(block.attention.v, h);
-    }
-    const batched = (t: string, width: number) => b.op1('Reshape', [t, this.batchShape(ctx.positions, width)]);
+    const { positions } = this.io;
+    const batched = (t: string, width: number) => b.op1('Reshape', [t, this.batchShape(positions, width)]);
     let q3 = batched(q, arch.numHeads * arch.headDim); // [B, S, Hq*D]
     let k3 = batched(k, arch.numKvHeads * arch.headDim); // [B, S, Hkv*D]
     const v3 = batched(v, arch.numKvHeads * arch.headDim);
-    if (ctx.rope) {
-      q3 = b.op1('RotaryEmbedding', [q3, ctx.positions, ctx.rope.cos, ctx.rope.sin], { interleaved: 0 }, { domain: 'com.microsoft' });
-      k3 = b.op1('RotaryEmbedding', [k3, ctx.positions, ctx.rope.cos, ctx.rope.sin], { interleaved: 0 }, { domain: 'com.microsoft' });
+    if (this.rope) {
+      const { cos, sin } = this.rope;
+      q3 = b.op1('RotaryEmbedding', [q3, positions, cos, sin], { interleaved: 0 }, { domain: 'com.microsoft' });
+      k3 = b.op1('RotaryEmbedding', [k3, positions, cos, sin], { interleaved: 0 }, { domain: 'com.microsoft' });
     }
     const past = this.options.kvCache === 'device' ? this.deviceCache(layer, k3, v3) : this.hostCache(layer, k3, v3);
-    if (this.options.attention === 'matmul') return this.matmulAttention(q3, k3, v3, past, ctx);
+    if (this.options.attention === 'matmul') return this.matmulAttention(q3, k3, v3, past);
     const [attn] = b.op(
       'GroupQueryAttention',
-      [q3, k3, v3, past.key, past.value, ctx.seqlens, ctx.total],
+      [q3, k3, v3, past.key, past.value, this.io.seqlens, this.io.total],
       { num_heads: arch.numHeads, kv_num_heads: arch.numKvHeads },
       { domain: 'com.microsoft', outputs: 3 },
     );
     return b.op1('Reshape', [attn!, b.constant('int64', [2], [-1, arch.numHeads * arch.headDim])]);
+  }
+
+  private flat(): string {
+    return this.b.constant('int64', [2], [-1, this.arch.hiddenSize]);
   }
 
   /** past_* views of the engine's cache rows as inputs; this pass's keys/values as outputs. */
@@ -239,11 +252,11 @@ class InferenceLowering {
    * position id); this pass's own key s' is visible to query s when s' <= s. Padding tokens (in a
    * first prefill) only ever follow a row's real tokens, so no real query sees them.
    */
-  private matmulAttention(q: string, k: string, v: string, past: { key: string; value: string }, ctx: AttentionContext): string {
+  private matmulAttention(q: string, k: string, v: string, past: { key: string; value: string }): string {
     const { b, arch } = this;
     const group = arch.numHeads / arch.numKvHeads;
     const D = arch.headDim;
-    const masks = this.attentionMasks(past.key, ctx.positions);
+    const masks = this.attentionMasks(past.key, this.io.positions);
     const heads = (t: string) => b.op1('Transpose', [b.op1('Reshape', [t, b.constant('int64', [4], [0, 0, arch.numKvHeads, D])])], { perm: [0, 2, 1, 3] }); // [B, Hkv, S, D]
     const grouped = b.op1('Transpose', [b.op1('Reshape', [q, b.constant('int64', [5], [0, 0, arch.numKvHeads, group, D])])], { perm: [0, 2, 3, 1, 4] }); // [B, Hkv, G, S, D]
     const queries = b.op1('Reshape', [grouped, b.constant('int64', [4], [0, arch.numKvHeads, -1, D])]); // [B, Hkv, G*S, D]
@@ -307,41 +320,6 @@ class InferenceLowering {
       this.batchShapes.set(width, shape);
     }
     return shape;
-  }
-
-  /**
-   * The base norm, then each delta kind's norm hook (norm tuning replaces the affine step per row).
-   * `tokens`: which flattened tokens x's rows are, when not all of them (see NormParts.tokens).
-   */
-  private norm(spec: NormSpec, x: string, tokens?: string): string {
-    const { b } = this;
-    const eps = { float: spec.eps };
-    let out = spec.kind === 'rms'
-      ? b.op1('SimplifiedLayerNormalization', [x, this.weight(spec.weight)], { axis: -1, epsilon: eps })
-      : b.op1('LayerNormalization', [x, this.weight(spec.weight), this.weight(spec.bias!)], { axis: -1, epsilon: eps });
-    const parts: NormParts = {
-      spec,
-      tokens,
-      normalized: () => this.ctx.shared(`norm.normalized.${x}`, () => {
-        const ones = b.constant('float32', [this.arch.hiddenSize], Array<number>(this.arch.hiddenSize).fill(1));
-        if (spec.kind === 'rms') return b.op1('SimplifiedLayerNormalization', [x, ones], { axis: -1, epsilon: eps });
-        return b.op1('LayerNormalization', [x, ones, b.constant('float32', [this.arch.hiddenSize], Array<number>(this.arch.hiddenSize).fill(0))], { axis: -1, epsilon: eps });
-      }),
-    };
-    for (const hook of this.hooks) if (hook.norm) out = hook.norm(this.ctx, parts, out);
-    return out;
-  }
-
-  /** y = x W^T + b on [tokens, features], with each delta kind's projection hooks around it. */
-  private linear(p: ProjectionSpec, x: string): string {
-    const { b } = this;
-    let input = x;
-    for (const hook of this.hooks) if (hook.projectionInput) input = hook.projectionInput(this.ctx, p, input);
-    const inputs = [input, this.weight(p.weight)];
-    if (p.bias) inputs.push(this.weight(p.bias));
-    let y = b.op1('Gemm', inputs, { transB: p.layout === 'out_in' ? 1 : 0 });
-    for (const hook of this.hooks) if (hook.projectionOutput) y = hook.projectionOutput(this.ctx, p, input, y);
-    return y;
   }
 }
 

@@ -1,5 +1,6 @@
 import { Hono } from 'hono';
 import crypto from 'node:crypto';
+import { allowedMethods } from './allowed-methods.js';
 import { authenticate } from './auth.js';
 import { rateLimit } from './limits/rate-limit.js';
 import type { ServerState } from './context.js';
@@ -51,7 +52,11 @@ export function createApp(state: ServerState): Hono {
   app.route('/', adminDeltaRoutes(state));
   app.route('/', adminFileRoutes(state));
   app.route('/', adminFineTuningRoutes(state));
-  app.notFound((c) => c.json(errorBody(404, `no route for ${c.req.method} ${c.req.path}`), 404));
+  app.notFound((c) => {
+    const allowed = allowedMethods(app.routes, c.req.path);
+    if (allowed.length) return c.json(errorBody(405, `${c.req.method} is not allowed on ${c.req.path}; use ${allowed.join(', ')}`, null, 'method_not_allowed'), 405, { allow: allowed.join(', ') });
+    return c.json(errorBody(404, `no route for ${c.req.method} ${c.req.path}`), 404);
+  });
   app.onError(handleError);
   return app;
 }

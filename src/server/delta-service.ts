@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { DeltaCatalog, DeltaRecord } from '../deltas/catalog.js';
 import { adapterWeightsPath } from '../deltas/parse.js';
-import { deltaKey } from '../deltas/ref.js';
+import { deltaKey, parseDeltaRef } from '../deltas/ref.js';
 import { digestFiles } from '../deltas/store/common.js';
 import type { DeltaFiles, DeltaStore, DeltaVersion } from '../deltas/store/types.js';
 import { StoreUnavailableError } from '../deltas/store/unavailable.js';
@@ -13,24 +13,97 @@ import type { Engine } from '../engine/client.js';
  * version) → register (warm in the engine's host-memory tier) → catalog (what the HTTP side
  * resolves). Nothing is stored before validation passes; the engine loads any catalogued version
  * it does not hold from the same store on demand.
+ *
+ * The store is the truth every replica shares; the catalog is this replica's cache of it. A delta
+ * the catalog does not know is looked up in the store before anything answers 404 (so a version
+ * uploaded through another replica is usable at once), and a known delta is read again once its
+ * entry is older than `ttlMs` (so another replica's new latest version or delete shows within
+ * that bound). A version's bytes never change, so what the engine holds of `name@N` never goes stale.
  */
 export class DeltaService {
+  /** owner/name → when the store was last read for it (ms). */
+  private readonly checked = new Map<string, number>();
+  /** owner/name → the read in progress (one per delta, however many requests wait for it). */
+  private readonly reading = new Map<string, Promise<void>>();
+  private listedAt = 0;
+  private listing: Promise<void> | undefined;
+
   constructor(
     private readonly store: DeltaStore,
     private readonly engine: Engine,
     private readonly catalog: DeltaCatalog,
+    private readonly options: { ttlMs: number } = { ttlMs: 1000 },
   ) {}
 
   /**
    * Validates and stores a new version, then makes it servable; throws the engine's invalid_delta
    * error untouched. `warnings` lists what validation ignored (tensors PEFT would ignore too).
+   * With an idempotency key, a retried upload answers with the version its first attempt stored.
    */
-  async upload(owner: string, name: string, files: DeltaFiles, options: { public: boolean }): Promise<{ version: DeltaVersion; warnings: string[] }> {
+  async upload(owner: string, name: string, files: DeltaFiles, options: { public: boolean; idempotencyKey?: string }): Promise<{ version: DeltaVersion; warnings: string[] }> {
     const summary = await this.engine.registerPeft(`${owner}/${name}`, files, { dryRun: true });
-    const version = await this.store.put({ owner, name, public: options.public, kind: summary.kind, summary: summary.summary, virtualTokens: summary.virtualTokens }, files);
+    const meta = { owner, name, public: options.public, kind: summary.kind, summary: summary.summary, virtualTokens: summary.virtualTokens };
+    const version = await this.store.put(meta, files, options.idempotencyKey !== undefined ? { idempotencyKey: options.idempotencyKey } : {});
     await this.engine.registerPeft(deltaKey(owner, name, version.version), files, { sha256: version.sha256 });
     this.remember(version);
     return { version, warnings: summary.warnings };
+  }
+
+  /**
+   * Brings the catalog up to date for the references in `model` (joined by '+') and `ids`, as
+   * `tenant` would resolve them: each delta they can name is read from the store when unknown or
+   * older than the TTL; a plain name that is not the tenant's own also refreshes the list of
+   * every delta (at most once per TTL), where another tenant's public delta of that name shows.
+   */
+  async freshen(model: string, tenant: string, ids: readonly string[] = []): Promise<void> {
+    const refs = [...model.split('+'), ...ids].flatMap((text) => {
+      const parsed = parseDeltaRef(text);
+      return parsed.ok ? [parsed.ref] : [];
+    });
+    await Promise.all(
+      refs.map(async ({ owner, name, version }) => {
+        // A miss (an unknown delta, or a version this replica has not seen) always asks the store.
+        const known = this.catalog.get(owner ?? tenant, name);
+        await this.refresh(owner ?? tenant, name, !known || (version !== undefined && !known.versions.includes(version)));
+        if (owner !== undefined || this.catalog.get(tenant, name)) return;
+        await this.refreshList();
+        await Promise.all(this.catalog.find(name).map((r) => this.refresh(r.owner, r.name)));
+      }),
+    );
+  }
+
+  /** Re-reads every delta's latest version (at most once per TTL unless `force`): new names appear, deleted ones go. */
+  async refreshList(force = false): Promise<void> {
+    if (!force && Date.now() - this.listedAt < this.options.ttlMs) return;
+    this.listing ??= (async () => {
+      const started = Date.now();
+      const latest = await this.store.list();
+      const stored = new Set(latest.map((v) => `${v.owner}/${v.name}`));
+      for (const record of this.catalog.list()) if (!stored.has(`${record.owner}/${record.name}`)) await this.refresh(record.owner, record.name, true);
+      await Promise.all(latest.filter((v) => this.catalog.get(v.owner, v.name)?.version !== v.version).map((v) => this.refresh(v.owner, v.name, true)));
+      this.listedAt = started;
+    })().finally(() => (this.listing = undefined));
+    return this.listing;
+  }
+
+  /** Reads owner/name's versions from the store when its entry is unknown or older than the TTL (or `force`). */
+  refresh(owner: string, name: string, force = false): Promise<void> {
+    const id = `${owner}/${name}`;
+    if (!force && Date.now() - (this.checked.get(id) ?? -Infinity) < this.options.ttlMs) return Promise.resolve();
+    let read = this.reading.get(id);
+    if (!read) {
+      const started = Date.now();
+      read = this.store
+        .versions(owner, name)
+        .then((versions) => {
+          this.catalog.remove(owner, name);
+          for (const version of versions) this.remember(version);
+          this.checked.set(id, started);
+        })
+        .finally(() => this.reading.delete(id));
+      this.reading.set(id, read);
+    }
+    return read;
   }
 
   /**
@@ -51,22 +124,26 @@ export class DeltaService {
    * first time a request needs it (then keeps it in its host-memory and disk tiers).
    */
   async loadAll(warn: (message: string) => void = console.warn): Promise<void> {
+    const started = Date.now();
     for (const latest of await this.store.list()) {
       try {
         for (const version of await this.store.versions(latest.owner, latest.name)) this.remember(version);
+        this.checked.set(`${latest.owner}/${latest.name}`, started);
       } catch (err) {
         // An outage is not a bad delta: skipping would drop every delta from the catalog.
         if (err instanceof StoreUnavailableError) throw err;
         warn(`skipping stored delta ${latest.owner}/${latest.name}: ${(err as Error).message.slice(0, 300)}`);
       }
     }
+    this.listedAt = started;
   }
 
-  /** Deletes every version; the engine forgets them, and their files leave its disk cache. */
+  /** Deletes every version (they stay tombstones in the store); the engine forgets them, and their files leave its disk cache. */
   async remove(record: DeltaRecord): Promise<void> {
     const stored = await this.store.versions(record.owner, record.name);
     await this.store.delete(record.owner, record.name);
     this.catalog.remove(record.owner, record.name);
+    this.checked.set(`${record.owner}/${record.name}`, Date.now());
     const digests = new Map(stored.map((v) => [v.version, v.sha256]));
     for (const v of record.versions) await this.engine.unregisterDelta(deltaKey(record.owner, record.name, v), digests.get(v));
   }

@@ -1,4 +1,7 @@
 import { z } from 'zod';
+import '../deltas/kinds/index.js';
+import { trainableKinds } from '../deltas/training.js';
+import type { FineTuneMethod } from '../training/job-types.js';
 
 const positiveInt = z.number().int().positive();
 
@@ -19,17 +22,17 @@ const Hyperparameters = z
   .refine((h) => !(h.max_steps !== undefined && h.n_epochs !== undefined && h.n_epochs !== 'auto'), { message: 'give n_epochs or max_steps, not both', path: ['max_steps'] });
 
 /**
- * LoRA options. alpha is bounded so that scale · lora_B stays far inside float32 for any weights
- * training can produce (a job accepted with alpha 1e308 trained to the end and then failed to publish).
+ * OpenAI's `method`: `type` is one of the registered trainable kinds, and the object under that
+ * name holds its options (each kind's schema: its names, its defaults, nothing unknown), e.g.
+ * `{ type: 'lora', lora: { r: 16 } }`. A type that is not trainable here is refused with the
+ * list of those that are; without `method`, a LoRA with its defaults.
  */
-const Lora = z
-  .object({
-    r: positiveInt.max(65536).default(8),
-    alpha: z.number().positive().max(65536).default(16),
-    target_modules: z.union([z.array(z.string().min(1).max(64)).min(1).max(64), z.literal('all-linear')]).default('all-linear'),
-    use_rslora: z.boolean().default(false),
-  })
-  .strict();
+function methodSchema(): z.ZodType<FineTuneMethod> {
+  const methods = trainableKinds().map((t) => z.object({ type: z.literal(t.name), [t.name]: t.options.prefault({}) }).strict());
+  const [first, ...rest] = methods;
+  if (!first) throw new Error('no trainable kind is registered');
+  return z.discriminatedUnion('type', [first, ...rest]) as unknown as z.ZodType<FineTuneMethod>;
+}
 
 /** POST /admin/v1/fine_tuning/jobs, as OpenAI's fine-tuning API shapes it, plus deltaserve's tenant/name. */
 export const FineTuningJobRequest = z
@@ -40,7 +43,7 @@ export const FineTuningJobRequest = z
     tenant: z.string().min(1).max(64).optional(),
     suffix: z.string().min(1).max(64).optional(),
     name: z.string().min(1).max(64).optional(),
-    method: z.object({ type: z.literal('lora'), lora: Lora.default({ r: 8, alpha: 16, target_modules: 'all-linear', use_rslora: false }) }).strict().optional(),
+    method: methodSchema().prefault({ type: 'lora' }),
     hyperparameters: Hyperparameters.default({ batch_size: 'auto', weight_decay: 0, max_grad_norm: 1, warmup_steps: 0, lr_scheduler: 'linear' }),
     seed: z.number().int().min(0).max(2 ** 31 - 1).optional(),
   })

@@ -43,6 +43,14 @@ export function resolveModel(state: ServerState, model: string, tenant: string):
   return deltaKey(record.owner, record.name, ref.version);
 }
 
+/**
+ * Brings this replica's catalog up to date with the store for what a request names, before the
+ * synchronous resolution below reads it (see DeltaService.freshen); nothing before the store is open.
+ */
+export async function freshenDeltas(state: ServerState, model: string, tenant: string, ids: readonly string[] = []): Promise<void> {
+  await state.deltaService?.freshen(model === state.modelName ? '' : model, tenant, ids);
+}
+
 /** What a request runs on: the engine keys of the deltas it stacks on its row ([] for the base) and the virtual tokens they add. */
 export interface ResolvedDeltas {
   keys: string[];

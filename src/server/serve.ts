@@ -4,7 +4,7 @@ import { serve } from '@hono/node-server';
 import type { Config } from '../config.js';
 import { DEFAULT_TENANT } from '../deltas/ref.js';
 import { DeltaCatalog } from '../deltas/catalog.js';
-import { openDeltaStore } from '../deltas/store/index.js';
+import { PostgresClaims, openDeltaStore } from '../deltas/store/index.js';
 import { StoreUnavailableError } from '../deltas/store/unavailable.js';
 import { DeltaService } from './delta-service.js';
 import { TrainingService } from './training-service.js';
@@ -103,10 +103,14 @@ export async function startServer(config: Config, options: StartOptions = {}): P
   const port = typeof address === 'object' && address ? address.port : config.port;
   let engine: Engine | undefined;
   const stopping = new AbortController();
+  let claims: PostgresClaims | undefined;
   const ready = (async () => {
     const store = config.store ?? path.join(config.dataDir, 'deltas');
+    if (config.controlDb && store.startsWith('s3://')) claims = await PostgresClaims.open(config.controlDb);
+    else if (config.controlDb) state.logger.warn({ store }, '--control-db is only used with an s3:// store; a directory store arbitrates between replicas itself');
     engine = await startEngine({ ...config, modelDir, store, diskCacheDir: config.diskCacheDir ?? path.join(config.cacheDir, 'deltas') });
-    const service = new DeltaService(openDeltaStore(store, { s3: { timeoutMs: config.storeTimeoutMs } }), engine, state.deltas);
+    const deltaStore = openDeltaStore(store, { s3: { ...(claims ? { claims } : {}), timeoutMs: config.storeTimeoutMs, warn: (message) => state.logger.warn(message) } });
+    const service = new DeltaService(deltaStore, engine, state.deltas, { ttlMs: config.catalogTtlMs });
     await untilStoreAnswers(state, stopping.signal, async () => {
       await service.loadAll((message) => state.logger.warn(message));
       for (const d of config.delta) {
@@ -117,9 +121,11 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     });
     await enableStoredKinds(engine, state.deltas, state.logger);
     if (state.tokenizer) {
-      const settings = { dataDir: config.dataDir, maxLength: config.trainMaxLength, microBatchRows: config.trainMicroBatch, checkpointEvery: config.trainCheckpointEvery, maxRank: config.maxRank };
+      const limits = { maxRank: config.maxRank, maxVirtualTokens: config.maxVirtualTokens, maxBottleneck: config.maxBottleneck, ...(config.deltaKinds ? { kinds: config.deltaKinds } : {}) };
+      const settings = { maxLength: config.trainMaxLength, microBatchRows: config.trainMicroBatch, checkpointEvery: config.trainCheckpointEvery, limits, leaseMs: config.jobLeaseMs, ttlMs: config.catalogTtlMs };
       const { arch } = openCheckpoint(modelDir);
-      state.training = await TrainingService.open({ engine, deltas: service, arch, tokenizer: state.tokenizer, chatTemplate: state.chatTemplate ?? null, settings });
+      const warn = (message: string) => state.logger.warn(message);
+      state.training = await TrainingService.open({ engine, deltas: service, records: deltaStore.records('training'), arch, tokenizer: state.tokenizer, chatTemplate: state.chatTemplate ?? null, settings, warn });
     }
     state.deltaService = service;
     state.engine = engine;
@@ -152,6 +158,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       await bounded(closed);
       // Also when startup failed after the engine was up: its worker would keep the process alive.
       await engine?.close(deadline);
+      await bounded(claims?.close() ?? Promise.resolve());
       if (!options.telemetry) await bounded(state.telemetry.shutdown());
     },
   };

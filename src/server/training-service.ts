@@ -1,7 +1,8 @@
-import path from 'node:path';
+import type { ObjectStore } from '../deltas/store/objects.js';
 import type { DeltaService } from './delta-service.js';
+import type { DeltaLimits } from '../deltas/kind.js';
 import type { Engine } from '../engine/client.js';
-import { allProjections, type ArchitectureSpec } from '../model/architecture.js';
+import type { ArchitectureSpec } from '../model/architecture.js';
 import { ChatTemplate, DEFAULT_CHAT_TEMPLATE } from '../model/chat-template.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import { parseTrainingJsonl, type DatasetOptions } from '../training/dataset.js';
@@ -9,17 +10,23 @@ import { TrainingFileStore } from '../training/file-store.js';
 import { JobManager } from '../training/jobs.js';
 
 export interface TrainingSettings {
-  dataDir: string;
   maxLength: number;
   microBatchRows: number;
   checkpointEvery: number;
-  maxRank: number;
+  /** The server's delta limits (and served kinds): a trained delta must fit them to be served. */
+  limits: DeltaLimits;
+  /** How long a job's lease lasts unrenewed (--job-lease-ms). */
+  leaseMs: number;
+  /** How long the index of training files is trusted before the store is read again (--catalog-ttl-ms). */
+  ttlMs: number;
 }
 
 /**
  * The training side of the server: uploaded JSONL files (validated by tokenizing every line
  * before anything is stored) and the job manager, whose finished adapters go through the same
- * delta service as uploads, so they are validated, versioned and servable at once.
+ * delta service as uploads, so they are validated, versioned and servable at once. Files, jobs,
+ * their events and checkpoints live in `records` (the store's `training` namespace), which every
+ * replica shares.
  */
 export class TrainingService {
   private constructor(
@@ -30,13 +37,14 @@ export class TrainingService {
     readonly settings: TrainingSettings,
   ) {}
 
-  static async open(o: { engine: Engine; deltas: DeltaService; arch: ArchitectureSpec; tokenizer: TextTokenizer; chatTemplate: ChatTemplate | null; settings: TrainingSettings }): Promise<TrainingService> {
+  static async open(o: { engine: Engine; deltas: DeltaService; records: ObjectStore; arch: ArchitectureSpec; tokenizer: TextTokenizer; chatTemplate: ChatTemplate | null; settings: TrainingSettings; warn?: (message: string) => void }): Promise<TrainingService> {
     const { settings } = o;
-    const files = await TrainingFileStore.open(path.join(settings.dataDir, 'training', 'files'));
+    const files = await TrainingFileStore.open(o.records, settings.ttlMs);
     const dataset = { tokenizer: o.tokenizer, chatTemplate: o.chatTemplate ?? new ChatTemplate(DEFAULT_CHAT_TEMPLATE), vocabSize: o.arch.vocabSize, maxLength: settings.maxLength };
-    const jobs = JobManager.open(path.join(settings.dataDir, 'training', 'jobs'), {
+    const jobs = await JobManager.open(o.records, {
       engine: o.engine,
       arch: o.arch,
+      limits: settings.limits,
       dataset,
       files,
       readDelta: (owner, name, version) => o.deltas.readVersion(owner, name, version),
@@ -48,17 +56,12 @@ export class TrainingService {
       maxLength: settings.maxLength,
       microBatchRows: settings.microBatchRows,
       checkpointEvery: settings.checkpointEvery,
-    });
+    }, { leaseMs: settings.leaseMs, ...(o.warn ? { warn: o.warn } : {}) });
     return new TrainingService(files, jobs, dataset, o.arch, settings);
   }
 
   /** Tokenizes every line; throws the DatasetError of the first bad one. Returns the example count. */
   validate(text: string): number {
     return parseTrainingJsonl(text, this.dataset).length;
-  }
-
-  /** Projection names a LoRA may target (q_proj, ...). */
-  get projectionNames(): Set<string> {
-    return new Set(allProjections(this.arch).flat().map((p) => p.name));
   }
 }

@@ -1,7 +1,8 @@
+import { createRequire } from 'node:module';
 import type { Meter, Tracer } from '@opentelemetry/api';
 import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
-import { OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import type * as OtlpMetrics from '@opentelemetry/exporter-metrics-otlp-http';
+import type * as OtlpTraces from '@opentelemetry/exporter-trace-otlp-http';
 import { detectResources, envDetector, resourceFromAttributes } from '@opentelemetry/resources';
 import { MeterProvider, PeriodicExportingMetricReader, type MetricReader } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, BatchSpanProcessor, SimpleSpanProcessor, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
@@ -45,13 +46,14 @@ export class Telemetry {
     const endpoint = options.otlpEndpoint ?? process.env['OTEL_EXPORTER_OTLP_ENDPOINT'];
     const spanProcessors: SpanProcessor[] = [];
     if (options.spanExporter) spanProcessors.push(new SimpleSpanProcessor(options.spanExporter));
-    if (endpoint) spanProcessors.push(new BatchSpanProcessor(new OTLPTraceExporter({ url: joinUrl(endpoint, 'v1/traces') })));
+    const exporters = endpoint ? otlp() : undefined;
+    if (endpoint) spanProcessors.push(new BatchSpanProcessor(new exporters!.traces.OTLPTraceExporter({ url: joinUrl(endpoint, 'v1/traces') })));
     const tracerProvider = new BasicTracerProvider({ resource, spanProcessors });
     const prometheusReader = new PrometheusExporter({ preventServerStart: true });
     const readers: MetricReader[] = [prometheusReader];
     if (options.metricReader) readers.push(options.metricReader);
     if (endpoint) {
-      readers.push(new PeriodicExportingMetricReader({ exporter: new OTLPMetricExporter({ url: joinUrl(endpoint, 'v1/metrics') }), exportIntervalMillis: options.exportIntervalMs ?? 15_000 }));
+      readers.push(new PeriodicExportingMetricReader({ exporter: new exporters!.metrics.OTLPMetricExporter({ url: joinUrl(endpoint, 'v1/metrics') }), exportIntervalMillis: options.exportIntervalMs ?? 15_000 }));
     }
     const meterProvider = new MeterProvider({ resource, readers });
     const meter = meterProvider.getMeter('deltaserve');
@@ -67,6 +69,16 @@ export class Telemetry {
   async shutdown(): Promise<void> {
     await Promise.allSettled([this.tracerProvider.shutdown(), this.meterProvider.shutdown()]);
   }
+}
+
+/**
+ * The OTLP exporters, loaded only when an endpoint is configured: with their protobuf and HTTP
+ * stacks they take a few hundred milliseconds to import, a cost every cold start would otherwise
+ * pay. (Synchronously, through their CommonJS builds, so Telemetry.create stays synchronous.)
+ */
+function otlp(): { traces: typeof OtlpTraces; metrics: typeof OtlpMetrics } {
+  const require = createRequire(import.meta.url);
+  return { traces: require('@opentelemetry/exporter-trace-otlp-http'), metrics: require('@opentelemetry/exporter-metrics-otlp-http') };
 }
 
 function joinUrl(base: string, path: string): string {

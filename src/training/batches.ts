@@ -1,4 +1,4 @@
-import type { MicroBatch } from '../engine/lora-trainer.js';
+import type { MicroBatch } from '../engine/trainer.js';
 import { epochOrder, packBatch, type TrainingExample } from './dataset.js';
 
 /** Optimiser steps in one pass over `count` examples (the last batch may be short, as with drop_last=False). */

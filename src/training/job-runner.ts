@@ -1,21 +1,22 @@
+import '../deltas/kinds/index.js';
+import type { DeltaLimits } from '../deltas/kind.js';
 import type { DeltaFiles } from '../deltas/store/types.js';
-import { encodePeftLora, loraWeightsFromPeft } from '../deltas/peft-lora-write.js';
+import { trainableKind, type TrainableKind } from '../deltas/training.js';
 import type { Engine } from '../engine/client.js';
-import type { TrainerState } from '../engine/lora-trainer.js';
-import { allProjections, type ArchitectureSpec } from '../model/architecture.js';
-import type { LoraTrainingSpec } from '../model/lower-training.js';
+import { freshTrainerState, type TrainerState } from '../engine/trainer.js';
+import type { ArchitectureSpec } from '../model/architecture.js';
 import { microBatches, sequenceLength, stepExamples, stepsPerEpoch } from './batches.js';
-import { loadTrainerState, saveTrainerState } from './checkpoints.js';
 import { parseTrainingJsonl, type DatasetOptions, type TrainingExample } from './dataset.js';
 import type { TrainingFileStore } from './file-store.js';
-import type { FineTuneSpec } from './job-types.js';
-import { freshLoraState, loraStateFromWeights, loraWeightsFromState } from './lora-init.js';
+import { methodOptions, type FineTuneSpec } from './job-types.js';
 import { learningRate } from './schedule.js';
 
 /** Everything a job needs from the server around it. */
 export interface JobContext {
   engine: Pick<Engine, 'trainBegin' | 'trainStep' | 'trainEvaluate' | 'trainState' | 'trainEnd'>;
   arch: ArchitectureSpec;
+  /** The server's limits, which a trained delta must fit to be served. */
+  limits: DeltaLimits;
   dataset: Omit<DatasetOptions, 'maxLength'>;
   files: TrainingFileStore;
   readDelta(owner: string, name: string, version: number): Promise<DeltaFiles>;
@@ -27,6 +28,12 @@ export interface JobContext {
   checkpointEvery: number;
 }
 
+/** Where a job's trainer state is saved and found again (the shared store: any replica may resume it). */
+export interface JobCheckpoints {
+  load(): Promise<TrainerState | undefined>;
+  save(state: TrainerState): Promise<void>;
+}
+
 /** What the manager hears while a job runs. */
 export interface JobProgress {
   started(info: { totalSteps: number; resumedAt: number; examples: number }): void;
@@ -34,22 +41,24 @@ export interface JobProgress {
   checkpointed(step: number): void;
   /** Validation loss (when the job has a validation file), at each checkpoint and at the end. */
   validated(metrics: { step: number; validLoss: number }): void;
-  /** Cancelled by a user: stop, keep nothing. */
+  /** Cancelled by a user, or the job's lease lost to another replica: stop, save nothing. */
   cancelled(): boolean;
   /** The server is stopping: stop and save a checkpoint to resume from. */
   interrupted(): boolean;
 }
 
 /**
- * Runs one job to its end on the shared engine: data → LoRA layout and starting state (fresh,
- * a delta to continue from, or the last checkpoint) → steps (each waits its turn behind
- * serving) → checkpoints → the finished adapter stored and registered. Returns the model id,
- * or null when cancelled or interrupted (then after saving a checkpoint).
+ * Runs one job to its end on the shared engine: data → the kind's resolved options and starting
+ * state (fresh, a delta to continue from, or the last checkpoint) → steps (each waits its turn
+ * behind serving) → checkpoints → the finished delta, in its kind's format, stored and
+ * registered. Returns the model id, or null when cancelled or interrupted (then after saving a
+ * checkpoint).
  */
-export async function runJob(id: string, spec: FineTuneSpec, checkpointDir: string, ctx: JobContext, progress: JobProgress): Promise<string | null> {
+export async function runJob(id: string, spec: FineTuneSpec, checkpoints: JobCheckpoints, ctx: JobContext, progress: JobProgress): Promise<string | null> {
   const examples = await loadExamples(spec.trainingFile, ctx);
-  const { lora, targetModules, initial } = await startingPoint(spec, ctx);
-  const saved = loadTrainerState(checkpointDir);
+  const trainable = trainableKind(spec.method.type);
+  const { options, initial } = await startingPoint(spec, trainable, ctx);
+  const saved = await checkpoints.load();
   const state = saved ?? initial;
   const batchSize = Math.min(spec.hyper.batchSize, examples.length);
   const totalSteps = spec.hyper.maxSteps ?? (spec.hyper.nEpochs ?? 1) * stepsPerEpoch(examples.length, batchSize);
@@ -62,7 +71,7 @@ export async function runJob(id: string, spec: FineTuneSpec, checkpointDir: stri
     if (validation) progress.validated({ step, validLoss: await ctx.engine.trainEvaluate(id, validation) });
   };
   progress.started({ totalSteps, resumedAt: state.step, examples: examples.length });
-  await ctx.engine.trainBegin({ jobId: id, lora, rows, seqLen, state });
+  await ctx.engine.trainBegin({ jobId: id, kind: trainable.name, options, rows, seqLen, state });
   const began = performance.now();
   let final: TrainerState;
   try {
@@ -76,7 +85,7 @@ export async function runJob(id: string, spec: FineTuneSpec, checkpointDir: stri
       const result = await ctx.engine.trainStep(id, batches, { ...adamw, lr });
       progress.stepped({ step: result.step, loss: result.loss, gradNorm: result.gradNorm, lr, tokens, elapsedMs: performance.now() - began });
       if (result.step % ctx.checkpointEvery === 0 && result.step < totalSteps) {
-        await saveTrainerState(checkpointDir, await ctx.engine.trainState(id));
+        await checkpoints.save(await ctx.engine.trainState(id));
         progress.checkpointed(result.step);
         await validate(result.step);
       }
@@ -87,12 +96,11 @@ export async function runJob(id: string, spec: FineTuneSpec, checkpointDir: stri
   }
   if (progress.cancelled()) return null;
   if (progress.interrupted()) {
-    await saveTrainerState(checkpointDir, final);
+    await checkpoints.save(final);
     progress.checkpointed(final.step);
     return null;
   }
-  const weights = loraWeightsFromState(ctx.arch, lora, targetModules, final);
-  const files = encodePeftLora({ ...weights, baseModel: spec.from ? `${spec.from.owner}/${spec.from.name}@${spec.from.version}` : spec.model });
+  const files = trainable.write(ctx.arch, options, final.params, { baseModel: spec.from ? `${spec.from.owner}/${spec.from.name}@${spec.from.version}` : spec.model });
   return ctx.publish(spec.tenant, spec.name, { config: new TextEncoder().encode(files.config), weights: files.weights });
 }
 
@@ -102,17 +110,13 @@ async function loadExamples(fileId: string, ctx: JobContext): Promise<TrainingEx
   return parseTrainingJsonl(text, { ...ctx.dataset, maxLength: ctx.maxLength });
 }
 
-/** The LoRA layout and starting weights: a fresh adapter on the base, or the delta to continue from. */
-async function startingPoint(spec: FineTuneSpec, ctx: JobContext): Promise<{ lora: LoraTrainingSpec; targetModules: string[]; initial: TrainerState }> {
+/** The kind's resolved options and starting parameters: a fresh delta on the base, or the delta to continue from. */
+async function startingPoint(spec: FineTuneSpec, trainable: TrainableKind, ctx: JobContext): Promise<{ options: unknown; initial: TrainerState }> {
   if (spec.from) {
     const files = await ctx.readDelta(spec.from.owner, spec.from.name, spec.from.version);
-    const weights = loraWeightsFromPeft(new TextDecoder().decode(files.config), files.weights, ctx.arch);
-    const lora = { rank: weights.r, alpha: weights.alpha, useRslora: weights.useRslora, modules: [...weights.modules.keys()] };
-    return { lora, targetModules: weights.targetModules, initial: loraStateFromWeights(weights) };
+    const { options, params } = trainable.fromDelta({ config: new TextDecoder().decode(files.config), weights: files.weights }, ctx.arch);
+    return { options, initial: freshTrainerState(params) };
   }
-  const projections = allProjections(ctx.arch).flat();
-  const wanted = spec.lora.targetModules === 'all-linear' ? new Set(projections.map((p) => p.name)) : new Set(spec.lora.targetModules);
-  const modules = projections.filter((p) => wanted.has(p.name)).map((p) => p.modulePath);
-  const lora = { rank: spec.lora.r, alpha: spec.lora.alpha, useRslora: spec.lora.useRslora, modules };
-  return { lora, targetModules: [...wanted].sort(), initial: freshLoraState(ctx.arch, lora, spec.seed) };
+  const options = trainable.resolve(ctx.arch, trainable.options.parse(methodOptions(spec.method)), ctx.limits);
+  return { options, initial: freshTrainerState(trainable.init(ctx.arch, options, spec.seed)) };
 }

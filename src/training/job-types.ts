@@ -1,5 +1,24 @@
 import type { LrSchedulerKind } from './schedule.js';
 
+/**
+ * OpenAI's `method`: `type` names a trainable kind (deltas/training.ts) and the object under
+ * that name holds its options as the request gave them (defaults filled in), e.g.
+ * `{ type: 'lora', lora: { r: 8, alpha: 16, target_modules: 'all-linear', use_rslora: false } }`.
+ */
+export interface FineTuneMethod {
+  type: string;
+  [options: string]: unknown;
+}
+
+/**
+ * The options object of a method (`method[method.type]`).
+ *
+ * @example methodOptions({ type: 'lora', lora: { r: 8 } }) // { r: 8 }
+ */
+export function methodOptions(method: FineTuneMethod): unknown {
+  return method[method.type];
+}
+
 /** A validated fine-tuning request (the admin API maps OpenAI's shape onto this). */
 export interface FineTuneSpec {
   /** The `model` as given: the base model's name or a delta reference. */
@@ -12,7 +31,7 @@ export interface FineTuneSpec {
   tenant: string;
   /** Name of the resulting delta. */
   name: string;
-  lora: { r: number; alpha: number; targetModules: string[] | 'all-linear'; useRslora: boolean };
+  method: FineTuneMethod;
   hyper: {
     nEpochs?: number;
     maxSteps?: number;
@@ -42,7 +61,7 @@ export interface FineTuningJob {
   training_file: string;
   validation_file: string | null;
   hyperparameters: { n_epochs: number | null; max_steps: number | null; batch_size: number; learning_rate: number; weight_decay: number; max_grad_norm: number | null; warmup_steps: number; lr_scheduler: LrSchedulerKind };
-  method: { type: 'lora'; lora: { r: number; alpha: number; target_modules: string[] | 'all-linear'; use_rslora: boolean } };
+  method: FineTuneMethod;
   seed: number;
   trained_tokens: number;
   error: { code: string; message: string; param: string | null } | null;

@@ -101,15 +101,23 @@ describe('Dockerfile', () => {
     for (const f of flags.keys()) assert.ok(['interval', 'timeout', 'start-period', 'retries', 'start-interval'].includes(f), `HEALTHCHECK --${f}`);
   });
 
-  test('exec-form ENTRYPOINT runs bin/deltaserve.mjs with node, and SIGTERM is the stop signal', () => {
+  test('exec-form ENTRYPOINT runs the compiled CLI with node (built in the image), and SIGTERM is the stop signal', () => {
     const eps = finalStage.instructions.filter((i) => i.cmd === 'ENTRYPOINT');
     assert.equal(eps.length, 1);
     const argv = execForm(eps[0]!.args);
     assert.ok(argv, `ENTRYPOINT must be exec form (JSON array) so SIGTERM reaches node: ${eps[0]!.args}`);
     assert.equal(argv[0], 'node');
-    assert.ok(argv.some((a) => a === 'bin/deltaserve.mjs' || a.endsWith('/bin/deltaserve.mjs')), argv.join(' '));
+    assert.ok(argv.includes('dist/cli.js'), argv.join(' '));
     assert.ok(!argv.some((a) => ['sh', '/bin/sh', 'bash', '-c'].includes(a)), 'no shell in between');
-    assert.ok(fs.existsSync(path.join(REPO, 'bin/deltaserve.mjs')));
+    // dist/ comes from a stage that runs the package's build script over src/ and both tsconfigs.
+    const copy = finalStage.instructions.find((i) => i.cmd === 'COPY' && /\bdist\b/.test(i.args));
+    assert.ok(copy, 'the final stage copies dist/');
+    const build = stageByRef(df, splitFlags(copy.args).flags.get('from')!, finalStage.index)!;
+    assert.ok(build.instructions.some((i) => i.cmd === 'RUN' && /npm run build\b/.test(i.args)), 'the dist stage runs npm run build');
+    const pkg = JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8'));
+    assert.match(pkg.scripts.build, /tsconfig\.build\.json/);
+    const copied = build.instructions.filter((i) => i.cmd === 'COPY').flatMap((i) => copyOperands(splitFlags(i.args).rest).sources);
+    for (const f of ['tsconfig.json', 'tsconfig.build.json', 'src']) assert.ok(copied.includes(f), `the build stage copies ${f}`);
     const stop = finalStage.instructions.filter((i) => i.cmd === 'STOPSIGNAL');
     assert.deepEqual(stop.map((i) => i.args), ['SIGTERM']);
     const cmds = finalStage.instructions.filter((i) => i.cmd === 'CMD');
@@ -210,11 +218,12 @@ describe('Dockerfile', () => {
     }
   });
 
-  test('the image copies bin/ and src/ under its WORKDIR', () => {
+  test('the image copies bin/ and the compiled dist/ under its WORKDIR, and no TypeScript sources', () => {
     const workdirs = finalStage.instructions.filter((i) => i.cmd === 'WORKDIR');
     assert.equal(workdirs.at(-1)?.args, '/app');
     const dests = finalStage.instructions.filter((i) => i.cmd === 'COPY').map((i) => copyOperands(splitFlags(i.args).rest));
-    for (const dir of ['bin', 'src']) assert.ok(dests.some((d) => d.sources.includes(dir) && ['./' + dir, dir, `/app/${dir}`, `./${dir}/`].includes(d.dest)), `COPY ${dir}`);
+    for (const dir of ['bin', 'dist']) assert.ok(dests.some((d) => d.sources.some((s) => s === dir || s.endsWith(`/${dir}`)) && ['./' + dir, dir, `/app/${dir}`, `./${dir}/`].includes(d.dest)), `COPY ${dir}`);
+    assert.ok(!dests.some((d) => d.sources.includes('src')), 'the runtime image has no src/');
   });
 
   test('DELTASERVE_* variables set in the image are real settings', () => {

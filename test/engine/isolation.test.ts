@@ -165,4 +165,33 @@ describe('through the scheduler: the poisoned request fails alone, and the row a
       assert.deepEqual(bad.get('c'), alone.get('c'), 'the next request on the poisoned row and slot');
     });
   }
+
+  it('a pass that throws ends the sequences running in it with an error, and the engine keeps serving', async () => {
+    const deltas = new Map([['lora', lora]]);
+    const events = new Map<string, GenerateEvent[]>();
+    const scheduler = new Scheduler(rt, { lookup: (n) => deltas.get(n) }, (e) => events.set(e.id, [...(events.get(e.id) ?? []), e]), { prefillChunk: 64, maxQueue: 100 });
+    const forward = rt.forward.bind(rt);
+    let calls = 0;
+    // A fault in the third pass (the second decode step), from the real runtime's own forward.
+    rt.forward = async (pass) => (++calls === 3 ? Promise.reject(new Error('injected ORT failure')) : forward(pass));
+    try {
+      for (const r of [greedyRequest('x', [5, 9, 300], ['lora'], 6), greedyRequest('y', [40, 41, 42], [], 6)]) scheduler.submit(r);
+      for (let i = 0; !scheduler.idle && i < 100; i++) await scheduler.step();
+      for (const id of ['x', 'y']) {
+        const last = events.get(id)!.at(-1)! as { type: string; code?: string; message?: string };
+        assert.equal(last.type, 'error', id);
+        assert.equal(last.code, 'internal_error');
+        assert.match(last.message!, /injected ORT failure/);
+      }
+      // Later requests are served, and what they get is what a fresh run gives.
+      scheduler.submit(greedyRequest('z', [1, 2, 3], ['lora'], 5));
+      for (let i = 0; !scheduler.idle && i < 100; i++) await scheduler.step();
+      const tokens = events.get('z')!.filter((e) => e.type === 'token').map((e) => (e as { token: number }).token);
+      assert.equal(events.get('z')!.at(-1)!.type, 'done');
+      const reference = await run(deltas, [[greedyRequest('z', [1, 2, 3], ['lora'], 5)]]);
+      assert.deepEqual(tokens, reference.get('z')!.filter((e) => e.type === 'token').map((e) => (e as { token: number }).token));
+    } finally {
+      rt.forward = forward;
+    }
+  });
 });

@@ -2,15 +2,21 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { loraWeightsFromPeft } from '../../src/deltas/peft-lora-write.js';
-import { LoraTrainer } from '../../src/engine/lora-trainer.js';
-import { openCheckpoint } from '../../src/model/checkpoint.js';
-import { trainingUnsupported } from '../../src/model/lower-training.js';
+import { trainableKind } from '../../src/deltas/training.js';
+import { freshTrainerState, Trainer } from '../../src/engine/trainer.js';
+import { openCheckpoint, type Checkpoint } from '../../src/model/checkpoint.js';
+import { lowerTrainingGraph } from '../../src/model/lower-training.js';
 import { microBatches } from '../../src/training/batches.js';
-import { loraStateFromWeights } from '../../src/training/lora-init.js';
 import { tempDir } from '../helpers.js';
 import { loadOracleLora, loadWeightsF32, readConfig, writeTinyCheckpoint, writeTinyLora } from '../oracle/checkpoints.js';
 import { logSoftmax, oracleForward } from '../oracle/transformer.js';
+
+/** A LoRA trainer continuing from the adapter in `loraDir`, as a job continuing from it would. */
+function continueFrom(ckpt: Checkpoint, loraDir: string): Promise<Trainer> {
+  const files = { config: fs.readFileSync(path.join(loraDir, 'adapter_config.json'), 'utf8'), weights: fs.readFileSync(path.join(loraDir, 'adapter_model.safetensors')) };
+  const { options, params } = trainableKind('lora').fromDelta(files, ckpt.arch);
+  return Trainer.create(ckpt, { cacheDir: tempDir(), device: 'cpu', rows: 1, seqLen: 16, kind: 'lora', options }, freshTrainerState(params));
+}
 
 /** The training graph's loss (forward only) against the independent plain-TypeScript oracle. */
 describe('training graph on other families', () => {
@@ -22,10 +28,8 @@ describe('training graph on other families', () => {
       const loraDir = tempDir();
       writeTinyLora(loraDir, family, { seed: 5, r: 4, alpha: 8, targetModules: TARGETS[family], useRslora, baseDir: modelDir });
       const ckpt = openCheckpoint(modelDir);
-      const weights = loraWeightsFromPeft(fs.readFileSync(path.join(loraDir, 'adapter_config.json'), 'utf8'), fs.readFileSync(path.join(loraDir, 'adapter_model.safetensors')), ckpt.arch);
-      const lora = { rank: weights.r, alpha: weights.alpha, useRslora: weights.useRslora, modules: [...weights.modules.keys()] };
       const ids = Array.from({ length: 12 }, (_, i) => (i * 29 + 7) % ckpt.arch.vocabSize);
-      const trainer = await LoraTrainer.create(ckpt, { cacheDir: tempDir(), device: 'cpu', rows: 1, seqLen: 16, lora }, loraStateFromWeights(weights));
+      const trainer = await continueFrom(ckpt, loraDir);
       try {
         const loss = await trainer.evaluate(microBatches([{ inputIds: ids, labels: ids }], 1, 16, 0).batches);
         const logits = oracleForward(readConfig(modelDir), loadWeightsF32(modelDir), ids, loadOracleLora(loraDir));
@@ -45,16 +49,14 @@ describe('training graph on other families', () => {
     const loraDir = tempDir();
     writeTinyLora(loraDir, 'gpt2', { seed: 5, r: 4, alpha: 8, targetModules: TARGETS.gpt2, baseDir: modelDir });
     const ckpt = openCheckpoint(modelDir);
-    const weights = loraWeightsFromPeft(fs.readFileSync(path.join(loraDir, 'adapter_config.json'), 'utf8'), fs.readFileSync(path.join(loraDir, 'adapter_model.safetensors')), ckpt.arch);
-    const lora = { rank: 4, alpha: 8, useRslora: false, modules: [...weights.modules.keys()] };
     const ids = Array.from({ length: 10 }, (_, i) => (i * 13 + 3) % ckpt.arch.vocabSize);
     const { batches } = microBatches([{ inputIds: ids, labels: ids }], 1, 16, 0);
-    const trainer = await LoraTrainer.create(ckpt, { cacheDir: tempDir(), device: 'cpu', rows: 1, seqLen: 16, lora }, loraStateFromWeights(weights));
+    const trainer = await continueFrom(ckpt, loraDir);
     try {
       // lr 0: the step only reports gradients; the parameters stay where they are.
       const { gradients } = await trainer.step(batches, { lr: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: Infinity });
       const params = trainer.snapshot().params;
-      for (const name of ['transformer.h.0.attn.c_attn.lora_A', 'transformer.h.1.mlp.c_fc.lora_B', 'transformer.h.0.attn.c_proj.lora_B']) {
+      for (const name of ['transformer.h.0.attn.c_attn.lora_A.weight', 'transformer.h.1.mlp.c_fc.lora_B.weight', 'transformer.h.0.attn.c_proj.lora_B.weight']) {
         const values = params.get(name)!;
         for (const k of [0, 5]) {
           const x0 = values[k]!;
@@ -74,11 +76,15 @@ describe('training graph on other families', () => {
     }
   });
 
-  it('every family the engine serves has a training lowering', () => {
+  it('every family the engine serves has a training lowering (LoRA on every projection)', () => {
     for (const family of ['llama', 'qwen2', 'gpt2'] as const) {
       const modelDir = tempDir();
       writeTinyCheckpoint(modelDir, family, { seed: 3 });
-      assert.equal(trainingUnsupported(openCheckpoint(modelDir).arch), null, family);
+      const { arch } = openCheckpoint(modelDir);
+      const lora = trainableKind('lora');
+      const options = lora.resolve(arch, lora.options.parse({ r: 2 }), { maxRank: 8, maxVirtualTokens: 8, maxBottleneck: 8 });
+      const graph = lowerTrainingGraph(openCheckpoint(modelDir), { weightFile: (f) => f, rows: 1, seqLen: 8, params: lora.params(arch, options), hooks: lora.hooks(arch, options) });
+      assert.ok(graph.outputs.some((o) => o.name === 'new_param.' + lora.params(arch, options).at(-1)!.name), family);
     }
   });
 });

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { LoraTrainer, type AdamWHyperparameters } from '../../src/engine/lora-trainer.js';
-import { maxAbsDiff, tempDir } from '../helpers.js';
-import { checkFixtureTrajectory, FIXTURE_HYPER, fixtureBatch, fixtureCheckpoint, fixtureInitialState, trainReference } from '../training-fixture.js';
+import type { AdamWHyperparameters } from '../../src/engine/trainer.js';
+import { maxAbsDiff } from '../helpers.js';
+import { checkFixtureTrajectory, FIXTURE_HYPER, fixtureBatch, fixtureCheckpoint, fixtureInitialState, loraTrainer, trainReference } from '../training-fixture.js';
 
 test('10 AdamW steps from lora_all_r8 match PEFT + PyTorch: losses, step-0 gradients, grad norms and final weights', async () => {
   await checkFixtureTrajectory('cpu');
@@ -29,9 +29,9 @@ function referenceAdamW(params: Map<string, Float64Array>, m: Map<string, Float6
 
 test('clipping, weight decay and micro-batches: the graph agrees with a float64 AdamW on its own gradients', async () => {
   const ckpt = fixtureCheckpoint();
-  const { state, modules } = fixtureInitialState(ckpt);
+  const { state, layout } = fixtureInitialState(ckpt);
   const hyper = { ...FIXTURE_HYPER, weightDecay: 0.1, maxGradNorm: 0.5 };
-  const split = await LoraTrainer.create(ckpt, { cacheDir: tempDir(), device: 'cpu', rows: 1, seqLen: 16, lora: { rank: 8, alpha: 16, useRslora: false, modules } }, state);
+  const split = await loraTrainer(ckpt, layout, state, { rows: 1, seqLen: 16 });
   try {
     const expected = new Map([...state.params].map(([k, p]) => [k, Float64Array.from(p)]));
     const zeros = () => new Map([...state.params].map(([k, p]) => [k, new Float64Array(p.length)]));
@@ -51,8 +51,8 @@ test('clipping, weight decay and micro-batches: the graph agrees with a float64 
 
 test('evaluate gives the batch loss without changing the parameters', async () => {
   const ckpt = fixtureCheckpoint();
-  const { state, modules } = fixtureInitialState(ckpt);
-  const trainer = await LoraTrainer.create(ckpt, { cacheDir: tempDir(), device: 'cpu', rows: 2, seqLen: 16, lora: { rank: 8, alpha: 16, useRslora: false, modules } }, state);
+  const { state, layout } = fixtureInitialState(ckpt);
+  const trainer = await loraTrainer(ckpt, layout, state, { rows: 2, seqLen: 16 });
   try {
     const loss = await trainer.evaluate([fixtureBatch()]);
     assert.ok(Math.abs(loss - trainReference.run.losses[0]!) <= 1e-4, `${loss}`);

@@ -352,7 +352,7 @@ function virtualParts(deltas: OracleDelta[]): { embeddings: Vec[]; prefix?: { ke
   return { embeddings, prefix };
 }
 
-function llamaForward(config: any, weights: OracleWeights, inputIds: number[], lora: OracleLora | undefined, family: 'llama' | 'qwen2', deltas: OracleDelta[]): Float32Array[] {
+function llamaForward(config: any, weights: OracleWeights, inputIds: number[], lora: OracleLora | undefined, family: 'llama' | 'qwen2', deltas: OracleDelta[]): Vec[] {
   const hidden: number = config.hidden_size;
   const numHeads: number = config.num_attention_heads;
   const numKv: number = config.num_key_value_heads ?? numHeads;
@@ -408,10 +408,10 @@ function llamaForward(config: any, weights: OracleWeights, inputIds: number[], l
 
   const lmHead = (config.tie_word_embeddings ? undefined : maybeTensor(weights, ['lm_head.weight'])) ?? embed;
   const lmLora = L('lm_head');
-  return hs.slice(virtual.embeddings.length).map((h) => toF32(linear(norm(h, 'model.norm'), lmHead, undefined, lmLora)));
+  return hs.slice(virtual.embeddings.length).map((h) => linear(norm(h, 'model.norm'), lmHead, undefined, lmLora));
 }
 
-function gpt2Forward(config: any, weights: OracleWeights, inputIds: number[], lora: OracleLora | undefined, deltas: OracleDelta[]): Float32Array[] {
+function gpt2Forward(config: any, weights: OracleWeights, inputIds: number[], lora: OracleLora | undefined, deltas: OracleDelta[]): Vec[] {
   const hidden: number = config.n_embd;
   const numHeads: number = config.n_head;
   const nLayers: number = config.n_layer;
@@ -466,7 +466,7 @@ function gpt2Forward(config: any, weights: OracleWeights, inputIds: number[], lo
 
   const lmHead = maybeTensor(weights, ['lm_head.weight']) ?? wte;
   const lmLora = findLora(lora, ['lm_head']);
-  return hs.slice(virtual.embeddings.length).map((h) => toF32(linear(norm(h, 'ln_f'), lmHead, undefined, lmLora)));
+  return hs.slice(virtual.embeddings.length).map((h) => linear(norm(h, 'ln_f'), lmHead, undefined, lmLora));
 }
 
 // ---------------------------------------------------------------------------
@@ -474,6 +474,14 @@ function gpt2Forward(config: any, weights: OracleWeights, inputIds: number[], lo
 
 /** Logits for every position of `inputIds` (not for virtual tokens), each a Float32Array of length vocab. */
 export function oracleForward(config: any, weights: OracleWeights, inputIds: number[], lora?: OracleLora, deltas: OracleDelta[] = []): Float32Array[] {
+  return oracleLogits64(config, weights, inputIds, lora, deltas).map(toF32);
+}
+
+/**
+ * The same logits before their rounding to float32: what finite differences of a loss need (a
+ * float32 logit moves in steps of ~5e-7, which a central difference would divide by 2h).
+ */
+export function oracleLogits64(config: any, weights: OracleWeights, inputIds: number[], lora?: OracleLora, deltas: OracleDelta[] = []): Vec[] {
   if (inputIds.length === 0) throw new Error('oracle: empty input');
   const mt: string = config.model_type;
   switch (mt) {

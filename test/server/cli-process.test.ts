@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, describe, it } from 'node:test';
@@ -8,8 +9,8 @@ import { FIXTURE, tempDir } from '../helpers.js';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 /** Starts the real `deltaserve` command and resolves with its base URL once it says it is ready. */
-function startCli(args: string[], env: Record<string, string> = {}): Promise<{ child: ChildProcess; url: string; output: () => string }> {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'deltaserve.mjs'), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+function startCli(args: string[], env: Record<string, string> = {}, entry = path.join(ROOT, 'bin', 'deltaserve.mjs')): Promise<{ child: ChildProcess; url: string; output: () => string }> {
+  const child = spawn(process.execPath, [entry, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`not ready in time:\n${output}`)), 60_000);
@@ -49,6 +50,20 @@ describe('the deltaserve command', () => {
     assert.deepEqual(models.data.map((m) => m.id), ['tiny', 'sql']);
     const res = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'sql', prompt: [1, 2, 3], max_tokens: 70, temperature: 0 }) });
     assert.equal(res.status, 400, 'DELTASERVE_MAX_CONTEXT=64 applies');
+    child.kill('SIGTERM');
+    assert.equal(await exitCode(child), 0);
+  });
+
+  it('the production entry: the compiled JavaScript (npm run build) serves without tsx, worker threads included', async () => {
+    // Built beside the sources (under the ignored .cache/) so it resolves the same node_modules.
+    const out = path.join(ROOT, '.cache', `test-dist-${process.pid}`);
+    after(() => fs.rmSync(out, { recursive: true, force: true }));
+    execFileSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(ROOT, 'tsconfig.build.json'), '--outDir', out], { stdio: 'pipe' });
+    assert.ok(!fs.readdirSync(out, { recursive: true }).some((f) => String(f).endsWith('.ts')), 'no TypeScript in the build');
+    const { child, url } = await startCli(['--model', path.join(FIXTURE, 'base'), '--model-name', 'tiny', '--port', '0', '--threads', '1', '--delta', `sql=${path.join(FIXTURE, 'lora_all_r8')}`], { DELTASERVE_CACHE_DIR: tempDir(), DELTASERVE_DATA_DIR: tempDir(), NODE_OPTIONS: '' }, path.join(out, 'cli.js'));
+    children.push(child);
+    const res = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'sql', prompt: [1, 2, 3], max_tokens: 4, temperature: 0 }) });
+    assert.equal(res.status, 200, await res.clone().text());
     child.kill('SIGTERM');
     assert.equal(await exitCode(child), 0);
   });

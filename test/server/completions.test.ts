@@ -147,6 +147,13 @@ describe('HTTP server on the PEFT fixture', () => {
     assert.equal(a.choices[0].text, b.choices[0].text);
   });
 
+  it('a subnormal temperature with top_p is greedy, and the server goes on serving', async () => {
+    // temperature 1.5e-323 with top_p 0.87 once sampled an undefined token that stopped the decode loop for every request.
+    const tiny = await complete(server, greedy('lora_all_r8', ref.input_ids[0], { temperature: 1.5e-323, top_p: 0.87, top_k: 18 }));
+    assert.deepEqual(tiny.choices[0].token_ids, ref.lora_all_r8.greedy_12[0]);
+    assert.deepEqual((await complete(server, greedy(BASE, ref.input_ids[0]))).choices[0].token_ids, ref.base.greedy_12[0]);
+  });
+
   it('n=2 gives two choices with indices 0 and 1, and usage counts add up', async () => {
     const body = await complete(server, { model: BASE, prompt: ref.input_ids[1], max_tokens: 5, temperature: 0.8, seed: 7, n: 2, return_token_ids: true });
     assert.equal(body.choices.length, 2);
@@ -212,6 +219,22 @@ describe('HTTP server on the PEFT fixture', () => {
     }
   });
 
+  it('streamed chunks carry token_ids only when return_token_ids is set, as whole responses do', async () => {
+    const chunks = async (extra: Record<string, unknown>, route = '/v1/completions') => {
+      const body = route === '/v1/completions' ? { model: BASE, prompt: ref.input_ids[0]!, max_tokens: 3, temperature: 0, stream: true, ...extra } : { model: BASE, messages: [{ role: 'user', content: 'hi' }], max_tokens: 3, temperature: 0, stream: true, ...extra };
+      const res = await fetch(`${server.url}${route}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const text = await res.text();
+      return text.split('\n').filter((l) => l.startsWith('data: {')).map((l) => JSON.parse(l.slice(6)) as Json).filter((c) => c.choices.length);
+    };
+    for (const route of ['/v1/completions', '/v1/chat/completions']) {
+      if (route !== '/v1/completions' && !fs.existsSync(path.join(FIXTURE, 'base', 'tokenizer.json'))) continue;
+      const plain = await chunks({}, route);
+      assert.ok(plain.length > 0 && plain.every((c) => !('token_ids' in c.choices[0])), `${route}: ${JSON.stringify(plain[0])}`);
+      const withIds = (await chunks({ return_token_ids: true }, route)).filter((c) => c.choices[0].token_ids?.length);
+      assert.ok(withIds.length > 0, `${route}: no token_ids with return_token_ids`);
+    }
+  });
+
   describe('bad input is a 4xx naming the field, and the server keeps serving', () => {
     const ids = ref.input_ids[0]!;
 
@@ -270,6 +293,19 @@ describe('HTTP server on the PEFT fixture', () => {
     it('an unknown route is 404 with an error body', async () => {
       const res = await fetch(`${server.url}/v1/nope`);
       assertError({ status: res.status, json: await res.json() }, 404);
+    });
+
+    it('a route used with the wrong method is 405 with Allow', async () => {
+      for (const [method, route, allow] of [['GET', '/v1/completions', 'POST'], ['DELETE', '/v1/chat/completions', 'POST'], ['POST', '/health/ready', 'GET, HEAD']] as const) {
+        const res = await fetch(`${server.url}${route}`, { method });
+        assertError({ status: res.status, json: await res.json() }, 405, null, method);
+        assert.equal(res.headers.get('allow'), allow, `${method} ${route}`);
+      }
+    });
+
+    it('type errors say what type was expected', async () => {
+      assertError(await post(server, greedy(BASE, ids, { max_tokens: 'ten' })), 400, 'max_tokens', /expected (a )?number/i);
+      assertError(await post(server, greedy(BASE, ids, { stream: 'yes' })), 400, 'stream', /expected (a )?boolean/i);
     });
 
     it('still serves correct completions afterwards', async () => {

@@ -5,6 +5,7 @@ import { after, before, describe, it } from 'node:test';
 import { ConfigSchema } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server/serve.js';
 import { FIXTURE, loadReference, tempDir } from '../helpers.js';
+import { writeTinyIa3 } from '../oracle/kinds/ia3.js';
 
 type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any
 const ref = loadReference();
@@ -143,20 +144,32 @@ describe('fine-tuning through the admin API', () => {
 
     const file = (await uploadFile(JSONL)).json.id;
     const jobsBefore = (await call('GET', '/admin/v1/fine_tuning/jobs?limit=100')).json.data.length;
-    const cases: [Record<string, unknown>, string][] = [
+    const ia3 = tempDir();
+    writeTinyIa3(ia3, { baseDir: path.join(FIXTURE, 'base'), seed: 3 });
+    const upload = new FormData();
+    upload.set('name', 'scaled');
+    upload.set('adapter_config', new Blob([fs.readFileSync(path.join(ia3, 'adapter_config.json'))]), 'adapter_config.json');
+    upload.set('adapter_model', new Blob([fs.readFileSync(path.join(ia3, 'adapter_model.safetensors'))]), 'adapter_model.safetensors');
+    assert.equal((await call('POST', '/v1/deltas', upload)).status, 201);
+    const cases: [Record<string, unknown>, string, RegExp?][] = [
       [{ training_file: 'file-000000000000000000000000' }, 'training_file'],
       [{ model: 'no-such-model' }, 'model'],
+      [{ model: 'scaled' }, 'model', /'scaled' is a ia3 delta; a lora job continues only from a lora delta/],
+      [{ method: { type: 'full_finetune' } }, 'method.type', /Expected 'lora'/],
+      [{ method: { type: 'lora', lora: { r: 4, lora_dropout: 0.1 } } }, 'method.lora', /lora_dropout/],
+      [{ method: { type: 'lora', ia3: {} } }, 'method', /ia3/],
       [{ method: { type: 'lora', lora: { r: 64 } } }, 'method.lora.r'],
-      [{ method: { type: 'lora', lora: { target_modules: ['q_proj', 'attn_out'] } } }, 'method.lora.target_modules'],
+      [{ method: { type: 'lora', lora: { target_modules: ['q_proj', 'attn_out'] } } }, 'method.lora.target_modules', /attn_out not in the backbone/],
       [{ hyperparameters: { learning_rate: -1 } }, 'hyperparameters.learning_rate'],
       [{ hyperparameters: { lr_scheduler: 'exponential' } }, 'hyperparameters.lr_scheduler'],
       [{ name: '../escape' }, 'name'],
       [{ unknown_field: 1 }, 'body'],
     ];
-    for (const [patch, param] of cases) {
+    for (const [patch, param, message] of cases) {
       const res = await call('POST', '/admin/v1/fine_tuning/jobs', { ...jobRequest(file), ...patch });
-      assert.equal(res.status, param === 'model' ? 404 : 400, `${JSON.stringify(patch)}: ${JSON.stringify(res.json)}`);
+      assert.equal(res.status, patch['model'] === 'no-such-model' ? 404 : 400, `${JSON.stringify(patch)}: ${JSON.stringify(res.json)}`);
       if (param !== 'body') assert.equal(res.json.error.param, param, JSON.stringify(res.json));
+      if (message) assert.match(res.json.error.message, message);
     }
     assert.equal((await call('GET', '/admin/v1/fine_tuning/jobs?limit=100')).json.data.length, jobsBefore);
     assert.equal((await call('GET', '/admin/v1/fine_tuning/jobs/ftjob-nope')).status, 404);

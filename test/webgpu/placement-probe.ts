@@ -12,8 +12,8 @@ let model: string;
 if (process.argv[2] === 'inference') {
   model = inferenceGraph(ckpt, tempDir(), { maxCacheLength: 32, attention: 'group-query', kvCache: 'device', limits: deltaLimits({ maxRank: 8 }) });
 } else {
-  const { modules } = fixtureInitialState(ckpt);
-  model = prepareTrainingGraph(ckpt, tempDir(), { rows: 2, seqLen: 16 }, { rank: 8, alpha: 16, useRslora: false, modules });
+  const { layout } = fixtureInitialState(ckpt);
+  model = prepareTrainingGraph(ckpt, tempDir(), { rows: 2, seqLen: 16 }, { kind: 'lora', options: layout });
 }
 const session = await ort.InferenceSession.create(model, { executionProviders: ['webgpu'], logSeverityLevel: 0, logVerbosityLevel: 0 });
 await session.release();

@@ -8,3 +8,5 @@ import './prefix-tuning.js';
 import './prompt-tuning.js';
 import './p-tuning.js';
 import './bottleneck.js';
+// Trainable kinds (deltas/training.ts), the fine-tuning methods; registration order is the order the API lists them in.
+import './lora-training.js';

@@ -15,6 +15,7 @@
  * [slots, cells] lists each slot's tokens), so each resident delta is read once and multiplied
  * only with its own tokens, and the products are scattered back (lora_scatter [T], a zero row for
  * tokens without a LoRA).
+ * Training (method.type 'lora', rsLoRA included) is lora-training.ts.
  */
 import type { ArchitectureSpec, ProjectionSpec } from '../../model/architecture.js';
 import { allProjections } from '../../model/architecture.js';

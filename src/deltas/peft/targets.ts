@@ -76,14 +76,35 @@ export function patternValue(table: PatternTable, modulePath: string): number | 
   return table.find((entry) => entry.pattern.fullMatch(modulePath))?.value;
 }
 
+/**
+ * Most NFA states all of one config's patterns may have together. Matching costs up to
+ * (path length + 1) × states per module path, and a config may carry over 500 patterns
+ * (target, exclude, layers_pattern, 256 rank_pattern and 256 alpha_pattern keys): at the
+ * per-pattern cap alone, one upload held the delta loader for minutes. 512 keys naming
+ * modules outright (~36 states each) still fit.
+ */
+export const MAX_CONFIG_PATTERN_STATES = 32_768;
+
+/** States compiled so far per config being read. */
+const statesSpent = new WeakMap<ConfigFields, number>();
+
 function compileField(fields: ConfigFields, field: string, source: string): LinearPattern | string[] {
+  const before = statesSpent.get(fields) ?? 0;
+  // Over the budget already (and reported once): later patterns are not even compiled.
+  if (before > MAX_CONFIG_PATTERN_STATES) return [];
+  let pattern: LinearPattern;
   try {
-    return compilePattern(source, { maxLength: MAX_PATTERN_LENGTH + 16 });
+    pattern = compilePattern(source, { maxLength: MAX_PATTERN_LENGTH + 16 });
   } catch (err) {
     if (!(err instanceof PatternError)) throw err;
     fields.problems.push(`${field}: ${err.message}`);
     return [];
   }
+  const spent = before + pattern.stateCount;
+  statesSpent.set(fields, spent);
+  if (spent <= MAX_CONFIG_PATTERN_STATES) return pattern;
+  fields.problems.push(`${field}: the config's patterns need over ${MAX_CONFIG_PATTERN_STATES} NFA states together (${spent} with this one), the limit for all of them; simplify counted repeats such as {0,70}`);
+  return [];
 }
 
 function matchesNameRule(rule: LinearPattern | string[], key: string): boolean {

@@ -146,3 +146,22 @@ export class DeltaNotFoundError extends Error {
     this.name = 'DeltaNotFoundError';
   }
 }
+
+/** Where a delete records the highest version it removed: `<owner>/<name>/deleted/v<N>` (never removed). */
+export function tombstoneKey(owner: string, name: string, version: number): string {
+  return `${owner}/${name}/deleted/${versionSegment(version)}`;
+}
+
+/** The highest version number in a delta's tombstone keys (`deleted/v<N>` names), 0 when none. */
+export function deletedThrough(tombstones: readonly string[]): number {
+  let highest = 0;
+  for (const key of tombstones) {
+    const version = parseVersionSegment(key.slice(key.lastIndexOf('/') + 1));
+    if (version !== undefined) highest = Math.max(highest, version);
+  }
+  return highest;
+}
+
+export function tombstoneRecord(): Uint8Array {
+  return new TextEncoder().encode(`${JSON.stringify({ deletedAt: new Date().toISOString() })}\n`);
+}

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { describe, it } from 'node:test';
+import { IdempotencyError } from './idempotency.js';
 import { DeltaIntegrityError, type DeltaFiles, type DeltaStore, type DeltaVersion, type NewDeltaVersion } from './types.js';
 
 export interface DeltaStoreHarness {
@@ -12,6 +13,11 @@ export interface DeltaStoreHarness {
   store: DeltaStore;
   /** Replaces one stored file of a version with other bytes of the same length (bit rot). */
   corrupt(version: DeltaVersion, file: 'config' | 'weights'): Promise<void>;
+  /**
+   * Another store over the same location, as a second replica opens it (absent where creates are
+   * atomic only inside one process: an S3 server without conditional writes and no claims table).
+   */
+  replica?(): DeltaStore;
   /** Called after the test. */
   dispose?(): Promise<void>;
 }
@@ -42,12 +48,12 @@ function assertSameBytes(actual: DeltaFiles, expected: DeltaFiles): void {
   assert.equal(Buffer.compare(Buffer.from(actual.weights), Buffer.from(expected.weights)), 0, 'weight bytes differ');
 }
 
-export function describeDeltaStoreContract(label: string, makeHarness: () => Promise<DeltaStoreHarness>): void {
-  describe(`DeltaStore contract: ${label}`, () => {
-    const withStore = (fn: (h: DeltaStoreHarness) => Promise<void>) => async () => {
+export function describeDeltaStoreContract(label: string, makeHarness: () => Promise<DeltaStoreHarness>, options: { skip?: string | false } = {}): void {
+  describe(`DeltaStore contract: ${label}`, { skip: options.skip ?? false }, () => {
+    const withStore = (fn: (h: DeltaStoreHarness, t: { skip(message: string): void }) => Promise<void>) => async (t: { skip(message: string): void }) => {
       const harness = await makeHarness();
       try {
-        await fn(harness);
+        await fn(harness, t);
       } finally {
         await harness.dispose?.();
       }
@@ -176,10 +182,77 @@ export function describeDeltaStoreContract(label: string, makeHarness: () => Pro
         await assert.rejects(store.read(v1));
         assert.equal(await store.delete('acme', 'gone'), false);
 
-        // The name starts over.
+        // The numbers stay taken: a client pinned to gone@1 must never get other weights.
         const again = await store.put(meta('acme', 'gone'), makeFiles('d3'));
-        assert.equal(again.version, 1);
+        assert.equal(again.version, 3);
         assertSameBytes(await store.read(again), makeFiles('d3'));
+        assert.equal(await store.get('acme', 'gone', 1), null);
+        assert.deepEqual(await store.get('acme', 'gone'), again);
+        assert.deepEqual(await store.versions('acme', 'gone'), [again]);
+      }),
+    );
+
+    it(
+      'a deleted version stays a tombstone: gone everywhere, its number never reused, across repeated deletes',
+      withStore(async ({ store, replica }) => {
+        const other = replica?.() ?? store;
+        const v1 = await store.put(meta('acme', 're'), makeFiles('re1'));
+        assert.deepEqual(await other.get('acme', 're', 1), v1);
+        assert.equal(await other.delete('acme', 're'), true);
+        // Seen by the store that did not delete it (another replica) at once: no cache in a store.
+        assert.equal(await store.get('acme', 're', 1), null);
+        assert.equal(await store.get('acme', 're'), null);
+        assert.deepEqual(await store.list('acme'), []);
+        const v2 = await store.put(meta('acme', 're'), makeFiles('re2'));
+        const v3 = await other.put(meta('acme', 're'), makeFiles('re3'));
+        assert.deepEqual([v2.version, v3.version], [2, 3]);
+        assert.equal(await store.delete('acme', 're'), true);
+        const v4 = await other.put(meta('acme', 're'), makeFiles('re4'));
+        assert.equal(v4.version, 4);
+        for (const n of [1, 2, 3]) assert.equal(await other.get('acme', 're', n), null, `re@${n} stays deleted`);
+        assert.deepEqual(await store.versions('acme', 're'), [v4]);
+        assert.deepEqual(await store.list(), [v4]);
+      }),
+    );
+
+    it(
+      'a put retried with the same idempotency key returns the first version, even while the first is in flight',
+      withStore(async ({ store, replica }) => {
+        const other = replica?.() ?? store;
+        const files = makeFiles('idem');
+        const first = await store.put(meta('acme', 'idem'), files, { idempotencyKey: 'upload-1' });
+        assert.equal(first.version, 1);
+        assert.deepEqual(await other.put(meta('acme', 'idem'), files, { idempotencyKey: 'upload-1' }), first);
+        assert.deepEqual((await store.versions('acme', 'idem')).map((v) => v.version), [1]);
+        // Concurrent retries (a client that timed out and sent it again, to another replica): one version.
+        const racing = await Promise.all([store, other, store, other].map((s) => s.put(meta('acme', 'idem'), makeFiles('idem2'), { idempotencyKey: 'upload-2' })));
+        assert.deepEqual(new Set(racing.map((v) => v.version)), new Set([2]));
+        // Without a key, or with another key, a new version.
+        assert.equal((await store.put(meta('acme', 'idem'), files)).version, 3);
+        assert.equal((await store.put(meta('acme', 'idem'), files, { idempotencyKey: 'upload-3' })).version, 4);
+        // A key reused for other bytes is refused and stores nothing; keys are per delta name.
+        await assert.rejects(store.put(meta('acme', 'idem'), makeFiles('other'), { idempotencyKey: 'upload-1' }), (error: unknown) => {
+          assert.ok(error instanceof IdempotencyError);
+          assert.equal(error.code, 'idempotency_key_reused');
+          return true;
+        });
+        assert.deepEqual((await store.versions('acme', 'idem')).map((v) => v.version), [1, 2, 3, 4]);
+        assert.equal((await store.put(meta('acme', 'idem-b'), makeFiles('other'), { idempotencyKey: 'upload-1' })).version, 1);
+        // The key of a deleted version does not resurrect it.
+        await store.delete('acme', 'idem');
+        await assert.rejects(store.put(meta('acme', 'idem'), files, { idempotencyKey: 'upload-1' }), /has since been deleted/);
+      }),
+    );
+
+    it(
+      'two replicas putting one name at once get distinct versions',
+      withStore(async ({ store, replica }, t) => {
+        if (!replica) return t.skip('creates are atomic only inside one process on this backend');
+        const other = replica();
+        const files = Array.from({ length: 8 }, (_, i) => makeFiles(`two${i}`, 1024 + i));
+        const puts = await Promise.all(files.map((f, i) => (i % 2 ? other : store).put(meta('acme', 'shared', { summary: { rank: i } }), f)));
+        assert.deepEqual(puts.map((p) => p.version).sort((a, b) => a - b), [1, 2, 3, 4, 5, 6, 7, 8]);
+        for (const [i, p] of puts.entries()) assertSameBytes(await (i % 2 ? store : other).read(p), files[i]!);
       }),
     );
 

@@ -29,6 +29,7 @@ describeDeltaStoreContract('filesystem', async () => {
   const root = freshRoot();
   return {
     store: new FilesystemDeltaStore(root),
+    replica: () => new FilesystemDeltaStore(root),
     async corrupt(version, file) {
       const target = path.join(versionDir(root, version), file === 'config' ? 'adapter_config.json' : 'adapter_model.safetensors');
       const bytes = await fsp.readFile(target);

@@ -1,6 +1,8 @@
 /**
  * Deltas in a directory: `<root>/<owner>/<name>/v<N>/{adapter_config.json,
- * adapter_model.safetensors, meta.json}`.
+ * adapter_model.safetensors, meta.json}`, tombstones in `<root>/<owner>/<name>/deleted/v<N>`,
+ * idempotency records in `<root>/<owner>/<name>/idempotency/`, and other records (training files,
+ * jobs) under `<root>/.training/`. Several replicas may share the directory on one volume.
  *
  * A put writes the three files into a private directory under `<root>/.staging/` (the same
  * filesystem), fsyncs them and the directory, then renames the directory to `v<N>`. rename(2) of a
@@ -21,6 +23,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import {
   CONFIG_FILE,
+  deletedThrough,
   DeltaNotFoundError,
   META_FILE,
   WEIGHTS_FILE,
@@ -33,12 +36,17 @@ import {
   isValidVersion,
   makeVersion,
   parseVersionSegment,
+  tombstoneKey,
+  tombstoneRecord,
   verifyFiles,
   versionSegment,
 } from './common.js';
 import { fsyncDirectory, writeFileDurably } from './durable.js';
 import { isValidName } from '../ref.js';
-import type { DeltaFiles, DeltaStore, DeltaVersion, NewDeltaVersion } from './types.js';
+import { idempotentPut } from './idempotency.js';
+import { FilesystemObjects } from './objects-fs.js';
+import type { ObjectStore } from './objects.js';
+import type { DeltaFiles, DeltaStore, DeltaVersion, NewDeltaVersion, PutOptions } from './types.js';
 
 const STAGING_DIR = '.staging';
 /** Files are written in chunks of this size (one huge write() holds a large buffer in the kernel path). */
@@ -50,25 +58,38 @@ export class FilesystemDeltaStore implements DeltaStore {
   readonly location: string;
   readonly root: string;
   private readonly staging: string;
+  /** The same directory as records: tombstones and idempotency keys live beside the versions. */
+  private readonly objects: FilesystemObjects;
 
   constructor(root: string) {
     this.root = path.resolve(root);
     this.location = pathToFileURL(this.root).href;
     this.staging = path.join(this.root, STAGING_DIR);
+    this.objects = new FilesystemObjects(this.root);
     fs.mkdirSync(this.staging, { recursive: true });
     this.removeAbandonedStaging();
   }
 
-  async put(delta: NewDeltaVersion, files: DeltaFiles): Promise<DeltaVersion> {
+  records(namespace: 'training'): ObjectStore {
+    return new FilesystemObjects(path.join(this.root, `.${namespace}`));
+  }
+
+  async put(delta: NewDeltaVersion, files: DeltaFiles, options: PutOptions = {}): Promise<DeltaVersion> {
     assertValidDeltaName('owner', delta.owner);
     assertValidDeltaName('name', delta.name);
     const sha256 = digestFiles(files);
+    if (options.idempotencyKey === undefined) return this.putNew(delta, files, sha256);
+    const request = { owner: delta.owner, name: delta.name, key: options.idempotencyKey, sha256 };
+    return idempotentPut(this.objects, request, (v) => this.get(delta.owner, delta.name, v), () => this.putNew(delta, files, sha256));
+  }
+
+  private async putNew(delta: NewDeltaVersion, files: DeltaFiles, sha256: string): Promise<DeltaVersion> {
     const deltaDir = this.deltaDir(delta.owner, delta.name);
     const stage = await this.makeStagingDir();
     try {
       await writeFileDurably(path.join(stage, CONFIG_FILE), files.config);
       await writeFileDurably(path.join(stage, WEIGHTS_FILE), files.weights);
-      let version = (await this.latestVersionNumber(deltaDir)) + 1;
+      let version = (await this.highestVersionNumber(delta.owner, delta.name)) + 1;
       for (let attempt = 1; ; attempt++) {
         const record = makeVersion(delta, files, version, sha256);
         await writeFileDurably(path.join(stage, META_FILE), encodeMeta(record), true);
@@ -81,7 +102,7 @@ export class FilesystemDeltaStore implements DeltaStore {
           if (attempt >= MAX_PUT_ATTEMPTS) throw error;
           if (code === 'EEXIST' || code === 'ENOTEMPTY') {
             // Another put committed v<version> first: take the next free number.
-            version = Math.max(version + 1, (await this.latestVersionNumber(deltaDir)) + 1);
+            version = Math.max(version + 1, (await this.highestVersionNumber(delta.owner, delta.name)) + 1);
             continue;
           }
           // The delta directory was removed by a concurrent delete between mkdir and rename.
@@ -103,7 +124,7 @@ export class FilesystemDeltaStore implements DeltaStore {
     assertValidDeltaName('owner', owner);
     assertValidDeltaName('name', name);
     if (version === undefined) {
-      const numbers = await this.versionNumbers(this.deltaDir(owner, name));
+      const numbers = await this.liveVersionNumbers(owner, name);
       // Newest first; a version removed by a concurrent delete is skipped.
       for (let i = numbers.length - 1; i >= 0; i--) {
         const meta = await this.readMeta(owner, name, numbers[i]!);
@@ -111,7 +132,7 @@ export class FilesystemDeltaStore implements DeltaStore {
       }
       return null;
     }
-    if (!isValidVersion(version)) return null;
+    if (!isValidVersion(version) || version <= (await this.deletedThrough(owner, name))) return null;
     return this.readMeta(owner, name, version);
   }
 
@@ -135,7 +156,7 @@ export class FilesystemDeltaStore implements DeltaStore {
   async versions(owner: string, name: string): Promise<DeltaVersion[]> {
     assertValidDeltaName('owner', owner);
     assertValidDeltaName('name', name);
-    const numbers = await this.versionNumbers(this.deltaDir(owner, name));
+    const numbers = await this.liveVersionNumbers(owner, name);
     const metas = await Promise.all(numbers.map((v) => this.readMeta(owner, name, v)));
     return metas.filter((meta): meta is DeltaVersion => meta !== null);
   }
@@ -162,23 +183,26 @@ export class FilesystemDeltaStore implements DeltaStore {
   async delete(owner: string, name: string): Promise<boolean> {
     assertValidDeltaName('owner', owner);
     assertValidDeltaName('name', name);
+    const live = await this.versions(owner, name);
+    if (live.length === 0) return false;
+    const highest = live[live.length - 1]!.version;
+    // The tombstone first: from here on every reader (any replica) sees none of these versions,
+    // and no put can take their numbers again, whatever happens to the files below.
+    await this.objects.create(tombstoneKey(owner, name, highest), tombstoneRecord());
     const deltaDir = this.deltaDir(owner, name);
-    // Move the whole delta out of sight in one rename, then remove it at leisure.
-    const trash = this.stagingPath();
-    try {
-      await fsp.rename(deltaDir, trash);
-    } catch (error) {
-      if (isMissing(error)) return false;
-      throw error;
-    }
-    try {
-      await fsyncDirectory(path.dirname(deltaDir));
-      return (await this.versionNumbers(trash)).length > 0;
-    } finally {
+    for (const version of await this.versionNumbers(deltaDir)) {
+      if (version > highest) continue;
+      const trash = this.stagingPath();
+      try {
+        await fsp.rename(path.join(deltaDir, versionSegment(version)), trash);
+      } catch (error) {
+        if (isMissing(error)) continue;
+        throw error;
+      }
       await fsp.rm(trash, { recursive: true, force: true });
-      // Drop the owner directory once empty; a concurrent put recreates it (and retries its rename).
-      await fsp.rmdir(path.dirname(deltaDir)).catch(() => undefined);
     }
+    await fsyncDirectory(deltaDir);
+    return true;
   }
 
   private deltaDir(owner: string, name: string): string {
@@ -207,9 +231,20 @@ export class FilesystemDeltaStore implements DeltaStore {
     return numbers.sort((a, b) => a - b);
   }
 
-  private async latestVersionNumber(deltaDir: string): Promise<number> {
-    const numbers = await this.versionNumbers(deltaDir);
-    return numbers.length ? numbers[numbers.length - 1]! : 0;
+  /** The highest number any version ever had: committed, unfinished, or deleted (the tombstone). */
+  private async highestVersionNumber(owner: string, name: string): Promise<number> {
+    const numbers = await this.versionNumbers(this.deltaDir(owner, name));
+    return Math.max(numbers.length ? numbers[numbers.length - 1]! : 0, await this.deletedThrough(owner, name));
+  }
+
+  private async deletedThrough(owner: string, name: string): Promise<number> {
+    return deletedThrough(await this.objects.list(`${owner}/${name}/deleted/`));
+  }
+
+  /** Version directories above the tombstone, ascending (a directory may still lack its meta.json). */
+  private async liveVersionNumbers(owner: string, name: string): Promise<number[]> {
+    const [numbers, deleted] = await Promise.all([this.versionNumbers(this.deltaDir(owner, name)), this.deletedThrough(owner, name)]);
+    return numbers.filter((v) => v > deleted);
   }
 
   /** `<pid>.<random>.<hostname>`: enough to tell later whether its writer is still alive. */

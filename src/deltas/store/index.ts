@@ -4,6 +4,8 @@ import { S3DeltaStore, s3OptionsFromEnv, type S3DeltaStoreOptions } from './s3.j
 import type { DeltaStore } from './types.js';
 
 export { DeltaNotFoundError, InvalidDeltaNameError } from './common.js';
+export { PostgresClaims } from './claims-postgres.js';
+export type { ObjectStore } from './objects.js';
 export { FilesystemDeltaStore } from './filesystem.js';
 export { S3DeltaStore, parseS3Url, s3OptionsFromEnv, type S3DeltaStoreOptions } from './s3.js';
 export * from './types.js';
@@ -11,7 +13,7 @@ export * from './types.js';
 export interface OpenDeltaStoreOptions {
   /** Where S3 settings are read from (default `process.env`), see `s3OptionsFromEnv`. */
   env?: NodeJS.ProcessEnv;
-  /** Explicit S3 settings; they win over the environment's. */
+  /** Explicit S3 settings (a claims table among them); they win over the environment's. */
   s3?: S3DeltaStoreOptions;
 }
 

@@ -12,7 +12,10 @@ import {
   S3Client,
 } from '@aws-sdk/client-s3';
 import S3rver from 's3rver';
+import { postgresMissing, startPostgres, type TestPostgres } from '../../../test/postgres.js';
+import { PostgresClaims } from './claims-postgres.js';
 import { describeDeltaStoreContract, makeFiles } from './contract.js';
+import { probeConditionalWrites } from './objects-s3.js';
 import { openDeltaStore } from './index.js';
 import { S3DeltaStore, parseS3Url, s3OptionsFromEnv, type S3DeltaStoreOptions } from './s3.js';
 import type { DeltaVersion } from './types.js';
@@ -26,6 +29,10 @@ const directory = fs.mkdtempSync(path.join(os.tmpdir(), 'deltaserve-s3rver-'));
 const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory });
 let options: S3DeltaStoreOptions;
 const clients: S3Client[] = [];
+const noPostgres = postgresMissing();
+let postgres: TestPostgres | undefined;
+/** What the stores warned (s3rver ignores conditional writes, and each local-only store says so once). */
+const warnings: string[] = [];
 
 before(async () => {
   const { port } = await server.run();
@@ -35,7 +42,9 @@ before(async () => {
     region: 'us-east-1',
     // s3rver checks signatures against its fixed key pair.
     credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
+    warn: (message) => warnings.push(message),
   };
+  if (!noPostgres) postgres = await startPostgres();
   const admin = track(new S3DeltaStore(`s3://${BUCKET}`, options).client);
   await admin.send(new CreateBucketCommand({ Bucket: BUCKET }));
   await admin.send(new CreateBucketCommand({ Bucket: ROOT_BUCKET }));
@@ -43,6 +52,7 @@ before(async () => {
 
 after(async () => {
   for (const client of clients) client.destroy();
+  await postgres?.stop();
   await server.close();
   fs.rmSync(directory, { recursive: true, force: true });
 });
@@ -82,7 +92,50 @@ describeDeltaStoreContract('s3 (s3rver)', async () => {
   };
 });
 
+describeDeltaStoreContract(
+  's3 (s3rver) with a PostgreSQL claims table, two replicas',
+  async () => {
+    const prefix = `claims-${process.pid}-${++counter}`;
+    const opened: PostgresClaims[] = [];
+    const open = () => {
+      const claims = PostgresClaims.open(postgres!.url);
+      return claims;
+    };
+    const first = await open();
+    opened.push(first);
+    const store = freshStore({ claims: first }, prefix);
+    const second = await open();
+    opened.push(second);
+    return {
+      store,
+      replica: () => freshStore({ claims: second }, prefix),
+      async corrupt(version, file) {
+        const Key = key(store, version, file === 'config' ? 'adapter_config.json' : 'adapter_model.safetensors');
+        const object = await store.client.send(new GetObjectCommand({ Bucket: BUCKET, Key }));
+        const bytes = await object.Body!.transformToByteArray();
+        bytes[bytes.length >> 1]! ^= 0xff;
+        await store.client.send(new PutObjectCommand({ Bucket: BUCKET, Key, Body: bytes }));
+      },
+      async dispose() {
+        await Promise.all(opened.map((c) => c.close()));
+      },
+    };
+  },
+  { skip: noPostgres ?? false },
+);
+
 describe('S3DeltaStore', () => {
+  it('finds out that s3rver ignores If-None-Match (it overwrites), and says creates are then atomic in one process only', async () => {
+    const store = freshStore();
+    assert.equal(await probeConditionalWrites(store.client, BUCKET, `${store.prefix}/`), false);
+    const before = warnings.length;
+    await store.put({ owner: 'acme', name: 'probe', public: false, kind: 'lora', summary: {}, virtualTokens: 0 }, makeFiles('probe'));
+    assert.equal(warnings.length, before + 1);
+    assert.match(warnings.at(-1)!, /does not honour If-None-Match.*--control-db/);
+    // The probe leaves nothing behind.
+    assert.deepEqual((await listAll(store)).filter((k) => k.includes('.probe')), []);
+  });
+
   it('stores <prefix>/<owner>/<name>/v<N>/{config, weights, meta.json}, also at the bucket root', async () => {
     const store = freshStore({}, 'some/nested/prefix');
     assert.equal(store.location, `s3://${BUCKET}/some/nested/prefix`);
@@ -102,7 +155,8 @@ describe('S3DeltaStore', () => {
     assert.deepEqual(await listAll(atRoot), ['acme/sql/v1/adapter_config.json', 'acme/sql/v1/adapter_model.safetensors', 'acme/sql/v1/meta.json']);
     assert.deepEqual(await atRoot.list(), [r]);
     assert.equal(await atRoot.delete('acme', 'sql'), true);
-    assert.deepEqual(await listAll(atRoot), []);
+    // Only the tombstone stays: the number 1 is never given again.
+    assert.deepEqual(await listAll(atRoot), ['acme/sql/deleted/v1']);
   });
 
   it('a version without meta.json (a writer killed mid-upload) is invisible, and the next put gets a fresh one', async () => {
@@ -131,9 +185,9 @@ describe('S3DeltaStore', () => {
     );
     assert.equal(await store.get('acme', 'big', 3), null);
 
-    // delete removes the leftovers too.
+    // delete removes the leftovers too, leaving the tombstone.
     assert.equal(await store.delete('acme', 'big'), true);
-    assert.deepEqual(await listAll(store), []);
+    assert.deepEqual(await listAll(store), [key(store, { ...delta, version: 4 }, '').replace(/v4\/$/, 'deleted/v4')]);
   });
 
   it('with conditional writes, two writers (separate processes, emulated) never share a version', async () => {
@@ -143,7 +197,7 @@ describe('S3DeltaStore', () => {
     const gate = twoArrivals();
     let conflicts = 0;
     const prefix = `race-${process.pid}`;
-    const writers = [freshStore({}, prefix), freshStore({}, prefix)];
+    const writers = [freshStore({ conditionalWrites: true }, prefix), freshStore({ conditionalWrites: true }, prefix)];
     for (const writer of writers) {
       writer.client.middlewareStack.add(
         (next, context) => async (args) => {

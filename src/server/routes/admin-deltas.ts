@@ -24,6 +24,7 @@ export function adminDeltaRoutes(state: ServerState): Hono {
     const suffix = op === 'prefetch' ? '/prefetch' : '/pin';
     const id = decodePathSegment(c.req.path.slice('/admin/v1/deltas/'.length, -suffix.length));
     if (id === undefined) throw new ApiError(400, 'the delta id in the path is not valid percent-encoding', 'id', 'invalid_value');
+    await state.deltaService?.freshen(id, c.get('tenant'));
     const { record, version } = find(state, id, c.get('tenant'));
     const key = deltaKey(record.owner, record.name, version);
     const residency = op === 'prefetch' ? await engine.prefetchDelta(key) : op === 'pin' ? await engine.pinDelta(key) : await engine.unpinDelta(key);

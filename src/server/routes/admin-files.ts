@@ -3,7 +3,8 @@ import { DatasetError } from '../../training/dataset.js';
 import type { ServerState } from '../context.js';
 import { ApiError } from '../errors.js';
 import { fileBytes, readUpload, textField } from '../form.js';
-import { requireAdmin, requireTraining } from './admin-common.js';
+import { idempotencyKeyOf, requireAdmin, requireTraining } from './admin-common.js';
+import { TrainingFileConflictError } from '../../training/file-store.js';
 import { audit } from '../audit.js';
 
 /**
@@ -39,31 +40,36 @@ export function adminFileRoutes(state: ServerState): Hono {
       if (err instanceof TypeError) throw new ApiError(400, 'invalid training file: not UTF-8 text', 'file', 'invalid_training_file');
       throw err;
     }
-    const stored = await training.files.put({ filename, tenant: c.get('tenant'), rows }, bytes);
+    const idempotencyKey = idempotencyKeyOf(c);
+    const stored = await training.files.put({ filename, tenant: c.get('tenant'), rows }, bytes, idempotencyKey !== undefined ? { idempotencyKey } : {}).catch((error: unknown) => {
+      if (error instanceof TrainingFileConflictError) throw new ApiError(422, error.message, 'Idempotency-Key', error.code);
+      throw error;
+    });
     audit(state, c, 'file.create', { file: stored.id, bytes: stored.bytes, rows });
     return c.json(stored, 201);
   });
 
-  app.get('/admin/v1/files', (c) => {
+  app.get('/admin/v1/files', async (c) => {
     requireAdmin(c);
+    await requireTraining(state).files.refresh();
     return c.json({ object: 'list', data: requireTraining(state).files.list(), has_more: false });
   });
 
-  app.get('/admin/v1/files/:id', (c) => {
+  app.get('/admin/v1/files/:id', async (c) => {
     requireAdmin(c);
-    return c.json(findFile(state, c));
+    return c.json(await findFile(state, c));
   });
 
   app.get('/admin/v1/files/:id/content', async (c) => {
     requireAdmin(c);
-    const file = findFile(state, c);
+    const file = await findFile(state, c);
     const bytes = await requireTraining(state).files.read(file.id);
     return c.body(bytes as Uint8Array<ArrayBuffer>, 200, { 'content-type': 'application/jsonl' });
   });
 
   app.delete('/admin/v1/files/:id', async (c) => {
     requireAdmin(c);
-    const file = findFile(state, c);
+    const file = await findFile(state, c);
     await requireTraining(state).files.remove(file.id);
     audit(state, c, 'file.delete', { file: file.id });
     return c.json({ id: file.id, object: 'file', deleted: true });
@@ -72,9 +78,10 @@ export function adminFileRoutes(state: ServerState): Hono {
   return app;
 }
 
-function findFile(state: ServerState, c: Context) {
+/** The file as the store has it (uploaded through any replica). */
+async function findFile(state: ServerState, c: Context) {
   const id = c.req.param('id')!;
-  const file = requireTraining(state).files.get(id);
+  const file = await requireTraining(state).files.find(id);
   if (!file) throw new ApiError(404, `no file '${id}'`, 'file_id', 'file_not_found');
   return file;
 }

@@ -2,16 +2,16 @@ import crypto from 'node:crypto';
 import { Hono, type Context } from 'hono';
 import { streamSSE } from 'hono/streaming';
 import { isValidName, nameError, parseDeltaKey } from '../../deltas/ref.js';
-import { TERMINAL, type FineTuneSpec, type JobEvent } from '../../training/job-types.js';
+import { trainableKind, TrainingOptionsError } from '../../deltas/training.js';
+import { methodOptions, TERMINAL, type FineTuneMethod, type FineTuneSpec, type JobEvent } from '../../training/job-types.js';
 import { parseJsonBody } from '../body.js';
 import type { ServerState } from '../context.js';
 import { ApiError } from '../errors.js';
 import { FineTuningJobRequest } from '../fine-tuning-schema.js';
-import { resolveModel } from '../resolve.js';
+import { freshenDeltas, resolveModel } from '../resolve.js';
 import { isKnownTenant } from '../auth.js';
 import { audit } from '../audit.js';
-import { trainingUnsupported } from '../../model/lower-training.js';
-import { requireAdmin, requireTraining } from './admin-common.js';
+import { idempotencyKeyOf, requireAdmin, requireTraining } from './admin-common.js';
 import { checkDeltaName } from './deltas.js';
 
 /**
@@ -25,36 +25,45 @@ export function adminFineTuningRoutes(state: ServerState): Hono {
 
   app.post(base, async (c) => {
     requireAdmin(c);
-    const spec = toSpec(state, FineTuningJobRequest.parse(await parseJsonBody(c, state.maxBodyBytes)), c.get('tenant'));
+    const body = FineTuningJobRequest.parse(await parseJsonBody(c, state.maxBodyBytes));
+    await freshenDeltas(state, body.model, body.tenant ?? c.get('tenant'));
+    // Files uploaded through another replica are looked up in the store before toSpec checks them.
+    for (const id of [body.training_file, body.validation_file]) if (id) await requireTraining(state).files.find(id);
+    const spec = toSpec(state, body, c.get('tenant'));
     state.quotas.checkJob(spec.tenant, spec.name);
-    const job = requireTraining(state).jobs.create(spec);
+    const idempotencyKey = idempotencyKeyOf(c);
+    const job = await requireTraining(state).jobs.create(spec, idempotencyKey !== undefined ? { idempotencyKey } : {}).catch((error: Error & { code?: string }) => {
+      if (error.code === 'idempotency_key_reused') throw new ApiError(422, error.message, 'Idempotency-Key', error.code);
+      throw error;
+    });
     audit(state, c, 'job.create', { job: job.id, owner: spec.tenant, delta: spec.name });
     return c.json(job, 201);
   });
 
   app.get(base, (c) => {
     requireAdmin(c);
+    // The list is as fresh as the last look at the store (every third of --job-lease-ms, at most a second).
     const jobs = requireTraining(state).jobs.list();
     return c.json(page(jobs, c));
   });
 
-  app.get(`${base}/:id`, (c) => {
+  app.get(`${base}/:id`, async (c) => {
     requireAdmin(c);
-    return c.json(findJob(state, c.req.param('id')));
+    return c.json(await findJob(state, c.req.param('id')));
   });
 
-  app.post(`${base}/:id/cancel`, (c) => {
+  app.post(`${base}/:id/cancel`, async (c) => {
     requireAdmin(c);
-    const job = findJob(state, c.req.param('id'));
+    const job = await findJob(state, c.req.param('id'));
     if (TERMINAL.has(job.status)) throw new ApiError(409, `job ${job.id} has already ${job.status}`, 'id', 'job_finished');
-    const cancelled = requireTraining(state).jobs.cancel(job.id);
+    const cancelled = await requireTraining(state).jobs.cancel(job.id);
     audit(state, c, 'job.cancel', { job: job.id });
     return c.json(cancelled);
   });
 
-  app.get(`${base}/:id/events`, (c) => {
+  app.get(`${base}/:id/events`, async (c) => {
     requireAdmin(c);
-    const job = findJob(state, c.req.param('id'));
+    const job = await findJob(state, c.req.param('id'));
     const jobs = requireTraining(state).jobs;
     if (c.req.query('stream') !== 'true') return c.json(page([...jobs.events(job.id)].reverse(), c));
     return streamSSE(c, async (stream) => {
@@ -83,8 +92,9 @@ export function adminFineTuningRoutes(state: ServerState): Hono {
   return app;
 }
 
-function findJob(state: ServerState, id: string) {
-  const job = requireTraining(state).jobs.get(id);
+/** The job as the store has it (created or run by any replica). */
+async function findJob(state: ServerState, id: string) {
+  const job = (await requireTraining(state).jobs.find(id))?.job;
   if (!job) throw new ApiError(404, `no fine-tuning job '${id}'`, 'id', 'job_not_found');
   return job;
 }
@@ -103,8 +113,6 @@ function page<T extends { id: string }>(items: T[], c: Context): { object: 'list
 /** Checks everything that can be checked before the job is queued, naming the field that failed. */
 function toSpec(state: ServerState, body: FineTuningJobRequest, caller: string): FineTuneSpec {
   const training = requireTraining(state);
-  const unsupported = trainingUnsupported(training.arch);
-  if (unsupported) throw new ApiError(400, `model '${body.model}': ${unsupported}`, 'model', 'model_not_trainable');
   const tenant = body.tenant ?? caller;
   if (!isValidName(tenant)) throw new ApiError(400, nameError('tenant', tenant), 'tenant', 'invalid_value');
   if (!isKnownTenant(state.auth, tenant)) throw new ApiError(400, `tenant '${tenant}' does not exist${state.auth ? ` in ${state.auth.source}` : ' (open mode has only the default tenant)'}`, 'tenant', 'unknown_tenant');
@@ -115,13 +123,7 @@ function toSpec(state: ServerState, body: FineTuningJobRequest, caller: string):
   }
   const name = body.name ?? (body.suffix ? `${body.suffix}` : `ft-${crypto.randomBytes(4).toString('hex')}`);
   checkDeltaName(state, name, body.name ? 'name' : 'suffix');
-  const lora = body.method?.lora ?? { r: 8, alpha: 16, target_modules: 'all-linear' as const, use_rslora: false };
-  if (lora.r > training.settings.maxRank) throw new ApiError(400, `method.lora.r ${lora.r} exceeds the server's max rank ${training.settings.maxRank}`, 'method.lora.r', 'invalid_value');
-  if (lora.target_modules !== 'all-linear') {
-    const known = training.projectionNames;
-    const unknown = lora.target_modules.filter((m) => !known.has(m));
-    if (unknown.length) throw new ApiError(400, `method.lora.target_modules: ${unknown.join(', ')} not in the backbone (it has ${[...known].join(', ')})`, 'method.lora.target_modules', 'invalid_value');
-  }
+  checkMethod(state, body.method, from ? { model: body.model, ...from } : undefined);
   const h = body.hyperparameters;
   const multiplier = typeof h.learning_rate_multiplier === 'number' ? h.learning_rate_multiplier : 1;
   return {
@@ -131,7 +133,7 @@ function toSpec(state: ServerState, body: FineTuningJobRequest, caller: string):
     ...(body.validation_file ? { validationFile: body.validation_file } : {}),
     tenant,
     name,
-    lora: { r: lora.r, alpha: lora.alpha, targetModules: lora.target_modules, useRslora: lora.use_rslora },
+    method: body.method,
     hyper: {
       ...(h.max_steps !== undefined ? { maxSteps: h.max_steps } : { nEpochs: typeof h.n_epochs === 'number' ? h.n_epochs : 3 }),
       batchSize: typeof h.batch_size === 'number' ? h.batch_size : 8,
@@ -143,4 +145,27 @@ function toSpec(state: ServerState, body: FineTuningJobRequest, caller: string):
     },
     seed: body.seed ?? crypto.randomInt(0, 2 ** 31 - 1),
   };
+}
+
+/**
+ * The method's options checked against the backbone and the server (a 400 naming the option), and
+ * the kind trainable here: served by this server, and continuing only from a delta of its kind.
+ */
+function checkMethod(state: ServerState, method: FineTuneMethod, from: { model: string; owner: string; name: string } | undefined): void {
+  const trainable = trainableKind(method.type);
+  const { settings: { limits }, arch } = requireTraining(state);
+  if (limits.kinds && !limits.kinds.includes(trainable.deltaKind)) {
+    throw new ApiError(400, `method.type '${method.type}' trains a ${trainable.deltaKind} delta, which this server does not serve (--delta-kinds ${limits.kinds.join(',')})`, 'method.type', 'invalid_value');
+  }
+  try {
+    trainable.resolve(arch, methodOptions(method), limits);
+  } catch (err) {
+    if (!(err instanceof TrainingOptionsError)) throw err;
+    const param = `method.${method.type}.${err.field}`;
+    throw new ApiError(400, `${param}: ${err.message}`, param, 'invalid_value');
+  }
+  const kind = from && state.deltas.get(from.owner, from.name)?.kind;
+  if (kind && kind !== trainable.deltaKind) {
+    throw new ApiError(400, `model '${from.model}' is a ${kind} delta; a ${method.type} job continues only from a ${trainable.deltaKind} delta`, 'model', 'invalid_value');
+  }
 }

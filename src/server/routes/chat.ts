@@ -5,7 +5,7 @@ import type { ServerState } from '../context.js';
 import { ApiError } from '../errors.js';
 import { collectChoices, startChoices, TTFT_HEADER, type ChoicePiece, type LogprobsBlock } from '../generation.js';
 import { checkChoiceCount, checkTokenIds, encodePrompt, planChoices, samplingOptions } from '../plan.js';
-import { requireEngine, resolveDeltas } from '../resolve.js';
+import { freshenDeltas, requireEngine, resolveDeltas } from '../resolve.js';
 import { ChatCompletionRequest } from '../schemas.js';
 import { observeChoice, usage } from './completions.js';
 import { admitGeneration } from '../limits/rate-limit.js';
@@ -21,6 +21,7 @@ export function chatRoutes(state: ServerState): Hono {
       const engine = requireEngine(state);
       const body = ChatCompletionRequest.parse(await parseJsonBody(c, state.maxBodyBytes));
       t.request(body.model, {}, JSON.stringify(body.messages));
+      await freshenDeltas(state, body.model, c.get('tenant'), body.delta_ids ?? []);
       const resolved = t.resolveDeltas(() => resolveDeltas(state, body.model, c.get('tenant'), body.delta_ids ?? []));
       checkChoiceCount(1, body.n ?? 1, state.maxChoices, 'n');
       admitGeneration(c, body.n ?? 1);
@@ -43,7 +44,7 @@ export function chatRoutes(state: ServerState): Hono {
       for (const plan of plans) plan.observe = observeChoice(c, t, plan);
       const meta = { id: `chatcmpl-${crypto.randomUUID()}`, created: Math.floor(Date.now() / 1000), model: body.model };
       const choices = await startChoices(engine, state.tokenizer, plans, c.req.raw.signal);
-      if (body.stream) return streamChat(c, choices, meta, { includeUsage: body.stream_options?.include_usage ?? false, promptTokens: promptIds.length }, t);
+      if (body.stream) return streamChat(c, choices, meta, { includeUsage: body.stream_options?.include_usage ?? false, promptTokens: promptIds.length, tokenIds: body.return_token_ids ?? false }, t);
       const { results, firstTokenAt } = await collectChoices(choices, plans);
       if (firstTokenAt) c.header(TTFT_HEADER, (firstTokenAt - started).toFixed(1));
       t.end();
@@ -97,8 +98,8 @@ function chatLogprobs(block: LogprobsBlock) {
   };
 }
 
-/** SSE chat chunks: a role chunk first, content deltas as they exist, the finish, optional usage, [DONE]. */
-function streamChat(c: Context, choices: AsyncGenerator<ChoicePiece>[], meta: { id: string; created: number; model: string }, options: { includeUsage: boolean; promptTokens: number }, t: RequestTrace): Response {
+/** SSE chat chunks: a role chunk first, content deltas as they exist (token_ids only when asked for), the finish, optional usage, [DONE]. */
+function streamChat(c: Context, choices: AsyncGenerator<ChoicePiece>[], meta: { id: string; created: number; model: string }, options: { includeUsage: boolean; promptTokens: number; tokenIds: boolean }, t: RequestTrace): Response {
   return tracedStream(c, t, async (stream) => {
     let aborted = false;
     stream.onAbort(() => {
@@ -114,7 +115,7 @@ function streamChat(c: Context, choices: AsyncGenerator<ChoicePiece>[], meta: { 
           if (aborted) return;
           if (piece.finishReason) completionTokens += piece.completionTokens ?? 0;
           const delta = piece.text || !piece.finishReason ? { content: piece.text } : {};
-          await chunk({ index: piece.index, delta, logprobs: piece.logprobs ? chatLogprobs(piece.logprobs) : null, finish_reason: piece.finishReason ?? null, token_ids: piece.tokenIds });
+          await chunk({ index: piece.index, delta, logprobs: piece.logprobs ? chatLogprobs(piece.logprobs) : null, finish_reason: piece.finishReason ?? null, ...(options.tokenIds ? { token_ids: piece.tokenIds } : {}) });
         }
       }),
     );

@@ -7,7 +7,7 @@ import type { GenerateEvent } from '../../engine/types.js';
 import { checkChoiceCount, checkTokenIds, encodePrompt, planChoices, samplingOptions } from '../plan.js';
 import { CompletionRequest } from '../schemas.js';
 import { parseJsonBody } from '../body.js';
-import { requireEngine, resolveDeltas } from '../resolve.js';
+import { freshenDeltas, requireEngine, resolveDeltas } from '../resolve.js';
 import { requestAttributes, RequestTrace, tracedStream } from '../tracing.js';
 import { admitGeneration, recordGeneratedTokens } from '../limits/rate-limit.js';
 
@@ -23,6 +23,7 @@ export function completionRoutes(state: ServerState): Hono {
       const echo = body.echo ?? false;
       const maxTokens = body.max_tokens ?? 16;
       t.request(body.model, requestAttributes(body, maxTokens), typeof body.prompt === 'string' ? body.prompt : JSON.stringify(body.prompt));
+      await freshenDeltas(state, body.model, c.get('tenant'), body.delta_ids ?? []);
       const resolved = t.resolveDeltas(() => resolveDeltas(state, body.model, c.get('tenant'), body.delta_ids ?? []));
       checkChoiceCount(promptCount(body.prompt), body.n ?? 1, state.maxChoices, 'prompt');
       admitGeneration(c, promptCount(body.prompt) * (body.n ?? 1));
@@ -41,7 +42,7 @@ export function completionRoutes(state: ServerState): Hono {
       for (const plan of plans) plan.observe = observeChoice(c, t, plan);
       const meta = { id: `cmpl-${crypto.randomUUID()}`, created: Math.floor(Date.now() / 1000), model: body.model };
       const choices = await startChoices(engine, state.tokenizer, plans, c.req.raw.signal);
-      if (body.stream) return streamCompletion(c, choices, meta, body.stream_options?.include_usage ?? false, t);
+      if (body.stream) return streamCompletion(c, choices, meta, { includeUsage: body.stream_options?.include_usage ?? false, tokenIds: body.return_token_ids ?? false }, t);
       const { results, firstTokenAt } = await collectChoices(choices, plans);
       if (firstTokenAt) c.header(TTFT_HEADER, (firstTokenAt - started).toFixed(1));
       t.end();
@@ -94,8 +95,8 @@ function promptIdLists(state: ServerState, prompt: CompletionRequest['prompt']):
   return lists;
 }
 
-/** SSE: one `data:` chunk per piece as soon as it exists, an optional usage chunk, then `data: [DONE]`. */
-function streamCompletion(c: Context, choices: AsyncGenerator<ChoicePiece>[], meta: { id: string; created: number; model: string }, includeUsage: boolean, t: RequestTrace): Response {
+/** SSE: one `data:` chunk per piece as soon as it exists (token_ids only when asked for), an optional usage chunk, then `data: [DONE]`. */
+function streamCompletion(c: Context, choices: AsyncGenerator<ChoicePiece>[], meta: { id: string; created: number; model: string }, options: { includeUsage: boolean; tokenIds: boolean }, t: RequestTrace): Response {
   return tracedStream(c, t, async (stream) => {
     let aborted = false;
     stream.onAbort(() => {
@@ -112,13 +113,13 @@ function streamCompletion(c: Context, choices: AsyncGenerator<ChoicePiece>[], me
             promptTokens += piece.promptTokens ?? 0;
             completionTokens += piece.completionTokens ?? 0;
           }
-          const choice = { index: piece.index, text: piece.text, logprobs: piece.logprobs ?? null, finish_reason: piece.finishReason ?? null, token_ids: piece.tokenIds };
+          const choice = { index: piece.index, text: piece.text, logprobs: piece.logprobs ?? null, finish_reason: piece.finishReason ?? null, ...(options.tokenIds ? { token_ids: piece.tokenIds } : {}) };
           await stream.writeSSE({ data: JSON.stringify({ ...meta, object: 'text_completion', choices: [choice] }) });
         }
       }),
     );
     if (aborted) return;
-    if (includeUsage) await stream.writeSSE({ data: JSON.stringify({ ...meta, object: 'text_completion', choices: [], usage: usage(promptTokens, completionTokens) }) });
+    if (options.includeUsage) await stream.writeSSE({ data: JSON.stringify({ ...meta, object: 'text_completion', choices: [], usage: usage(promptTokens, completionTokens) }) });
     await stream.writeSSE({ data: '[DONE]' });
   });
 }

@@ -10,6 +10,8 @@ import { ApiError } from '../errors.js';
 import { fileBytes, readUpload, textField } from '../form.js';
 import { findVisible } from '../resolve.js';
 import { audit } from '../audit.js';
+import { IdempotencyError } from '../../deltas/store/idempotency.js';
+import { idempotencyKeyOf } from './admin-common.js';
 
 const FILES = { 'adapter_config.json': 'config', 'adapter_model.safetensors': 'weights' } as const;
 
@@ -40,21 +42,26 @@ export function deltaRoutes(state: ServerState): Hono {
     }
     const size = files.config.length + files.weights.length;
     if (size > state.maxDeltaBytes) throw new ApiError(413, `delta of ${size} bytes exceeds the limit of ${state.maxDeltaBytes}`, 'adapter_model', 'body_too_large');
+    const idempotencyKey = idempotencyKeyOf(c);
+    await service.refresh(c.get('tenant'), name);
     state.quotas.checkDeltaUpload(c.get('tenant'), name, size);
-    const { version, warnings } = await service.upload(c.get('tenant'), name, files, { public: isPublic });
+    const { version, warnings } = await service.upload(c.get('tenant'), name, files, { public: isPublic, ...(idempotencyKey !== undefined ? { idempotencyKey } : {}) }).catch((error: unknown) => {
+      if (!(error instanceof IdempotencyError)) throw error;
+      throw new ApiError(error.code === 'idempotency_key_reused' ? 422 : 409, error.message, 'Idempotency-Key', error.code);
+    });
     audit(state, c, 'delta.create', { delta: `${version.owner}/${version.name}@${version.version}`, size: version.size, public: version.public });
     return c.json({ ...describe(state, state.deltas.get(version.owner, version.name)!, version, c.get('tenant')), warnings }, 201);
   });
 
-  app.get('/v1/deltas', (c) => {
-    requireService(state);
+  app.get('/v1/deltas', async (c) => {
+    await requireService(state).refreshList();
     const tenant = c.get('tenant');
     return c.json({ object: 'list', data: state.deltas.visibleTo(tenant).map((r) => describe(state, r, undefined, tenant)) });
   });
 
   app.get('/v1/deltas/*', async (c) => {
     const service = requireService(state);
-    const { record, version, file } = lookup(c, state);
+    const { record, version, file } = await lookup(c, state);
     const versions = await service.versions(record);
     const chosen = versions.find((v) => v.version === (version ?? record.version));
     if (!chosen) throw new ApiError(404, `delta '${record.name}' has no version ${version}`, 'id', 'model_not_found');
@@ -66,7 +73,7 @@ export function deltaRoutes(state: ServerState): Hono {
 
   app.delete('/v1/deltas/*', async (c) => {
     const service = requireService(state);
-    const { record, version, file } = lookup(c, state);
+    const { record, version, file } = await lookup(c, state);
     if (file || version !== undefined) throw new ApiError(400, 'DELETE takes a delta id (name or owner/name), without a version or file', 'id');
     if (record.owner !== c.get('tenant') && !c.get('isAdmin')) throw new ApiError(403, `only ${record.owner} may delete '${record.owner}/${record.name}'`, 'id', 'permission_denied');
     await service.remove(record);
@@ -94,8 +101,8 @@ export function checkDeltaName(state: ServerState, name: string, param: string):
   if (name === state.modelName) throw new ApiError(400, `delta name '${name}' is the base model's name`, param, 'invalid_value');
 }
 
-/** Parses `/v1/deltas/{name|owner/name}[@N][/files/{file}]` and finds the delta as the caller sees it. */
-function lookup(c: Context, state: ServerState): { record: DeltaRecord; version?: number; file?: keyof typeof FILES } {
+/** Parses `/v1/deltas/{name|owner/name}[@N][/files/{file}]` and finds the delta as the caller sees it (the store asked first when the catalog's entry is stale). */
+async function lookup(c: Context, state: ServerState): Promise<{ record: DeltaRecord; version?: number; file?: keyof typeof FILES }> {
   const rest = decodePathSegment(c.req.path.slice('/v1/deltas/'.length));
   if (rest === undefined) throw new ApiError(400, 'the delta id in the path is not valid percent-encoding', 'id', 'invalid_value');
   const match = /^(.+?)(?:\/files\/([^/]+))?$/.exec(rest);
@@ -104,6 +111,7 @@ function lookup(c: Context, state: ServerState): { record: DeltaRecord; version?
   if (file !== undefined && !(file in FILES)) throw new ApiError(404, `no file '${file.slice(0, 80)}'; a delta has adapter_config.json and adapter_model.safetensors`, 'file');
   const parsed = parseDeltaRef(id);
   if (!parsed.ok) throw new ApiError(404, `delta '${id.slice(0, 160)}' does not exist: it ${parsed.problem}`, 'id', 'model_not_found');
+  await state.deltaService?.freshen(id, c.get('tenant'));
   // Admins reach any tenant's delta as owner/name (without acting as that tenant).
   const asAdmin = c.get('isAdmin') && parsed.ref.owner !== undefined ? state.deltas.get(parsed.ref.owner, parsed.ref.name) : undefined;
   const record = asAdmin ?? findVisible(state, parsed.ref, c.get('tenant'));

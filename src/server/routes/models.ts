@@ -12,7 +12,8 @@ import type { ServerState } from '../context.js';
  */
 export function modelRoutes(state: ServerState): Hono {
   const app = new Hono();
-  app.get('/v1/models', (c) => {
+  app.get('/v1/models', async (c) => {
+    await state.deltaService?.refreshList();
     const tenant = c.get('tenant');
     const created = Math.floor(state.startedAt / 1000);
     const base = { id: state.modelName, object: 'model', created, owned_by: 'deltaserve', root: state.modelName, parent: null };

@@ -1,6 +1,9 @@
 import ort from 'onnxruntime-node';
+import '../deltas/kinds/index.js';
+import { trainableKind, type TrainingTarget } from '../deltas/training.js';
+import { elementCount } from '../graph/ops/shapes.js';
 import type { Checkpoint } from '../model/checkpoint.js';
-import { TRAINING_IO, trainableParams, type LoraTrainingSpec, type TrainableParam } from '../model/lower-training.js';
+import { TRAINING_IO, type TrainableParam } from '../model/lower-training.js';
 import { checkFeeds, float32 } from './feeds.js';
 import { prepareTrainingGraph } from './graph-cache.js';
 import type { Device } from './model-runtime.js';
@@ -24,7 +27,7 @@ export interface AdamWHyperparameters {
   maxGradNorm: number;
 }
 
-/** Parameters and AdamW moments by parameter name, plus the number of steps taken. */
+/** Parameters and AdamW moments by parameter name (the kind's, see TrainableKind.params), plus the number of steps taken. */
 export interface TrainerState {
   step: number;
   params: Map<string, Float32Array>;
@@ -50,27 +53,28 @@ interface PendingStep {
   next: number;
 }
 
-export interface TrainerOptions {
+/** The trainer's device, its step graph's shape, and what it trains (a trainable kind and its resolved options). */
+export interface TrainerOptions extends TrainingTarget {
   cacheDir: string;
   device: Device;
   threads?: number;
   rows: number;
   seqLen: number;
-  lora: LoraTrainingSpec;
   /** ORT graph optimisation for the step graph (default 'all'). */
   optimization?: 'all' | 'extended' | 'basic';
 }
 
 /**
- * Runs the LoRA training-step graph: owns the parameters and AdamW moments, accumulates
- * gradients over micro-batches (so a long step can be split between inference steps), and
- * applies the update after the last one.
+ * Runs a delta kind's training-step graph: owns the parameters (any shapes, by the kind's names)
+ * and AdamW moments, accumulates gradients over micro-batches (so a long step can be split
+ * between inference steps), and applies the update after the last one. Kind-neutral: the
+ * parameters and the graph come from the trainable kind (deltas/training.ts).
  *
  * @example
- * const trainer = await LoraTrainer.create(ckpt, options, initialParams);
+ * const trainer = await Trainer.create(ckpt, { cacheDir, device: 'cpu', rows: 2, seqLen: 16, kind: 'lora', options: layout }, freshTrainerState(params));
  * const { loss } = await trainer.step([batch], { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: Infinity });
  */
-export class LoraTrainer {
+export class Trainer {
   private pending: PendingStep | undefined;
 
   private constructor(
@@ -80,19 +84,15 @@ export class LoraTrainer {
     private state: TrainerState,
   ) {}
 
-  static async create(ckpt: Checkpoint, options: TrainerOptions, initial: TrainerState): Promise<LoraTrainer> {
-    const params = trainableParams(ckpt.arch, options.lora);
-    for (const p of params) {
-      for (const [kind, values] of [['param', initial.params], ['m', initial.m], ['v', initial.v]] as const) {
-        const size = values.get(p.name)?.length;
-        if (size !== p.shape[0] * p.shape[1]) throw new Error(`trainer state ${kind} ${p.name}: expected ${p.shape[0] * p.shape[1]} values, got ${size ?? 'none'}`);
-      }
-    }
-    const modelPath = prepareTrainingGraph(ckpt, options.cacheDir, { rows: options.rows, seqLen: options.seqLen }, options.lora);
+  static async create(ckpt: Checkpoint, options: TrainerOptions, initial: TrainerState): Promise<Trainer> {
+    const { kind, options: resolved } = options;
+    const params = trainableKind(kind).params(ckpt.arch, resolved);
+    checkState(params, initial);
+    const modelPath = prepareTrainingGraph(ckpt, options.cacheDir, { rows: options.rows, seqLen: options.seqLen }, { kind, options: resolved });
     // 'basic' optimisation: on the CPU provider the step graph builds faster and runs ~10% faster
     // than with 'all' (same losses), whose layout transforms do not pay off here.
     const session = await createSession(modelPath, { optimization: 'basic', ...options, spinning: false });
-    return new LoraTrainer(session, options, params, initial);
+    return new Trainer(session, options, params, initial);
   }
 
   get stepsTaken(): number {
@@ -118,7 +118,7 @@ export class LoraTrainer {
     if (batches.length === 0) throw new Error('a training step needs at least one micro-batch');
     const count = batches.reduce((n, b) => n + sum(b.targetMask), 0);
     if (count === 0) throw new Error('a training step needs at least one target token');
-    const grads = new Map<string, Float32Array>(this.params.map((p) => [p.name, new Float32Array(p.shape[0] * p.shape[1])]));
+    const grads = new Map<string, Float32Array>(this.params.map((p) => [p.name, new Float32Array(elementCount(p.shape))]));
     this.pending = { batches, scalars: adamwScalars(hyper, this.state.step + 1), count, grads, loss: 0, next: 0 };
   }
 
@@ -152,7 +152,7 @@ export class LoraTrainer {
   async evaluate(batches: MicroBatch[]): Promise<number> {
     const count = batches.reduce((n, b) => n + sum(b.targetMask), 0);
     if (count === 0) throw new Error('evaluation needs at least one target token');
-    const zeros = new Map<string, Float32Array>(this.params.map((p) => [p.name, new Float32Array(p.shape[0] * p.shape[1])]));
+    const zeros = new Map<string, Float32Array>(this.params.map((p) => [p.name, new Float32Array(elementCount(p.shape))]));
     const scalars = adamwScalars({ lr: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, maxGradNorm: Infinity }, 1);
     let loss = 0;
     for (const batch of batches) loss += Number((await this.session.run(this.feeds(batch, count, zeros, scalars), [TRAINING_IO.loss]))[TRAINING_IO.loss]!.data[0]);
@@ -194,6 +194,29 @@ export class LoraTrainer {
     }
     checkFeeds(this.session.inputNames, feeds);
     return feeds;
+  }
+}
+
+/**
+ * A trainer state at step 0 from starting parameters: AdamW's moments at zero, as torch.optim.AdamW
+ * starts them.
+ *
+ * @example const state = freshTrainerState(trainable.init(arch, options, seed));
+ */
+export function freshTrainerState(params: Map<string, Float32Array>): TrainerState {
+  const zeros = () => new Map([...params].map(([name, p]) => [name, new Float32Array(p.length)]));
+  return { step: 0, params, m: zeros(), v: zeros() };
+}
+
+/** Every parameter, with both moments, at its declared size; nothing else. */
+function checkState(params: TrainableParam[], state: TrainerState): void {
+  for (const [kind, values] of [['param', state.params], ['m', state.m], ['v', state.v]] as const) {
+    for (const p of params) {
+      const size = values.get(p.name)?.length;
+      if (size !== elementCount(p.shape)) throw new Error(`trainer state ${kind} ${p.name}: expected ${elementCount(p.shape)} values [${p.shape.join(', ')}], got ${size ?? 'none'}`);
+    }
+    const unknown = [...values.keys()].filter((name) => !params.some((p) => p.name === name));
+    if (unknown.length) throw new Error(`trainer state ${kind} has tensors the trained kind does not: ${unknown.slice(0, 4).join(', ')}`);
   }
 }
 
