@@ -83,17 +83,26 @@ export async function main(): Promise<void> {
     process.exit(1);
   }
   // SIGTERM: readiness turns 503 at once, in-flight requests get the grace period, a training
-  // job checkpoints; then the engine closes. A second signal does not wait.
+  // job checkpoints; then the engine closes, all by the end of the grace period (what is still
+  // running then is cut). A second signal does not wait.
   let stopping = false;
   const shutdown = async () => {
     if (stopping) process.exit(1);
     stopping = true;
+    const deadline = Date.now() + config.shutdownGraceMs;
+    // A last resort: whatever still holds the event loop a little past the grace, the process goes.
+    setTimeout(() => {
+      console.error(`shutdown did not finish within --shutdown-grace-ms ${config.shutdownGraceMs}; exiting`);
+      process.exit(1);
+    }, config.shutdownGraceMs + 250).unref();
     await server.drain(config.shutdownGraceMs);
-    await server.close();
+    await server.close({ deadline });
     process.exit(0);
   };
   process.on('SIGTERM', shutdown);
   process.on('SIGINT', shutdown);
+  // Tests of the restart path crash the engine thread from outside; nothing else can.
+  if (process.env.NODE_ENV === 'test') process.on('SIGUSR2', () => server.state.engine?.injectCrash());
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) await main();

@@ -81,6 +81,7 @@ export const ConfigSchema = z.object({
   catalogTtlMs: z.coerce.number().int().min(0).default(1000).describe("how long this replica trusts its cached view of a delta before reading the store again: the bound on how stale 'name' (latest) and deletes made through other replicas can be (0: read the store on every request)"),
   jobLeaseMs: z.coerce.number().int().min(200).default(15_000).describe('a running fine-tuning job is leased to one replica for this long, renewed by it; another replica takes the job over from its last checkpoint once a lease expires unrenewed'),
   hostCacheBytes: positiveInt.default(2 * 1024 ** 3).describe('host-memory cache of parsed deltas, in bytes (least recently used dropped first)'),
+  storeTimeoutMs: positiveInt.default(10_000).describe('deadline of each request to an s3:// delta store, its body included; past it the call fails as unavailable (503 with Retry-After)'),
   diskCacheDir: z.string().optional().describe("local disk cache of delta files fetched from an object store; '<cache-dir>/deltas' when absent"),
   maxDeltaBytes: positiveInt.default(256 * 1024 * 1024).describe('largest delta upload (both files together)'),
   maxTrainingFileBytes: positiveInt.default(64 * 1024 * 1024).describe('largest training file upload (JSONL)'),

@@ -6,6 +6,7 @@ import { digestFiles } from '../deltas/store/common.js';
 import type { DeltaFiles, DeltaStore } from '../deltas/store/types.js';
 import { parseDeltaKey } from '../deltas/ref.js';
 import type { DeltaLoad } from './residency.js';
+import { StoreUnavailableError } from '../deltas/store/unavailable.js';
 import { EngineError } from './types.js';
 
 /**
@@ -56,7 +57,9 @@ export class HostDeltaCache {
 /**
  * Verified delta files on local disk, one directory per SHA-256 (`<dir>/<sha256>/`), written to a
  * temporary directory and renamed into place, so a reader sees a whole entry or none. A read
- * checks the digest again and drops an entry that no longer matches.
+ * checks the digest again and drops an entry that no longer matches. `<dir>/keys/<owner>/<name>@<N>`
+ * records which digest a version had when it was cached: versions are immutable, so when the
+ * store cannot be asked, that digest says which entry holds the version's bytes.
  */
 export class DiskDeltaCache {
   constructor(readonly dir: string) {}
@@ -75,23 +78,58 @@ export class DiskDeltaCache {
     return undefined;
   }
 
-  async remove(sha256: string): Promise<void> {
+  /** The digest recorded for an engine key (owner/name@version) when its files were cached, or undefined. */
+  async digestOf(name: string): Promise<string | undefined> {
+    const file = this.keyFile(name);
+    const text = file ? await fs.promises.readFile(file, 'utf8').catch(() => '') : '';
+    return /^[0-9a-f]{64}$/.test(text) ? text : undefined;
+  }
+
+  async remove(sha256: string, name?: string): Promise<void> {
+    const key = name ? this.keyFile(name) : undefined;
+    if (key) await fs.promises.rm(key, { force: true });
     if (!/^[0-9a-f]{64}$/.test(sha256)) return;
     await fs.promises.rm(path.join(this.dir, sha256), { recursive: true, force: true });
   }
 
-  async write(sha256: string, files: DeltaFiles): Promise<void> {
-    await fs.promises.mkdir(this.dir, { recursive: true });
-    const tmp = await fs.promises.mkdtemp(path.join(this.dir, '.tmp-'));
+  /** Caches a version's verified files under their digest, and (with its engine key) which digest it has. */
+  async write(sha256: string, files: DeltaFiles, name?: string): Promise<void> {
+    await fs.promises.mkdir(this.dir, { recursive: true }).catch(() => undefined);
+    const target = path.join(this.dir, sha256);
+    if (!fs.existsSync(target)) await this.writeEntry(target, files);
+    const key = name ? this.keyFile(name) : undefined;
+    if (key && fs.existsSync(target)) await writeSmallFile(key, sha256);
+  }
+
+  private async writeEntry(target: string, files: DeltaFiles): Promise<void> {
+    let tmp: string | undefined;
     try {
+      tmp = await fs.promises.mkdtemp(path.join(this.dir, '.tmp-'));
       await fs.promises.writeFile(path.join(tmp, 'adapter_config.json'), files.config);
       await fs.promises.writeFile(path.join(tmp, 'adapter_model.safetensors'), files.weights);
-      await fs.promises.rename(tmp, path.join(this.dir, sha256));
+      await fs.promises.rename(tmp, target);
     } catch {
       // Another writer got there first (the entry exists), or the disk is full: the cache is optional.
     } finally {
-      await fs.promises.rm(tmp, { recursive: true, force: true });
+      if (tmp) await fs.promises.rm(tmp, { recursive: true, force: true });
     }
+  }
+
+  private keyFile(name: string): string | undefined {
+    const ref = parseDeltaKey(name);
+    return ref ? path.join(this.dir, 'keys', ref.owner, `${ref.name}@${ref.version}`) : undefined;
+  }
+}
+
+/** Writes a small file by rename, so a reader sees all of it or none; failures are ignored (the cache is optional). */
+async function writeSmallFile(file: string, text: string): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(16).slice(2)}`;
+  try {
+    await fs.promises.mkdir(path.dirname(file), { recursive: true });
+    await fs.promises.writeFile(tmp, text);
+    await fs.promises.rename(tmp, file);
+  } catch {
+    await fs.promises.rm(tmp, { force: true });
   }
 }
 
@@ -173,7 +211,7 @@ export class TieredDeltaSource {
   async forget(name: string, sha256?: string): Promise<void> {
     this.host.delete(name);
     this.held.delete(name);
-    if (sha256) await this.disk?.remove(sha256);
+    if (sha256) await this.disk?.remove(sha256, name);
   }
 
   /** Brings `owner/name@version` into host memory; the caller deduplicates concurrent loads. */
@@ -213,16 +251,28 @@ export class TieredDeltaSource {
 
 /**
  * The files of `owner/name@version`: from the disk tier when it holds them (digest checked), else
- * from the store (which verifies the digest), then copied into the disk tier.
+ * from the store (which verifies the digest), then copied into the disk tier. When the store
+ * cannot be reached, a version whose digest the disk tier recorded is served from there.
  */
 export async function fetchDeltaFiles(store: DeltaStore, disk: DiskDeltaCache | undefined, name: string): Promise<{ files: DeltaFiles; tier: FetchTier }> {
   const ref = parseDeltaKey(name);
   if (!ref) throw new EngineError('delta_not_found', `delta '${name}' is not a stored delta version (owner/name@version)`);
-  const version = await store.get(ref.owner, ref.name, ref.version);
-  if (!version) throw new EngineError('delta_not_found', `delta '${name}' does not exist in ${store.location}`);
+  let version;
+  try {
+    version = await store.get(ref.owner, ref.name, ref.version);
+  } catch (err) {
+    const recorded = err instanceof StoreUnavailableError ? await disk?.digestOf(name) : undefined;
+    const cached = recorded ? await disk?.read(recorded) : undefined;
+    if (cached) return { files: cached, tier: 'disk' };
+    throw err;
+  }
+  if (!version) throw new EngineError('delta_not_found', `delta '${name}' does not exist in the delta store`);
   const cached = await disk?.read(version.sha256);
-  if (cached) return { files: cached, tier: 'disk' };
+  if (cached) {
+    if (!(await disk!.digestOf(name))) await disk!.write(version.sha256, cached, name);
+    return { files: cached, tier: 'disk' };
+  }
   const files = await store.read(version);
-  if (disk) await disk.write(version.sha256, files);
+  if (disk) await disk.write(version.sha256, files, name);
   return { files, tier: 'store' };
 }

@@ -14,12 +14,16 @@ export interface DeltaLoaderOptions {
   store: string;
   /** Verified files are cached here by SHA-256; absent for a filesystem store (it is local already). */
   diskCacheDir?: string;
+  /** Deadline of each store request (see S3DeltaStoreOptions.timeoutMs). */
+  storeTimeoutMs?: number;
 }
 
-export type LoaderRequest = { id: number; kind: 'parse'; name: string; config: string; weights: Uint8Array } | { id: number; kind: 'load'; name: string };
+/** `sha256` on a parse: the stored version's digest, so its files also go into the disk tier. */
+export type LoaderRequest = { id: number; kind: 'parse'; name: string; config: string; weights: Uint8Array; sha256?: string } | { id: number; kind: 'load'; name: string };
+/** A failure's `message` is for clients; `detail` (the raw cause: endpoints, paths) is for logs. */
 export type LoaderReply =
   | { id: number; ok: true; delta: Omit<ParsedDelta, 'tensors'> & { tensors: [string, Float32Array][] }; tier?: FetchTier }
-  | { id: number; ok: false; name: string; code: string; problems?: string[]; message: string };
+  | { id: number; ok: false; name: string; code: string; problems?: string[]; message: string; detail?: string };
 
 /**
  * Fetches, verifies, validates, converts and lays out deltas on a thread of its own. On the
@@ -60,13 +64,16 @@ export class DeltaLoaderThread {
     return worker;
   }
 
-  /** Validates and lays out files already in hand (an upload or a registered directory). */
-  async parse(name: string, files: DeltaFiles): Promise<ParsedDelta> {
+  /**
+   * Validates and lays out files already in hand (an upload or a registered directory); with the
+   * stored version's `sha256`, they are also kept in the disk tier (object stores only).
+   */
+  async parse(name: string, files: DeltaFiles, sha256?: string): Promise<ParsedDelta> {
     // A buffer the weights own whole moves to the loader thread instead of being copied (20 MB);
     // the caller does not touch the files after handing them over.
     const { buffer, byteOffset, byteLength } = files.weights;
     const transfer = byteOffset === 0 && byteLength === buffer.byteLength && buffer instanceof ArrayBuffer ? [buffer] : [];
-    const reply = await this.call({ kind: 'parse', name, config: new TextDecoder().decode(files.config), weights: files.weights }, transfer);
+    const reply = await this.call({ kind: 'parse', name, config: new TextDecoder().decode(files.config), weights: files.weights, ...(sha256 ? { sha256 } : {}) }, transfer);
     return toDelta(reply);
   }
 
@@ -90,7 +97,7 @@ export class DeltaLoaderThread {
     if (!call) return;
     if (reply.ok) call.resolve(reply);
     else if (reply.code === 'invalid_delta') call.reject(new DeltaValidationError(reply.name, reply.problems ?? [reply.message]));
-    else call.reject(Object.assign(new Error(reply.message), { code: reply.code }));
+    else call.reject(Object.assign(new Error(reply.message), { code: reply.code, detail: reply.detail }));
   }
 
   private failAll(err: Error): void {

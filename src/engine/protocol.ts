@@ -23,6 +23,8 @@ export interface EngineOptions {
   threads?: number;
   /** The delta store the engine loads cold deltas from: a directory, or s3://bucket/prefix. */
   store: string;
+  /** Deadline of each request to the store (S3), in ms. */
+  storeTimeoutMs?: number;
   /** Bound of the host-memory LRU of parsed deltas, in bytes. */
   hostCacheBytes: number;
   /** Local disk cache of verified delta files (used for object stores only). */
@@ -72,7 +74,7 @@ export type ToWorker =
   | { type: 'generate'; request: GenerateRequest }
   | { type: 'cancel'; id: string }
   /** Validates a PEFT adapter against the backbone and (unless dryRun) registers it under `name`. */
-  | { type: 'register_peft'; callId: number; name: string; config: string; weights: Uint8Array; dryRun: boolean }
+  | { type: 'register_peft'; callId: number; name: string; config: string; weights: Uint8Array; dryRun: boolean; sha256?: string }
   | { type: 'unregister_delta'; callId: number; name: string; sha256?: string }
   | { type: 'stats'; callId: number }
   /** Loads a delta into host memory, and into a free or least recently used unpinned slot if there is one. */
@@ -92,7 +94,9 @@ export type ToWorker =
   | { type: 'train_state'; callId: number; jobId: string }
   /** Releases the trainer and replies with its final state. */
   | { type: 'train_end'; callId: number; jobId: string }
-  | { type: 'shutdown' };
+  | { type: 'shutdown' }
+  /** Throws from the engine thread so the restart path can be tested; ignored unless NODE_ENV=test. */
+  | { type: 'crash' };
 
 export type FromWorker =
   | { type: 'ready'; info: ModelInfo }
@@ -101,4 +105,4 @@ export type FromWorker =
   /** A delta finished loading into host memory (telemetry). */
   | { type: 'delta_load'; name: string; tier: 'host' | 'disk' | 'store'; ms: number }
   | { type: 'reply'; callId: number; ok: true; value: unknown }
-  | { type: 'reply'; callId: number; ok: false; code: string; message: string };
+  | { type: 'reply'; callId: number; ok: false; code: string; message: string; detail?: string };

@@ -25,11 +25,15 @@ export interface DeltaLoad {
   ms: number;
 }
 
-/** Why a delta load failed: code delta_not_found or internal_error. */
+/** Why a delta load failed: code delta_not_found, invalid_delta, store_unavailable or internal_error; `detail` is for logs. */
 export interface LoadFailure {
   code: string;
   message: string;
+  detail?: string;
 }
+
+/** Load failure codes reported as they are; anything else is an internal error. */
+const LOAD_CODES = new Set(['delta_not_found', 'invalid_delta', 'store_unavailable']);
 
 /** What the rest of the engine may know about a delta without holding it: its kind and virtual tokens. */
 export interface DeltaShape {
@@ -186,9 +190,9 @@ export class Residency {
         this.options.onLoad?.(name, load);
         return undefined;
       },
-      (err: Error & { code?: string }) => {
-        const code = err.code === 'delta_not_found' || err.code === 'invalid_delta' ? err.code : 'internal_error';
-        const failure = { code, message: `delta '${name}' could not be loaded: ${err.message}` };
+      (err: Error & { code?: string; detail?: string }) => {
+        const code = err.code && LOAD_CODES.has(err.code) ? err.code : 'internal_error';
+        const failure = { code, message: `delta '${name}' could not be loaded: ${err.message}`, detail: err.detail };
         this.failures.set(name, failure);
         return failure;
       },

@@ -131,7 +131,7 @@ export class Scheduler {
       const failure = seq.request.deltas.map((d) => failures.get(d)).find((f) => f !== undefined);
       if (!failure) continue;
       this.waiting.splice(this.waiting.indexOf(seq), 1);
-      this.emit({ type: 'error', id: seq.id, code: failure.code, message: failure.message });
+      this.emit({ type: 'error', id: seq.id, code: failure.code, message: failure.message, ...(failure.detail ? { detail: failure.detail } : {}) });
     }
   }
 

@@ -58,13 +58,40 @@ export type GenerateEvent =
   | { type: 'prompt'; id: string; logprobs: (TokenLogprob | null)[] }
   | { type: 'token'; id: string; token: number; logprob: number; top?: { token: number; logprob: number }[] }
   | { type: 'done'; id: string; finishReason: FinishReason; promptTokens: number; completionTokens: number }
-  | { type: 'error'; id: string; code: string; message: string };
+  /** `detail`: the raw cause (endpoints, paths) for the server's logs, never for clients. */
+  | { type: 'error'; id: string; code: string; message: string; detail?: string };
 
 /** Error codes the engine reports; the server maps them to HTTP statuses in one place. */
-export type EngineErrorCode = 'delta_not_found' | 'context_length_exceeded' | 'queue_full' | 'internal_error' | 'invalid_delta' | 'pin_limit' | 'slots_busy' | 'training_busy' | 'training_not_found' | 'training_cancelled';
+export type EngineErrorCode =
+  | 'delta_not_found'
+  | 'context_length_exceeded'
+  | 'queue_full'
+  | 'internal_error'
+  | 'invalid_delta'
+  | 'pin_limit'
+  | 'slots_busy'
+  | 'training_busy'
+  | 'training_not_found'
+  | 'training_cancelled'
+  /** The delta store could not be read (down, slow, 5xx); a retry may succeed. */
+  | 'store_unavailable'
+  /** The engine thread died and is being restarted; a retry may succeed. */
+  | 'engine_restarting';
+
+const ENGINE_ERROR_CODES: ReadonlySet<string> = new Set<EngineErrorCode>(['delta_not_found', 'context_length_exceeded', 'queue_full', 'internal_error', 'invalid_delta', 'pin_limit', 'slots_busy', 'training_busy', 'training_not_found', 'training_cancelled', 'store_unavailable', 'engine_restarting']);
+
+/** A code from the worker as an EngineErrorCode: anything unknown (an errno) is internal_error. */
+export function engineErrorCode(code: string | undefined): EngineErrorCode {
+  return code && ENGINE_ERROR_CODES.has(code) ? (code as EngineErrorCode) : 'internal_error';
+}
 
 export class EngineError extends Error {
-  constructor(readonly code: EngineErrorCode, message: string) {
+  constructor(
+    readonly code: EngineErrorCode,
+    message: string,
+    /** The raw cause, for logs only (it may name store endpoints or paths). */
+    readonly detail?: string,
+  ) {
     super(message);
     this.name = 'EngineError';
   }

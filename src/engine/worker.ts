@@ -5,7 +5,7 @@ import { deltaLimits, ModelRuntime } from './model-runtime.js';
 import type { DeltaResidency, DeltaSummary, EngineOptions, FromWorker, ToWorker } from './protocol.js';
 import { Scheduler } from './scheduler.js';
 import { TrainingRunner } from './training-runner.js';
-import { EngineError } from './types.js';
+import { EngineError, engineErrorCode } from './types.js';
 
 /**
  * The engine thread: ORT's run() blocks its caller, so the model, the scheduler and every
@@ -24,7 +24,7 @@ async function main(): Promise<void> {
   const diskCacheDir = options.store.startsWith('s3://') ? options.diskCacheDir : undefined;
   // Deltas are fetched, verified, validated and laid out for slots on a thread of their own, and
   // host-cached in slot layout, so making one resident is a copy.
-  const loader = new DeltaLoaderThread({ modelDir: options.modelDir, limits: deltaLimits(options), store: options.store, diskCacheDir });
+  const loader = new DeltaLoaderThread({ modelDir: options.modelDir, limits: deltaLimits(options), store: options.store, diskCacheDir, storeTimeoutMs: options.storeTimeoutMs });
   const deltas = new TieredDeltaSource((name) => loader.load(name), {
     hostCacheBytes: options.hostCacheBytes,
     diskCacheDir,
@@ -41,7 +41,7 @@ async function main(): Promise<void> {
   let running = true;
 
   const reply = (callId: number, value: unknown) => send({ type: 'reply', callId, ok: true, value });
-  const fail = (callId: number, err: Error & { code?: string }) => send({ type: 'reply', callId, ok: false, code: err.code ?? 'internal_error', message: err.message });
+  const fail = (callId: number, err: Error & { code?: string; detail?: string }) => send({ type: 'reply', callId, ok: false, code: err.code ?? 'internal_error', message: err.message, ...(err.detail ? { detail: err.detail } : {}) });
   const residency = (name: string): DeltaResidency => {
     const at = scheduler.residency.residentSlot(name);
     return { name, host: deltas.has(name), kind: at?.kind ?? scheduler.residency.shape(name)?.kind ?? null, slot: at?.slot ?? null, pinned: scheduler.residency.pinned.includes(name) };
@@ -50,7 +50,7 @@ async function main(): Promise<void> {
   const ensureLoaded = async (name: string): Promise<void> => {
     if (!deltas.has(name)) {
       const failure = await scheduler.requestLoad(name);
-      if (failure) throw new EngineError(failure.code === 'delta_not_found' ? 'delta_not_found' : 'internal_error', failure.message);
+      if (failure) throw new EngineError(engineErrorCode(failure.code), failure.message, failure.detail);
       if (!deltas.has(name)) throw new EngineError('internal_error', `delta '${name}' does not fit the host cache of ${options.hostCacheBytes} bytes`);
     }
     const kind = scheduler.residency.shape(name)?.kind;
@@ -83,7 +83,7 @@ async function main(): Promise<void> {
         return scheduler.cancel(message.id);
       case 'register_peft':
         return respond(message.callId, async () => {
-          const delta = await loader.parse(message.name, { config: new TextEncoder().encode(message.config), weights: message.weights });
+          const delta = await loader.parse(message.name, { config: new TextEncoder().encode(message.config), weights: message.weights }, message.dryRun ? undefined : message.sha256);
           if (!message.dryRun) {
             // Warm after upload: the new version is in host memory, and its kind is being hooked in.
             deltas.put(message.name, delta);
@@ -132,6 +132,12 @@ async function main(): Promise<void> {
         return respond(message.callId, () => training.end(message.jobId));
       case 'shutdown':
         running = false;
+        return;
+      case 'crash':
+        // An uncaught exception on this thread, as a bug in a step would throw: the worker dies.
+        if (process.env.NODE_ENV === 'test') setImmediate(() => {
+          throw new Error('engine crash injected for a test (NODE_ENV=test)');
+        });
         return;
     }
   }

@@ -50,6 +50,10 @@ export interface ServerState {
   inFlight: number;
   /** Shutting down: readiness is 503 and new generations are refused. */
   draining: boolean;
+  /** Why startup has not finished, when it is waiting on something (the delta store), for readiness. */
+  startupStatus?: string;
+  /** Aborted when the shutdown grace ends: streams still running send a last error event and end. */
+  streamsCut?: AbortController;
 }
 
 declare module 'hono' {

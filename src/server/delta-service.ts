@@ -5,6 +5,7 @@ import { adapterWeightsPath } from '../deltas/parse.js';
 import { deltaKey, isValidName, parseDeltaRef } from '../deltas/ref.js';
 import { digestFiles } from '../deltas/store/common.js';
 import type { DeltaFiles, DeltaStore, DeltaVersion } from '../deltas/store/types.js';
+import { StoreUnavailableError } from '../deltas/store/unavailable.js';
 import type { Engine } from '../engine/client.js';
 
 /**
@@ -43,7 +44,7 @@ export class DeltaService {
     const summary = await this.engine.registerPeft(`${owner}/${name}`, files, { dryRun: true });
     const meta = { owner, name, public: options.public, kind: summary.kind, summary: summary.summary, virtualTokens: summary.virtualTokens };
     const version = await this.store.put(meta, files, options.idempotencyKey !== undefined ? { idempotencyKey: options.idempotencyKey } : {});
-    await this.engine.registerPeft(deltaKey(owner, name, version.version), files);
+    await this.engine.registerPeft(deltaKey(owner, name, version.version), files, { sha256: version.sha256 });
     this.remember(version);
     return { version, warnings: summary.warnings };
   }
@@ -130,6 +131,8 @@ export class DeltaService {
         for (const version of await this.store.versions(latest.owner, latest.name)) this.remember(version);
         this.checked.set(`${latest.owner}/${latest.name}`, started);
       } catch (err) {
+        // An outage is not a bad delta: skipping would drop every delta from the catalog.
+        if (err instanceof StoreUnavailableError) throw err;
         warn(`skipping stored delta ${latest.owner}/${latest.name}: ${(err as Error).message.slice(0, 300)}`);
       }
     }

@@ -155,7 +155,8 @@ class Spool {
     if (!this.ready) await fs.mkdir(this.dir, { recursive: true });
     this.ready = true;
     // A random name, never the client's filename: nothing it sends can choose where bytes land.
-    const file = path.join(this.dir, `upload-${randomUUID()}.part`);
+    // The pid lets a restart tell a killed process's leftovers from a live upload's.
+    const file = path.join(this.dir, `upload-${process.pid}-${randomUUID()}.part`);
     this.paths.push(file);
     // Owner-only: uploads are tenants' private adapters and training data.
     return { path: file, handle: await fs.open(file, 'wx', 0o600) };
@@ -164,6 +165,37 @@ class Spool {
   async cleanup(): Promise<void> {
     const paths = this.paths.splice(0);
     await Promise.all(paths.map((file) => fs.rm(file, { force: true })));
+  }
+}
+
+/**
+ * Removes spooled parts that a killed process left (its pid is gone), and unnamed ones older than
+ * an hour; an upload in progress in a live process sharing the directory keeps its file.
+ *
+ * @example await removeAbandonedSpool(path.join(dataDir, 'uploads')); // at startup
+ */
+export async function removeAbandonedSpool(dir: string): Promise<number> {
+  const entries = await fs.readdir(dir).catch(() => [] as string[]);
+  let removed = 0;
+  for (const entry of entries) {
+    const match = /^upload-(?:(\d+)-)?[0-9a-f-]{36}\.part$/.exec(entry);
+    if (!match) continue;
+    const file = path.join(dir, entry);
+    const abandoned = match[1] ? !processIsAlive(Number(match[1])) : Date.now() - ((await fs.stat(file).catch(() => undefined))?.mtimeMs ?? Date.now()) > 3_600_000;
+    if (!abandoned) continue;
+    await fs.rm(file, { force: true });
+    removed++;
+  }
+  return removed;
+}
+
+function processIsAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

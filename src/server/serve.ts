@@ -1,9 +1,11 @@
 import path from 'node:path';
-import { serve, type ServerType } from '@hono/node-server';
+import type { Server } from 'node:http';
+import { serve } from '@hono/node-server';
 import type { Config } from '../config.js';
 import { DEFAULT_TENANT } from '../deltas/ref.js';
 import { DeltaCatalog } from '../deltas/catalog.js';
 import { PostgresClaims, openDeltaStore } from '../deltas/store/index.js';
+import { StoreUnavailableError } from '../deltas/store/unavailable.js';
 import { DeltaService } from './delta-service.js';
 import { TrainingService } from './training-service.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
@@ -15,6 +17,7 @@ import { EMBEDDED_MODEL_NAME, ensureEmbeddedModel } from '../model/embedded.js';
 import { TextTokenizer } from '../model/tokenizer.js';
 import fs from 'node:fs';
 import { createApp } from './app.js';
+import { removeAbandonedSpool } from './multipart.js';
 import { TenantQuotas } from './quotas.js';
 import { TenantLimits } from './limits/tenant-limits.js';
 import { loadAuthFile, type AuthTable } from './auth.js';
@@ -27,11 +30,20 @@ export interface RunningServer {
   ready: Promise<Engine>;
   /**
    * Graceful shutdown's first half: readiness turns 503 and new generations are refused at once,
-   * a training job checkpoints, and in-flight requests get up to `graceMs` to finish.
+   * a training job checkpoints, and in-flight requests get up to `graceMs` to finish, less the
+   * time close() keeps for itself (CLOSE_RESERVE_MS), so that drain + close fit in `graceMs`.
    */
   drain(graceMs: number): Promise<void>;
-  close(): Promise<void>;
+  /**
+   * Stops everything. With a `deadline` (the end of the shutdown grace) nothing waits past it:
+   * connections still open are cut, a training step in progress is abandoned (the job resumes
+   * from its last checkpoint), and the engine thread is terminated.
+   */
+  close(options?: { deadline?: number }): Promise<void>;
 }
+
+/** What close() keeps of the grace period for itself: closing sockets, the engine thread, telemetry. */
+export const CLOSE_RESERVE_MS = 500;
 
 export interface StartOptions {
   /**
@@ -81,26 +93,32 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     logPrompts: config.logPrompts,
     inFlight: 0,
     draining: false,
+    streamsCut: new AbortController(),
   };
+  // An upload cut short by a killed process left its spooled parts; nothing reads them.
+  await removeAbandonedSpool(state.spoolDir);
   const app = createApp(state);
   const server = await listen(app.fetch, config.host, config.port);
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   let engine: Engine | undefined;
+  const stopping = new AbortController();
   let claims: PostgresClaims | undefined;
   const ready = (async () => {
     const store = config.store ?? path.join(config.dataDir, 'deltas');
     if (config.controlDb && store.startsWith('s3://')) claims = await PostgresClaims.open(config.controlDb);
     else if (config.controlDb) state.logger.warn({ store }, '--control-db is only used with an s3:// store; a directory store arbitrates between replicas itself');
     engine = await startEngine({ ...config, modelDir, store, diskCacheDir: config.diskCacheDir ?? path.join(config.cacheDir, 'deltas') });
-    const deltaStore = openDeltaStore(store, { s3: { ...(claims ? { claims } : {}), warn: (message) => state.logger.warn(message) } });
+    const deltaStore = openDeltaStore(store, { s3: { ...(claims ? { claims } : {}), timeoutMs: config.storeTimeoutMs, warn: (message) => state.logger.warn(message) } });
     const service = new DeltaService(deltaStore, engine, state.deltas, { ttlMs: config.catalogTtlMs });
-    await service.loadAll();
-    for (const d of config.delta) {
-      const owner = d.tenant ?? DEFAULT_TENANT;
-      const isPublic = config.publicDeltas.some((p) => p.owner === owner && p.name === d.name);
-      await service.adoptDirectory(owner, d.name, d.dir, { public: isPublic });
-    }
+    await untilStoreAnswers(state, stopping.signal, async () => {
+      await service.loadAll((message) => state.logger.warn(message));
+      for (const d of config.delta) {
+        const owner = d.tenant ?? DEFAULT_TENANT;
+        const isPublic = config.publicDeltas.some((p) => p.owner === owner && p.name === d.name);
+        await service.adoptDirectory(owner, d.name, d.dir, { public: isPublic });
+      }
+    });
     await enableStoredKinds(engine, state.deltas, state.logger);
     if (state.tokenizer) {
       const limits = { maxRank: config.maxRank, maxVirtualTokens: config.maxVirtualTokens, maxBottleneck: config.maxBottleneck, ...(config.deltaKinds ? { kinds: config.deltaKinds } : {}) };
@@ -119,18 +137,58 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     url: `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`,
     state,
     ready,
-    drain: (graceMs: number) => drain(state, graceMs),
-    async close() {
-      // A running training job checkpoints and stays queued for the next start.
-      await ready.catch(() => undefined);
-      await state.training?.jobs.stop();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+    drain: (graceMs: number) => drain(state, Date.now() + Math.max(0, graceMs - CLOSE_RESERVE_MS)),
+    async close({ deadline = Infinity }: { deadline?: number } = {}) {
+      stopping.abort();
+      const bounded = <T>(work: Promise<T>) => (Number.isFinite(deadline) ? Promise.race([work, sleep(deadline - Date.now())]) : work);
+      await bounded(ready.catch(() => undefined));
+      // A running training job checkpoints and stays queued for the next start; a step that
+      // outlasts the grace is abandoned, and the job resumes from its last periodic checkpoint.
+      await bounded(state.training?.jobs.stop() ?? Promise.resolve());
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      if (Number.isFinite(deadline)) {
+        // Streams past the grace end with a last error event; a moment to flush it, then every
+        // socket still open is cut (a client that stopped reading would otherwise hold close()).
+        state.streamsCut?.abort();
+        await Promise.race([closed, sleep(Math.min(100, deadline - Date.now()))]);
+        server.closeAllConnections();
+      }
+      // Keep-alive sockets would hold close() open.
+      server.closeIdleConnections();
+      await bounded(closed);
       // Also when startup failed after the engine was up: its worker would keep the process alive.
-      await engine?.close();
-      await claims?.close();
-      if (!options.telemetry) await state.telemetry.shutdown();
+      await engine?.close(deadline);
+      await bounded(claims?.close() ?? Promise.resolve());
+      if (!options.telemetry) await bounded(state.telemetry.shutdown());
     },
   };
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, Math.max(0, ms));
+    signal?.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+  });
+
+/**
+ * Runs `load` until the store answers: while it is unavailable the server stays up and not ready
+ * (readiness says why), retrying with backoff up to 10 s, so a replica started during a store
+ * outage comes up when the store does instead of exiting. Other failures end startup.
+ */
+async function untilStoreAnswers(state: ServerState, stopping: AbortSignal, load: () => Promise<void>): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await load();
+      state.startupStatus = undefined;
+      return;
+    } catch (err) {
+      if (!(err instanceof StoreUnavailableError)) throw err;
+      if (stopping.aborted) throw new Error('the server stopped while waiting for the delta store');
+      state.startupStatus = `waiting for the delta store: ${err.message}`;
+      state.logger.warn({ attempt, error: err.detail }, state.startupStatus);
+      await sleep(Math.min(500 * 2 ** (attempt - 1), 10_000), stopping);
+    }
+  }
 }
 
 /**
@@ -144,16 +202,22 @@ async function enableStoredKinds(engine: Engine, catalog: DeltaCatalog, logger: 
   }
 }
 
-function listen(fetch: (req: Request) => Response | Promise<Response>, hostname: string, port: number): Promise<ServerType> {
+function listen(fetch: (req: Request) => Response | Promise<Response>, hostname: string, port: number): Promise<Server> {
   return new Promise((resolve, reject) => {
-    const server = serve({ fetch, hostname, port }, () => resolve(server));
+    // Without createServer options, @hono/node-server serves plain HTTP/1.1 (node:http).
+    const server = serve({ fetch, hostname, port }, () => resolve(server)) as Server;
     server.once('error', reject);
   });
 }
 
-/** Points the telemetry's gauges at the engine and the job manager, and records delta loads. */
+/** Points the telemetry's gauges at the engine and the job manager, records delta loads, and logs engine restarts. */
 function observeServer(state: ServerState, engine: Engine): void {
   const { instruments } = state.telemetry;
+  engine.onLifecycle((event) => {
+    if (event.phase === 'crashed') state.logger.error({ reason: event.reason }, 'the engine thread crashed; restarting it (requests in flight failed with 503)');
+    else if (event.phase === 'restarted') state.logger.warn({ ms: Math.round(event.ms), attempts: event.attempts }, 'the engine thread restarted');
+    else state.logger.fatal({ reason: event.reason, attempts: event.attempts }, 'the engine thread could not be restarted; liveness now fails');
+  });
   engine.onDeltaLoad((load) => instruments.deltaLoadDuration.record(load.ms / 1000, { 'deltaserve.cache.tier': load.tier }));
   instruments.observe({
     serving: () => engine.stats(),
@@ -161,12 +225,11 @@ function observeServer(state: ServerState, engine: Engine): void {
   });
 }
 
-async function drain(state: ServerState, graceMs: number): Promise<void> {
+async function drain(state: ServerState, deadline: number): Promise<void> {
   state.draining = true;
-  state.logger.info({ inFlight: state.inFlight, graceMs }, 'draining');
-  const training = state.training?.jobs.stop();
-  const deadline = Date.now() + graceMs;
-  while (state.inFlight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+  state.logger.info({ inFlight: state.inFlight, drainMs: Math.max(0, deadline - Date.now()) }, 'draining');
+  // The training job checkpoints after its current step meanwhile (close() waits for it, bounded).
+  void state.training?.jobs.stop();
+  while (state.inFlight > 0 && Date.now() < deadline) await sleep(Math.min(50, deadline - Date.now()));
   if (state.inFlight > 0) state.logger.warn({ inFlight: state.inFlight }, 'grace period over; closing with requests in flight');
-  await training;
 }

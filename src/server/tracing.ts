@@ -3,7 +3,7 @@ import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import type { Context } from 'hono';
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
 import type { GenerateEvent } from '../engine/types.js';
-import { ApiError } from './errors.js';
+import { ApiError, errorBody, toApiError } from './errors.js';
 import type { ServerState } from './context.js';
 
 const propagator = new W3CTraceContextPropagator();
@@ -36,7 +36,7 @@ export class RequestTrace {
 
   private readonly log: Record<string, unknown>;
 
-  private constructor(private readonly state: ServerState, private readonly operation: string, c: Context) {
+  private constructor(readonly state: ServerState, private readonly operation: string, c: Context) {
     const tracer = state.telemetry.tracer;
     state.inFlight++;
     this.log = { requestId: c.get('requestId'), tenant: c.get('tenant'), operation };
@@ -211,13 +211,31 @@ export function tracedStream(c: Context, t: RequestTrace, write: (stream: SSEStr
       disconnected = true;
     });
     try {
-      await write(stream);
+      // A stream still running when the shutdown grace ends is cut, with a last event saying so.
+      const cut = t.state.streamsCut?.signal;
+      if (await untilCut(write(stream), cut)) throw new ApiError(503, 'the server shut down before this stream ended (--shutdown-grace-ms passed); retry on another replica', null, 'shutting_down');
       t.end(disconnected ? new ClientDisconnected() : undefined);
     } catch (err) {
       t.end(err);
-      throw err;
+      // The status line went out with the first byte: a failure mid-stream (the engine restarting,
+      // a store outage) reaches the client as a last event in OpenAI's error shape, then the end.
+      const { error } = toApiError(err as Error);
+      if (!disconnected) await stream.writeSSE({ data: JSON.stringify(errorBody(error.status, error.message, error.param, error.code)) }).catch(() => undefined);
     }
   });
+}
+
+/** Resolves true if `signal` aborts before `work` settles (work then runs on, unawaited), false after it. */
+async function untilCut(work: Promise<void>, signal: AbortSignal | undefined): Promise<boolean> {
+  if (!signal) return work.then(() => false);
+  if (signal.aborted) return true;
+  let onAbort: () => void = () => undefined;
+  const cut = new Promise<true>((resolve) => signal.addEventListener('abort', (onAbort = () => resolve(true)), { once: true }));
+  try {
+    return await Promise.race([work.then(() => false as const), cut]);
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+  }
 }
 
 class ClientDisconnected extends Error {

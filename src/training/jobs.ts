@@ -276,12 +276,24 @@ export class JobManager {
       // Stopping mid-step (engine gone) is not a failure: the job stays running and resumes.
       if (this.stopping || lost) return;
       const e = err as Error & { code?: string; line?: number };
+      if (e.code === 'engine_restarting') return await this.requeueAfterCrash(id);
       await this.finish(id, { status: 'failed', error: { code: e.code ?? 'training_failed', message: e.message, param: e.line !== undefined ? 'training_file' : null } }, `Fine-tuning failed: ${e.message}`, 'error');
     } finally {
       clearInterval(renewal);
       await live.writes;
       if (!lost) await this.store.release(id, lease);
     }
+  }
+
+  /**
+   * The engine thread crashed under the job: it is queued again and, once the engine is back
+   * (this replica tries again after a second, or another replica takes it), resumes from its last
+   * checkpoint.
+   */
+  private async requeueAfterCrash(id: string): Promise<void> {
+    await this.event(id, 'warn', 'message', 'The engine restarted after a crash; the job resumes from its last checkpoint');
+    this.update(id, { status: 'queued' });
+    await new Promise((resolve) => setTimeout(resolve, 1000));
   }
 
   private async finish(id: string, patch: Partial<FineTuningJob>, message: string, level: JobEvent['level'] = 'info'): Promise<void> {

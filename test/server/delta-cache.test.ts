@@ -139,6 +139,8 @@ describe('delta cache tiers (S3 store via s3rver): a restart serves through the 
   const api = client(() => server);
   let config: ReturnType<typeof ConfigSchema.parse>;
   let admin: S3Client;
+  /** The disk tier's entries (one directory per SHA-256). */
+  const cachedEntries = () => fs.readdirSync(path.join(cacheDir, 'deltas')).filter((f) => /^[0-9a-f]{64}$/.test(f));
   const restart = async () => {
     await server?.close();
     server = await startServer(config);
@@ -160,23 +162,25 @@ describe('delta cache tiers (S3 store via s3rver): a restart serves through the 
     fs.rmSync(directory, { recursive: true, force: true });
   });
 
-  it('upload, restart (store load, cached on disk), restart (disk hit)', async () => {
+  it('upload (kept on disk too), restart (disk hit); without the disk entry, a restart loads from the store and caches it again', async () => {
     await api.upload('s3delta', WEIGHTS);
     const want = ref.lora_all_r8.greedy_12[0]!.slice(0, 8);
     assert.deepEqual(await api.greedy('s3delta'), want);
+    assert.equal(cachedEntries().length, 1, 'the upload is in the disk tier');
     await restart();
     assert.deepEqual(await api.greedy('s3delta'), want);
     let stats = await api.stats();
-    assert.deepEqual([stats.hostMisses, stats.diskMisses, stats.diskHits, stats.storeLoads], [1, 1, 0, 1]);
-    assert.equal(fs.readdirSync(path.join(cacheDir, 'deltas')).filter((f) => !f.startsWith('.')).length, 1);
+    assert.deepEqual([stats.hostMisses, stats.diskMisses, stats.diskHits, stats.storeLoads], [1, 0, 1, 0]);
+    fs.rmSync(path.join(cacheDir, 'deltas', cachedEntries()[0]!), { recursive: true });
     await restart();
     assert.deepEqual(await api.greedy('s3delta'), want);
     stats = await api.stats();
-    assert.deepEqual([stats.hostMisses, stats.diskMisses, stats.diskHits, stats.storeLoads], [1, 0, 1, 0]);
+    assert.deepEqual([stats.hostMisses, stats.diskMisses, stats.diskHits, stats.storeLoads], [1, 1, 0, 1]);
+    assert.equal(cachedEntries().length, 1);
   });
 
   it('a disk-tier entry that no longer matches its digest is dropped, and the delta comes from the store again', async () => {
-    const [entry] = fs.readdirSync(path.join(cacheDir, 'deltas')).filter((f) => !f.startsWith('.'));
+    const [entry] = cachedEntries();
     const weightsFile = path.join(cacheDir, 'deltas', entry!, 'adapter_model.safetensors');
     const bytes = fs.readFileSync(weightsFile);
     bytes[bytes.length - 1] = bytes[bytes.length - 1]! ^ 0xff;
@@ -189,11 +193,10 @@ describe('delta cache tiers (S3 store via s3rver): a restart serves through the 
   });
 
   it('deleting a delta removes its files from the disk cache too', async () => {
-    const cached = () => fs.readdirSync(path.join(cacheDir, 'deltas')).filter((f) => !f.startsWith('.'));
-    assert.equal(cached().length, 1);
+    assert.equal(cachedEntries().length, 1);
     const res = await fetch(`${server.url}/v1/deltas/s3delta`, { method: 'DELETE' });
     assert.equal(res.status, 200);
-    assert.deepEqual(cached(), []);
+    assert.deepEqual(cachedEntries(), []);
   });
 
   it('a stored object that no longer matches its digest fails its requests with a clear error; the server keeps serving', async () => {
@@ -201,6 +204,8 @@ describe('delta cache tiers (S3 store via s3rver): a restart serves through the 
     const changed = new Uint8Array(WEIGHTS);
     changed[changed.length - 1] = changed[changed.length - 1]! ^ 0xff;
     await admin.send(new PutObjectCommand({ Bucket: 'tiers', Key: `prefix/default/tampered/v${version}/adapter_model.safetensors`, Body: changed }));
+    // The upload's own copy in the disk tier still matches the digest; without it the store is read.
+    for (const entry of cachedEntries()) fs.rmSync(path.join(cacheDir, 'deltas', entry), { recursive: true });
     await restart();
     const res = await fetch(`${server.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'tampered', prompt: ref.input_ids[0], max_tokens: 4 }) });
     const json = (await res.json()) as Json;

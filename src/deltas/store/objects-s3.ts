@@ -1,5 +1,6 @@
 import crypto from 'node:crypto';
 import { DeleteObjectsCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { StoreUnavailableError, withStoreDeadline } from './unavailable.js';
 import { assertKey, assertPrefix, type ObjectStore } from './objects.js';
 
 /** Something that lets exactly one replica claim a key: a PostgreSQL table with the key as primary key (see postgres.ts). */
@@ -95,6 +96,8 @@ export class S3Objects implements ObjectStore {
     readonly bucket: string,
     readonly base: string,
     readonly arbitration: S3Arbitration,
+    /** Deadline of each request, its body included (--store-timeout-ms). */
+    readonly timeoutMs = 10_000,
   ) {
     this.location = `s3://${bucket}/${base.replace(/\/$/, "")}`;
   }
@@ -103,8 +106,11 @@ export class S3Objects implements ObjectStore {
     assertKey(key);
     for (let attempt = 1; ; attempt++) {
       try {
-        const response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.base + key }));
-        return response.Body ? await response.Body.transformToByteArray() : new Uint8Array(0);
+        // The deadline covers the body too: a server may stall after the headers.
+        return await this.send('GetObject', async (abortSignal) => {
+          const response = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.base + key }), { abortSignal });
+          return response.Body ? await response.Body.transformToByteArray() : new Uint8Array(0);
+        });
       } catch (error) {
         if (httpStatus(error) === 404 || (error as { name?: string }).name === 'NoSuchKey') return null;
         // A body cut off mid-read (a reset connection; s3rver also cuts the body of an object
@@ -117,7 +123,7 @@ export class S3Objects implements ObjectStore {
 
   async put(key: string, bytes: Uint8Array): Promise<void> {
     assertKey(key);
-    await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.base + key, Body: bytes }));
+    await this.putObject(this.base + key, bytes);
   }
 
   async create(key: string, bytes: Uint8Array): Promise<boolean> {
@@ -126,12 +132,12 @@ export class S3Objects implements ObjectStore {
     const Key = this.base + key;
     if (mode === 'claims') {
       if (!(await this.arbitration.claims!.claim(`s3://${this.bucket}/${Key}`))) return false;
-      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key, Body: bytes }));
+      await this.putObject(Key, bytes);
       return true;
     }
     if (mode === 'conditional') {
       try {
-        await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key, Body: bytes, IfNoneMatch: '*' }));
+        await this.putObject(Key, bytes, { IfNoneMatch: '*' });
         return true;
       } catch (error) {
         const status = httpStatus(error);
@@ -141,7 +147,7 @@ export class S3Objects implements ObjectStore {
     }
     return this.serialised(Key, async () => {
       if ((await this.get(key)) !== null) return false;
-      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key, Body: bytes }));
+      await this.putObject(Key, bytes);
       return true;
     });
   }
@@ -151,14 +157,13 @@ export class S3Objects implements ObjectStore {
     const keys: string[] = [];
     let token: string | undefined;
     do {
-      const page = await this.client.send(
-        new ListObjectsV2Command({
-          Bucket: this.bucket,
-          Prefix: this.base + prefix,
-          ...(options.after !== undefined && !token ? { StartAfter: this.base + options.after } : {}),
-          ...(token ? { ContinuationToken: token } : {}),
-        }),
-      );
+      const command = new ListObjectsV2Command({
+        Bucket: this.bucket,
+        Prefix: this.base + prefix,
+        ...(options.after !== undefined && !token ? { StartAfter: this.base + options.after } : {}),
+        ...(token ? { ContinuationToken: token } : {}),
+      });
+      const page = await this.send('ListObjectsV2', (abortSignal) => this.client.send(command, { abortSignal }));
       for (const object of page.Contents ?? []) if (object.Key) keys.push(object.Key.slice(this.base.length));
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
@@ -169,7 +174,8 @@ export class S3Objects implements ObjectStore {
     keys.forEach(assertKey);
     for (let i = 0; i < keys.length; i += 1000) {
       const batch = keys.slice(i, i + 1000).map((key) => ({ Key: this.base + key }));
-      const response = await this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch, Quiet: true } }));
+      const command = new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch, Quiet: true } });
+      const response = await this.send('DeleteObjects', (abortSignal) => this.client.send(command, { abortSignal }));
       const failed = response.Errors ?? [];
       if (failed.length > 0) throw new Error(`${this.location}: could not delete ${failed.length} object(s), e.g. ${failed[0]!.Key}: ${failed[0]!.Code} ${failed[0]!.Message}`);
       // After the objects: a claim freed first could let another replica create a key that this delete then removes.
@@ -179,7 +185,17 @@ export class S3Objects implements ObjectStore {
 
   scope(prefix: string): ObjectStore {
     assertKey(prefix);
-    return new S3Objects(this.client, this.bucket, `${this.base}${prefix}/`, this.arbitration);
+    return new S3Objects(this.client, this.bucket, `${this.base}${prefix}/`, this.arbitration, this.timeoutMs);
+  }
+
+  private putObject(Key: string, Body: Uint8Array, condition: { IfNoneMatch?: string } = {}): Promise<unknown> {
+    const command = new PutObjectCommand({ Bucket: this.bucket, Key, Body, ...condition });
+    return this.send('PutObject', (abortSignal) => this.client.send(command, { abortSignal }));
+  }
+
+  /** One S3 request under the deadline; unavailability (refused, reset, 5xx, timeout) becomes StoreUnavailableError. */
+  private send<T>(operation: string, request: (abortSignal: AbortSignal) => Promise<T>): Promise<T> {
+    return withStoreDeadline('S3', this.timeoutMs, operation, request);
   }
 
   private async serialised<T>(id: string, task: () => Promise<T>): Promise<T> {
@@ -197,6 +213,8 @@ export class S3Objects implements ObjectStore {
 }
 
 function isCutOff(error: unknown): boolean {
+  // A reset is classified as the store being unavailable; the socket's error is its cause.
+  if (error instanceof StoreUnavailableError) return error.detail !== '' && isCutOff(error.cause);
   const { code, message } = (error ?? {}) as { code?: string; message?: string };
   return code === 'ECONNRESET' || code === 'EPIPE' || message === 'aborted';
 }

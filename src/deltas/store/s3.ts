@@ -43,6 +43,9 @@ import { S3Arbitration, S3Objects, type Claims } from './objects-s3.js';
 import type { ObjectStore } from './objects.js';
 import type { DeltaFiles, DeltaStore, DeltaVersion, NewDeltaVersion, PutOptions } from './types.js';
 
+/** Default deadline of one S3 request, body included (see S3DeltaStoreOptions.timeoutMs). */
+export const DEFAULT_STORE_TIMEOUT_MS = 10_000;
+
 export interface S3DeltaStoreOptions {
   /** e.g. `http://127.0.0.1:9000` for MinIO; AWS's own endpoint when unset. */
   endpoint?: string;
@@ -58,6 +61,11 @@ export interface S3DeltaStoreOptions {
    * it (creates are then atomic only inside this process). Ignored with `claims`.
    */
   conditionalWrites?: boolean | 'probe';
+  /**
+   * Deadline of each request, its body included (default 10 s): a server that does not answer
+   * in time fails the call with StoreUnavailableError (a 503 to clients) instead of holding it.
+   */
+  timeoutMs?: number;
   /** A claims table (PostgreSQL, --control-db) that arbitrates creates between replicas. */
   claims?: Claims;
   /** Where the warning goes when creates are atomic only inside this process. */
@@ -117,11 +125,11 @@ export class S3DeltaStore implements DeltaStore {
     this.client = new S3Client(config);
     const conditional = options.conditionalWrites ?? 'probe';
     const arbitration = new S3Arbitration(options.claims, this.base, options.warn, conditional === 'probe' ? undefined : conditional);
-    this.objects = new S3Objects(this.client, bucket, this.base, arbitration);
+    this.objects = new S3Objects(this.client, bucket, this.base, arbitration, options.timeoutMs ?? DEFAULT_STORE_TIMEOUT_MS);
   }
 
   records(namespace: 'training'): ObjectStore {
-    return new S3Objects(this.client, this.bucket, `${this.base}.${namespace}/`, this.objects.arbitration);
+    return new S3Objects(this.client, this.bucket, `${this.base}.${namespace}/`, this.objects.arbitration, this.objects.timeoutMs);
   }
 
   async put(delta: NewDeltaVersion, files: DeltaFiles, options: PutOptions = {}): Promise<DeltaVersion> {
