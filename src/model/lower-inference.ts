@@ -25,13 +25,9 @@ import { frozenWeights } from './weight-data.js';
  * whole cache would copy it on every step. (With `kvCache: 'device'` the cache is instead a whole
  * input and output that stays in GPU memory: cache_rows, cache_writes, cache_key.L/cache_value.L
  * and cache_visible in, cache_key_out.L/cache_value_out.L out; see InferenceGraphOptions.)
- *   lora_gather              int64 [slots, cells]     token index of each (slot, cell); spare cells repeat token 0
- *   lora_scatter             int64 [tokens]           token t's flattened cell, or slots*cells (a zero row) without a delta
- *   lora_A.<module>          f32 [slots, in, R]       the resident slot range's A, rank-padded
- *   lora_B.<module>          f32 [slots, R, out]      the same slots' B, scaling folded in
- * Per projection (grouped by slot, so each slot's A and B are read once and only the tokens that
- * use a slot are multiplied by it):
- *   y[t] = x[t] W^T + b + (x[gather[s]] @ A[s] @ B[s])[cell of t]
+ * Each delta kind hooked in adds its own inputs (its slot stacks and per-token slot indices) and
+ * its math at the hook points; they are documented in the kind's file (src/deltas/kinds/*.ts, e.g.
+ * lora.ts: lora_gather, lora_scatter, lora_A.<module>, lora_B.<module>).
  */
 export interface InferenceGraphOptions {
   /** Maps a weight name to the initializer file location the session will see. */

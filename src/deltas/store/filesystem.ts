@@ -49,7 +49,6 @@ import type { ObjectStore } from './objects.js';
 import type { DeltaFiles, DeltaStore, DeltaVersion, NewDeltaVersion, PutOptions } from './types.js';
 
 const STAGING_DIR = '.staging';
-/** Files are written in chunks of this size (one huge write() holds a large buffer in the kernel path). */
 /** Staging entries older than this are removed whoever left them. */
 const STALE_STAGING_MS = 24 * 60 * 60 * 1000;
 const MAX_PUT_ATTEMPTS = 1000;
