@@ -14,6 +14,7 @@ import { ConfigSchema } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server/serve.js';
 import { FIXTURE, logSoftmax, tempDir } from '../helpers.js';
 import { loadWeightsF32, readConfig } from '../oracle/checkpoints.js';
+import { bitfitOracle } from '../oracle/kinds/bitfit.js';
 import { loadOracleIa3 } from '../oracle/kinds/ia3.js';
 import { oracleForward, type OracleDelta } from '../oracle/transformer.js';
 
@@ -30,6 +31,7 @@ const PROMPT = [...TASK[0]!.prompt, ...TASK[0]!.target];
 /** Each kind's job options, its oracle from a downloaded directory, and what its adapter_config must say. */
 const KINDS: { type: string; options: Record<string, unknown>; oracle(dir: string): OracleDelta; peftType: string }[] = [
   { type: 'ia3', options: {}, oracle: (dir) => loadOracleIa3(dir, BASE), peftType: 'IA3' },
+  { type: 'bitfit', options: {}, oracle: (dir) => bitfitOracle(dir, loadWeightsF32(BASE)), peftType: 'BITFIT' },
 ];
 
 /** Bad options: the request's patch and the field the 400 must name. */
@@ -38,6 +40,8 @@ const BAD: [Record<string, unknown>, string, RegExp?][] = [
   [{ type: 'ia3', ia3: { init_ia3_weights: false } }, 'method.ia3', /init_ia3_weights/],
   [{ type: 'ia3', ia3: { target_modules: ['no_such_proj'] } }, 'method.ia3.target_modules', /selects no module/],
   [{ type: 'ia3', ia3: { target_modules: 'model\\.embed_tokens' } }, 'method.ia3.target_modules', /linear layers only/],
+  [{ type: 'bitfit', bitfit: { target_modules: 'lm_head' } }, 'method.bitfit.target_modules', /linear layers only/],
+  [{ type: 'bitfit', bitfit: { bias: 'all' } }, 'method.bitfit', /bias/],
 ];
 
 async function start(extra: Record<string, unknown> = {}): Promise<RunningServer> {
