@@ -12,3 +12,4 @@ import './bottleneck.js';
 import './lora-training.js';
 import './ia3-training.js';
 import './bitfit-training.js';
+import './ln-tuning-training.js';
