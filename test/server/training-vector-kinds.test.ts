@@ -16,6 +16,7 @@ import { FIXTURE, logSoftmax, tempDir } from '../helpers.js';
 import { loadWeightsF32, readConfig } from '../oracle/checkpoints.js';
 import { bitfitOracle } from '../oracle/kinds/bitfit.js';
 import { loadOracleIa3 } from '../oracle/kinds/ia3.js';
+import { lnTuningOracle } from '../oracle/kinds/ln-tuning.js';
 import { oracleForward, type OracleDelta } from '../oracle/transformer.js';
 
 type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -32,6 +33,7 @@ const PROMPT = [...TASK[0]!.prompt, ...TASK[0]!.target];
 const KINDS: { type: string; options: Record<string, unknown>; oracle(dir: string): OracleDelta; peftType: string }[] = [
   { type: 'ia3', options: {}, oracle: (dir) => loadOracleIa3(dir, BASE), peftType: 'IA3' },
   { type: 'bitfit', options: {}, oracle: (dir) => bitfitOracle(dir, loadWeightsF32(BASE)), peftType: 'BITFIT' },
+  { type: 'ln_tuning', options: {}, oracle: (dir) => lnTuningOracle(dir, readConfig(BASE), loadWeightsF32(BASE)), peftType: 'LN_TUNING' },
 ];
 
 /** Bad options: the request's patch and the field the 400 must name. */
@@ -42,6 +44,9 @@ const BAD: [Record<string, unknown>, string, RegExp?][] = [
   [{ type: 'ia3', ia3: { target_modules: 'model\\.embed_tokens' } }, 'method.ia3.target_modules', /linear layers only/],
   [{ type: 'bitfit', bitfit: { target_modules: 'lm_head' } }, 'method.bitfit.target_modules', /linear layers only/],
   [{ type: 'bitfit', bitfit: { bias: 'all' } }, 'method.bitfit', /bias/],
+  [{ type: 'ln_tuning', ln_tuning: { target_modules: ['input_layernorm', 'q_proj'] } }, 'method.ln_tuning.target_modules', /not a norm/],
+  [{ type: 'ln_tuning', ln_tuning: { target_modules: 'all-linear' } }, 'method.ln_tuning.target_modules', /not a norm/],
+  [{ type: 'ln_tuning', ln_tuning: { modules_to_save: ['lm_head'] } }, 'method.ln_tuning', /modules_to_save/],
 ];
 
 async function start(extra: Record<string, unknown> = {}): Promise<RunningServer> {
