@@ -63,6 +63,16 @@ async function call(server: RunningServer, method: string, route: string, body?:
   return { status: res.status, json: (await res.json()) as Json };
 }
 
+/** The job once it ended, which must be in success. */
+async function waitFor(server: RunningServer, id: string): Promise<Json> {
+  for (;;) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const job = (await call(server, 'GET', `/admin/v1/fine_tuning/jobs/${id}`)).json;
+    if (job.status === 'failed') assert.fail(JSON.stringify(job.error));
+    if (job.status === 'succeeded') return job;
+  }
+}
+
 /** The echoed prompt logprobs of `model` (token 0 has none). */
 async function promptLogprobs(server: RunningServer, model: string, prompt = PROMPT): Promise<number[]> {
   const res = await call(server, 'POST', '/v1/completions', { model, prompt, max_tokens: 0, echo: true, logprobs: 0, temperature: 0 });
@@ -97,12 +107,7 @@ describe('IA3, BitFit and LN tuning jobs through HTTP', () => {
       const name = `trained-${kind.type.replace('_', '-')}`;
       const created = await call(server, 'POST', '/admin/v1/fine_tuning/jobs', job({ type: kind.type, [kind.type]: kind.options }, name));
       assert.equal(created.status, 201, JSON.stringify(created.json));
-      let done: Json;
-      do {
-        await new Promise((resolve) => setTimeout(resolve, 100));
-        done = (await call(server, 'GET', `/admin/v1/fine_tuning/jobs/${created.json.id}`)).json;
-      } while (done.status !== 'succeeded' && done.status !== 'failed');
-      assert.equal(done.status, 'succeeded', JSON.stringify(done.error));
+      const done = await waitFor(server, created.json.id);
       const events = (await call(server, 'GET', `/admin/v1/fine_tuning/jobs/${done.id}/events?limit=100`)).json.data;
       const losses = events.filter((e: Json) => e.type === 'metrics' && 'train_loss' in e.data).reverse().map((e: Json) => e.data.train_loss as number);
       assert.equal(losses.length, 20);
@@ -112,6 +117,11 @@ describe('IA3, BitFit and LN tuning jobs through HTTP', () => {
       const rows = await Promise.all(TASK.map(async (t) => (await promptLogprobs(server, done.fine_tuned_model, [...t.prompt, ...t.target])).slice(t.prompt.length - 1)));
       const servedLoss = -rows.flat().reduce((a, b) => a + b, 0) / rows.flat().length;
       assert.ok(Math.abs(servedLoss - done.valid_loss) <= 1e-5 * done.valid_loss, `served loss ${servedLoss} vs the job's valid_loss ${done.valid_loss}`);
+      // A job continuing from the delta starts from its weights: its first step's loss is that loss too.
+      const continued = await call(server, 'POST', '/admin/v1/fine_tuning/jobs', { ...job({ type: kind.type }, `${name}-more`), model: name, hyperparameters: { max_steps: 1, batch_size: 2, learning_rate: 1e-3 } });
+      assert.equal(continued.status, 201, JSON.stringify(continued.json));
+      const first = (await waitFor(server, continued.json.id)).loss;
+      assert.ok(Math.abs(first - done.valid_loss) <= 1e-5 * done.valid_loss, `continued job's first loss ${first} vs ${done.valid_loss}`);
       const served = await promptLogprobs(server, done.fine_tuned_model);
       const base = await promptLogprobs(server, 'tiny-llama');
       assert.ok(served.some((v, i) => Math.abs(v - base[i]!) > 1e-3), 'the trained delta changes the model');
@@ -128,6 +138,7 @@ describe('IA3, BitFit and LN tuning jobs through HTTP', () => {
         const again = await promptLogprobs(restarted, 'downloaded');
         const worst = Math.max(...again.map((v, i) => Math.abs(v - served[i]!)));
         assert.ok(worst <= 1e-6, `--delta of the download vs the job's served result: max |Δ logprob| ${worst}`);
+        console.log(`${kind.type}: --delta of the download vs the job's served result, max |Δ logprob| ${worst}`);
       } finally {
         await restarted.close();
       }
@@ -135,6 +146,7 @@ describe('IA3, BitFit and LN tuning jobs through HTTP', () => {
       const oracle = PROMPT.slice(1).map((id, t) => logSoftmax(logits[t]!)[id]!);
       const error = Math.max(...oracle.map((v, i) => Math.abs(v - served[i]!)));
       assert.ok(error <= 1e-4, `served vs the oracle of the downloaded files: ${error}`);
+      console.log(`${kind.type}: loss ${losses[0]} → ${losses[19]}; served vs oracle max |Δ logprob| ${error}`);
     });
   }
 
