@@ -21,7 +21,7 @@ import { oracleForward, type OracleDelta } from '../oracle/transformer.js';
 
 type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any
 const BASE = path.join(FIXTURE, 'base');
-const SETTINGS = { port: 0, model: BASE, modelName: 'tiny-llama', maxContext: 64, threads: 1, maxRank: 8 };
+const SETTINGS = { port: 0, model: BASE, modelName: 'tiny-llama', maxContext: 64, threads: 1, maxRank: 8, logLevel: 'warn' };
 const TASK = [
   { prompt: [17, 250, 9, 42, 100], target: [300, 301, 302, 303, 304, 305] },
   { prompt: [400, 6, 77, 120, 33], target: [210, 211, 212, 213, 214, 215] },
