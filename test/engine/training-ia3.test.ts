@@ -13,8 +13,8 @@ import { trainableKind, TrainingOptionsError } from '../../src/deltas/training.j
 import { openCheckpoint } from '../../src/model/checkpoint.js';
 import { seededNormal } from '../../src/model/random.js';
 import { tempDir } from '../helpers.js';
-import { loadWeightsF32, readConfig, writeTinyCheckpoint, type TinyFamily } from '../oracle/checkpoints.js';
-import { ia3OracleFromParams, loadOracleIa3, peftIa3Layers } from '../oracle/kinds/ia3.js';
+import { loadSafetensorsF32, loadWeightsF32, readConfig, writeTinyCheckpoint, type TinyFamily } from '../oracle/checkpoints.js';
+import { ia3OracleFromParams, loadOracleIa3, peftIa3Layers, writeTinyIa3 } from '../oracle/kinds/ia3.js';
 import { checkFirstStep } from '../oracle/training-step.js';
 import { oracleForward } from '../oracle/transformer.js';
 import { EXAMPLES, initialise, LIMITS, trainSteps } from './train-steps.js';
@@ -59,6 +59,18 @@ describe('IA3 training', () => {
     const oracle = ia3OracleFromParams({}, modelDir);
     const report = await checkFirstStep({ kind: 'ia3', options: {}, modelDir, examples: EXAMPLES, oracleDeltas: (_o, p) => [oracle(p)], limits: LIMITS, samples: 3 });
     console.log('ia3 llama from ones', report);
+  });
+
+  it('continues from a PEFT-made IA3 adapter (target_modules null): its layers, its vectors', () => {
+    const modelDir = tinyModel('llama');
+    const dir = tempDir();
+    writeTinyIa3(dir, { baseDir: modelDir, seed: 4 });
+    const files = { config: fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'), weights: fs.readFileSync(path.join(dir, 'adapter_model.safetensors')) };
+    const { options, params } = trainableKind('ia3').fromDelta(files, openCheckpoint(modelDir).arch);
+    const peft = peftIa3Layers({ target_modules: null, feedforward_modules: null }, modelDir);
+    assert.deepEqual((options as { modules: { path: string }[] }).modules.map((m) => m.path).sort(), peft.map((l) => l.path).sort());
+    const stored = loadSafetensorsF32(path.join(dir, 'adapter_model.safetensors'));
+    for (const [name, v] of params) assert.deepEqual(v, stored.get(`base_model.model.${name}`)!.data, name);
   });
 
   it('20 steps lower the loss (qwen2)', async () => {

@@ -73,7 +73,9 @@ export const ia3Training: TrainableKind<Ia3TrainingOptions, Ia3Layout> = {
 
   fromDelta(files, arch) {
     const { config, tensor } = readAdapter(files);
-    const options = layoutFrom(config, arch);
+    // The fields the served kind reads (IA3Config has no layers_to_transform), nulls as PEFT fills them.
+    const fields = { target_modules: writtenModules(nullable(config['target_modules']), IA3_DEFAULT_TARGETS[arch.family]), feedforward_modules: writtenModules(nullable(config['feedforward_modules']), IA3_DEFAULT_FEEDFORWARD[arch.family]), exclude_modules: config['exclude_modules'] ?? null };
+    const options = layoutFrom(fields, arch);
     const params = ia3Training.init(arch, options, 0); // a targeted module the file lacks keeps ones, as PEFT loads it
     for (const [name, values] of params) {
       const stored = tensor(`base_model.model.${name}`);
@@ -120,6 +122,9 @@ function layoutFrom(config: JsonObject, arch: ArchitectureSpec): Ia3Layout {
   const asWritten = (v: unknown) => (v === undefined ? null : (v as string | string[] | null));
   return { modules, targetModules: config['target_modules'] as string | string[], feedforwardModules: config['feedforward_modules'] as string | string[], excludeModules: asWritten(config['exclude_modules']) };
 }
+
+/** A stored config's module field (validated by the served kind when stored). */
+const nullable = (value: unknown) => (value ?? null) as string | string[] | null;
 
 /** x · ia3_l before a feed-forward module's weight, y · ia3_l after any other's: PEFT's Linear.forward. */
 function ia3TrainingHooks(l: Ia3Layout): TrainingHooks {

@@ -40,7 +40,11 @@ export function targetedModules(config: JsonObject, defaults: string[] | undefin
   return targeted;
 }
 
-/** Throws the first problem `fields` collected as a TrainingOptionsError naming the field it is about (or `fallback`). */
+/**
+ * Throws the first problem `fields` collected as a TrainingOptionsError naming the field it is about (or `fallback`).
+ *
+ * @example throwProblems(fields, 'feedforward_modules') // TrainingOptionsError('feedforward_modules', 'feedforward_modules must be a subset of target_modules ...')
+ */
 export function throwProblems(fields: ConfigFields, fallback: string): void {
   const problem = fields.problems[0];
   if (problem === undefined) return;
