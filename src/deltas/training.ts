@@ -12,7 +12,8 @@
  *               job creation) → the resolved options: plain JSON that crosses to the engine thread
  *               and keys the cached step graph
  *   params      the trainable tensors: PEFT's names without `base_model.model.`, any shape
- *   init        PEFT's initialisation, seeded by the job's seed; or fromDelta, to continue from a
+ *   init        PEFT's initialisation, seeded by the job's seed (the backbone's tokenizer and
+ *               frozen weights at hand, see TrainingBackbone); or fromDelta, to continue from a
  *               stored delta of the kind (its tensors are the starting point)
  *   hooks       the kind's math on its parameters in the step graph (model/delta-hooks.ts)
  *   write       the trained parameters as the kind's files, as PEFT's save_pretrained writes them
@@ -27,6 +28,20 @@ import type { DeltaLimits } from './kind.js';
 export interface DeltaFileBytes {
   config: string;
   weights: Uint8Array;
+}
+
+/**
+ * What a kind may read of the backbone besides its shapes, on the main thread: the server's
+ * tokenizer and rows of frozen weights (prompt tuning's TEXT initialisation embeds the tokens of
+ * a text, as PEFT's PromptEmbedding does with the model's word embeddings).
+ */
+export interface TrainingBackbone {
+  /** The server's tokenizer; absent when the model directory has none. */
+  tokenizer?: { encode(text: string, options?: { addSpecialTokens?: boolean }): number[] };
+  /** The checkpoint weight `name` whole, as float32 (DoRA's magnitude ‖W‖, BitFit's and LN tuning's copies of the base). */
+  weight(name: string): Float32Array;
+  /** Rows `rows` (in that order, repeats allowed) of the 2-D checkpoint weight `name`, as float32, concatenated. */
+  weightRows(name: string, rows: readonly number[]): Float32Array;
 }
 
 /** What the engine trains: a trainable kind and its resolved options (see TrainableKind.resolve). */
@@ -55,13 +70,18 @@ export interface TrainableKind<Options = unknown, Resolved = unknown> {
   /** `method.<name>` as the request gives it: strict, with PEFT's option names and defaults. */
   readonly options: z.ZodType<Options>;
   /** Checks options against the backbone and limits (throws TrainingOptionsError) and resolves them to plain JSON. */
-  resolve(arch: ArchitectureSpec, options: Options, limits: DeltaLimits): Resolved;
+  resolve(arch: ArchitectureSpec, options: Options, limits: DeltaLimits, backbone?: TrainingBackbone): Resolved;
   /** The trainable tensors, in a stable order. */
   params(arch: ArchitectureSpec, resolved: Resolved): TrainableParam[];
   /** A fresh delta as PEFT initialises one, from the job's seed. */
-  init(arch: ArchitectureSpec, resolved: Resolved, seed: number): Map<string, Float32Array>;
+  init(arch: ArchitectureSpec, resolved: Resolved, seed: number, backbone?: TrainingBackbone): Map<string, Float32Array>;
+  /**
+   * Positions the kind puts before every row (prompt tuning's virtual tokens, prefix tuning's
+   * prefix; PEFT's num_virtual_tokens): a job's rows must fit the context after them.
+   */
+  virtualTokens?(resolved: Resolved): number;
   /** Continues from a stored delta of `deltaKind`: its resolved options and its tensors as the starting parameters. */
-  fromDelta(files: DeltaFileBytes, arch: ArchitectureSpec): { options: Resolved; params: Map<string, Float32Array> };
+  fromDelta(files: DeltaFileBytes, arch: ArchitectureSpec, backbone?: TrainingBackbone): { options: Resolved; params: Map<string, Float32Array> };
   /** The kind's math on its parameters (ctx.param(name)) in the training step. */
   hooks(arch: ArchitectureSpec, resolved: Resolved): TrainingHooks;
   /** The trained parameters as the kind's files, exactly as PEFT's save_pretrained writes them. */

@@ -70,3 +70,31 @@ export function readCheckpointWeight(ckpt: Checkpoint, name: string): Float32Arr
   }
   return toFloat32(entry.dtype, bytes);
 }
+
+/**
+ * Rows of a 2-D frozen weight as float32 (F16/BF16 converted exactly), read row by row, so
+ * embedding a few tokens does not read a whole vocabulary (prompt tuning's TEXT init).
+ *
+ * @example readCheckpointRows(ckpt, 'model.embed_tokens.weight', [5, 9, 5]).length // 3 * hidden
+ */
+export function readCheckpointRows(ckpt: Checkpoint, name: string, rows: readonly number[]): Float32Array {
+  const location = ckpt.weights.get(name);
+  if (!location) throw new Error(`checkpoint has no weight ${name}`);
+  const { entry, file } = location;
+  const [count, width] = entry.shape as [number, number];
+  if (entry.shape.length !== 2) throw new Error(`${name} has shape [${entry.shape}]; rows need a 2-D weight`);
+  const rowBytes = entry.byteLength / count;
+  const out = new Float32Array(rows.length * width);
+  const fd = fs.openSync(file, 'r');
+  try {
+    rows.forEach((row, i) => {
+      if (!Number.isInteger(row) || row < 0 || row >= count) throw new RangeError(`row ${row} of ${name} is outside [0, ${count})`);
+      const bytes = new Uint8Array(rowBytes);
+      if (fs.readSync(fd, bytes, 0, rowBytes, entry.fileOffset + row * rowBytes) !== rowBytes) throw new Error(`${file}: truncated while reading ${name} row ${row}`);
+      out.set(toFloat32(entry.dtype, bytes), i * width);
+    });
+  } finally {
+    fs.closeSync(fd);
+  }
+  return out;
+}

@@ -1,8 +1,11 @@
 import type { ObjectStore } from '../deltas/store/objects.js';
 import type { DeltaService } from './delta-service.js';
 import type { DeltaLimits } from '../deltas/kind.js';
+import type { TrainingBackbone } from '../deltas/training.js';
 import type { Engine } from '../engine/client.js';
 import type { ArchitectureSpec } from '../model/architecture.js';
+import type { Checkpoint } from '../model/checkpoint.js';
+import { readCheckpointRows, readCheckpointWeight } from '../model/weight-data.js';
 import { ChatTemplate, DEFAULT_CHAT_TEMPLATE } from '../model/chat-template.js';
 import type { TextTokenizer } from '../model/tokenizer.js';
 import { parseTrainingJsonl, type DatasetOptions } from '../training/dataset.js';
@@ -35,15 +38,28 @@ export class TrainingService {
     private readonly dataset: DatasetOptions,
     readonly arch: ArchitectureSpec,
     readonly settings: TrainingSettings,
+    /** The tokenizer and frozen weights kinds initialise from (see TrainingBackbone). */
+    readonly backbone: TrainingBackbone,
+    /** Positions a sequence may take (the engine's context): virtual tokens plus a training row must fit. */
+    readonly context: number,
   ) {}
 
-  static async open(o: { engine: Engine; deltas: DeltaService; records: ObjectStore; arch: ArchitectureSpec; tokenizer: TextTokenizer; chatTemplate: ChatTemplate | null; settings: TrainingSettings; warn?: (message: string) => void }): Promise<TrainingService> {
+  static async open(o: { engine: Engine; deltas: DeltaService; records: ObjectStore; checkpoint: Checkpoint; tokenizer: TextTokenizer; chatTemplate: ChatTemplate | null; settings: TrainingSettings; warn?: (message: string) => void }): Promise<TrainingService> {
     const { settings } = o;
+    const arch = o.checkpoint.arch;
+    const backbone: TrainingBackbone = {
+      tokenizer: o.tokenizer,
+      weight: (name) => readCheckpointWeight(o.checkpoint, name),
+      weightRows: (name, rows) => readCheckpointRows(o.checkpoint, name, rows),
+    };
+    const context = o.engine.info.maxContext;
     const files = await TrainingFileStore.open(o.records, settings.ttlMs);
-    const dataset = { tokenizer: o.tokenizer, chatTemplate: o.chatTemplate ?? new ChatTemplate(DEFAULT_CHAT_TEMPLATE), vocabSize: o.arch.vocabSize, maxLength: settings.maxLength };
+    const dataset = { tokenizer: o.tokenizer, chatTemplate: o.chatTemplate ?? new ChatTemplate(DEFAULT_CHAT_TEMPLATE), vocabSize: arch.vocabSize, maxLength: settings.maxLength };
     const jobs = await JobManager.open(o.records, {
       engine: o.engine,
-      arch: o.arch,
+      arch,
+      backbone,
+      context,
       limits: settings.limits,
       dataset,
       files,
@@ -57,11 +73,27 @@ export class TrainingService {
       microBatchRows: settings.microBatchRows,
       checkpointEvery: settings.checkpointEvery,
     }, { leaseMs: settings.leaseMs, ...(o.warn ? { warn: o.warn } : {}) });
-    return new TrainingService(files, jobs, dataset, o.arch, settings);
+    return new TrainingService(files, jobs, dataset, arch, settings, backbone, context);
   }
 
   /** Tokenizes every line; throws the DatasetError of the first bad one. Returns the example count. */
   validate(text: string): number {
     return parseTrainingJsonl(text, this.dataset).length;
+  }
+
+  /**
+   * The first example of a stored file longer than `room` tokens as it trains (after truncation
+   * to --train-max-length): its 1-based line and length; undefined when every row fits.
+   *
+   * @example await training.firstRowBeyond(fileId, training.context - 20) // { line: 3, tokens: 61 }
+   */
+  async firstRowBeyond(fileId: string, room: number): Promise<{ line: number; tokens: number } | undefined> {
+    const lines = new TextDecoder().decode(await this.files.read(fileId)).replace(/^\uFEFF/, '').split(/\r?\n/);
+    for (const [index, source] of lines.entries()) {
+      if (source.trim() === '') continue;
+      const tokens = parseTrainingJsonl(source, this.dataset)[0]!.inputIds.length;
+      if (tokens > room) return { line: index + 1, tokens };
+    }
+    return undefined;
   }
 }

@@ -1,7 +1,7 @@
 import '../deltas/kinds/index.js';
 import type { DeltaLimits } from '../deltas/kind.js';
 import type { DeltaFiles } from '../deltas/store/types.js';
-import { trainableKind, type TrainableKind } from '../deltas/training.js';
+import { trainableKind, type TrainableKind, type TrainingBackbone } from '../deltas/training.js';
 import type { Engine } from '../engine/client.js';
 import { freshTrainerState, type TrainerState } from '../engine/trainer-state.js';
 import type { ArchitectureSpec } from '../model/architecture.js';
@@ -23,6 +23,10 @@ export interface JobContext {
   /** Stores and registers the finished adapter; returns the model id clients use. */
   publish(tenant: string, name: string, files: DeltaFiles): Promise<string>;
   padId: number;
+  /** The tokenizer and frozen weights some kinds initialise from (prompt tuning's TEXT init, DoRA's ‖W‖). */
+  backbone?: TrainingBackbone;
+  /** Positions a sequence may take (the serving context): a kind's virtual tokens plus a row must fit. */
+  context?: number;
   maxLength: number;
   microBatchRows: number;
   checkpointEvery: number;
@@ -63,7 +67,9 @@ export async function runJob(id: string, spec: FineTuneSpec, checkpoints: JobChe
   const batchSize = Math.min(spec.hyper.batchSize, examples.length);
   const totalSteps = spec.hyper.maxSteps ?? (spec.hyper.nEpochs ?? 1) * stepsPerEpoch(examples.length, batchSize);
   const rows = Math.min(batchSize, ctx.microBatchRows);
-  const seqLen = sequenceLength(examples, ctx.maxLength);
+  // Rows were checked against the context at job creation; the graph's padding must fit too.
+  const virtual = trainable.virtualTokens?.(options) ?? 0;
+  const seqLen = Math.min(sequenceLength(examples, ctx.maxLength), (ctx.context ?? Infinity) - virtual);
   const truncate = (e: TrainingExample) => ({ inputIds: e.inputIds.slice(0, seqLen), labels: e.labels.slice(0, seqLen) });
   const truncated = examples.map(truncate);
   const validation = spec.validationFile ? microBatches((await loadExamples(spec.validationFile, ctx)).map(truncate), rows, seqLen, ctx.padId).batches : undefined;
@@ -114,9 +120,9 @@ async function loadExamples(fileId: string, ctx: JobContext): Promise<TrainingEx
 async function startingPoint(spec: FineTuneSpec, trainable: TrainableKind, ctx: JobContext): Promise<{ options: unknown; initial: TrainerState }> {
   if (spec.from) {
     const files = await ctx.readDelta(spec.from.owner, spec.from.name, spec.from.version);
-    const { options, params } = trainable.fromDelta({ config: new TextDecoder().decode(files.config), weights: files.weights }, ctx.arch);
+    const { options, params } = trainable.fromDelta({ config: new TextDecoder().decode(files.config), weights: files.weights }, ctx.arch, ctx.backbone);
     return { options, initial: freshTrainerState(params) };
   }
-  const options = trainable.resolve(ctx.arch, trainable.options.parse(methodOptions(spec.method)), ctx.limits);
-  return { options, initial: freshTrainerState(trainable.init(ctx.arch, options, spec.seed)) };
+  const options = trainable.resolve(ctx.arch, trainable.options.parse(methodOptions(spec.method)), ctx.limits, ctx.backbone);
+  return { options, initial: freshTrainerState(trainable.init(ctx.arch, options, spec.seed, ctx.backbone)) };
 }

@@ -147,8 +147,8 @@ export interface Ia3Vector {
 }
 
 /** PEFT's defaults per model type (utils/constants.py, TRANSFORMERS_MODELS_TO_IA3_*_MAPPING), for a null field. */
-const DEFAULT_TARGETS: Record<string, string[]> = { llama: ['k_proj', 'v_proj', 'down_proj'], mistral: ['k_proj', 'v_proj', 'down_proj'], qwen2: ['q_proj', 'v_proj', 'down_proj'], gpt2: ['c_attn', 'mlp.c_proj'] };
-const DEFAULT_FEEDFORWARD: Record<string, string[]> = { llama: ['down_proj'], mistral: ['down_proj'], qwen2: ['down_proj'], gpt2: ['mlp.c_proj'] };
+export const IA3_DEFAULT_TARGETS: Record<string, string[]> = { llama: ['k_proj', 'v_proj', 'down_proj'], mistral: ['k_proj', 'v_proj', 'down_proj'], qwen2: ['q_proj', 'v_proj', 'down_proj'], gpt2: ['c_attn', 'mlp.c_proj'] };
+export const IA3_DEFAULT_FEEDFORWARD: Record<string, string[]> = { llama: ['down_proj'], mistral: ['down_proj'], qwen2: ['down_proj'], gpt2: ['mlp.c_proj'] };
 
 /** IA3Config's fields and its bases' (peft/config.py); PEFT drops any other key with a warning. */
 const KNOWN_FIELDS = new Set(['peft_type', 'task_type', 'auto_mapping', 'peft_version', 'base_model_name_or_path', 'revision', 'inference_mode', 'target_modules', 'exclude_modules', 'feedforward_modules', 'fan_in_fan_out', 'modules_to_save', 'init_ia3_weights']);
@@ -221,16 +221,16 @@ function readIa3Config(fields: ConfigFields, arch: ArchitectureSpec, warnings: s
   const empty = (v: unknown) => Array.isArray(v) && v.length === 0;
   fields.unsupported('modules_to_save', empty, 'modules_to_save is not supported (a delta may only scale linear layers)');
   const linear = arch.modules.filter((m) => m.kind === 'linear').map((m) => m.path);
-  const targets = readTargetRules(fields, DEFAULT_TARGETS[arch.family], linear);
+  const targets = readTargetRules(fields, IA3_DEFAULT_TARGETS[arch.family], linear);
   return { targets, feedforward: readFeedforward(fields, arch.family), initOnes };
 }
 
 /** feedforward_modules: null means PEFT's default; a list must be a subset of a listed target_modules (IA3Config.__post_init__). */
-function readFeedforward(fields: ConfigFields, family: string): LinearPattern | string[] {
+export function readFeedforward(fields: ConfigFields, family: string): LinearPattern | string[] {
   const raw = fields.stringOrList('feedforward_modules', { maxItems: 512, maxLength: MAX_PATTERN_LENGTH });
   if (raw === null) {
     if (fields.has('feedforward_modules')) return []; // malformed: already a problem
-    const defaults = DEFAULT_FEEDFORWARD[family];
+    const defaults = IA3_DEFAULT_FEEDFORWARD[family];
     if (!defaults) fields.problems.push('feedforward_modules is null and PEFT has no default for this model type; list them');
     return defaults ?? [];
   }
@@ -250,7 +250,7 @@ function readFeedforward(fields: ConfigFields, family: string): LinearPattern | 
 }
 
 /** PEFT's `_check_target_module_feedforward`: a string full-matches; a list matches any path that ends with a name. */
-function isFeedforward(rule: LinearPattern | string[], modulePath: string): boolean {
+export function isFeedforward(rule: LinearPattern | string[], modulePath: string): boolean {
   return Array.isArray(rule) ? rule.some((name) => modulePath.endsWith(name)) : rule.fullMatch(modulePath);
 }
 

@@ -10,3 +10,6 @@ import './p-tuning.js';
 import './bottleneck.js';
 // Trainable kinds (deltas/training.ts), the fine-tuning methods; registration order is the order the API lists them in.
 import './lora-training.js';
+import './ia3-training.js';
+import './bitfit-training.js';
+import './ln-tuning-training.js';

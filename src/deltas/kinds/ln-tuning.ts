@@ -43,7 +43,7 @@ const FIELDS = [...PEFT_BASE_FIELDS, 'target_modules', 'exclude_modules', 'modul
 const KEY = /^base_model\.model\.(.+)\.ln_tuning_layers\.(weight|bias)$/;
 
 /** PEFT's default targets (TRANSFORMERS_MODELS_TO_LNTUNING_TARGET_MODULES_MAPPING) for the families deltaserve runs. */
-const DEFAULT_TARGETS: Record<string, string[]> = {
+export const LN_TUNING_DEFAULT_TARGETS: Record<string, string[]> = {
   llama: ['input_layernorm', 'post_attention_layernorm', 'norm'],
   mistral: ['input_layernorm', 'post_attention_layernorm', 'norm'],
   qwen2: ['post_attention_layernorm'],
@@ -195,7 +195,7 @@ function readLnConfig(fields: ConfigFields, arch: ArchitectureSpec): TargetRules
   readBaseFields(fields, 'LN_TUNING');
   fields.unsupported('modules_to_save', (v) => Array.isArray(v) && v.length === 0, 'a delta carries norm weights only, not whole modules');
   const linear = arch.modules.filter((m) => m.kind === 'linear').map((m) => m.path);
-  return readTargetRules(fields, DEFAULT_TARGETS[arch.family], linear);
+  return readTargetRules(fields, LN_TUNING_DEFAULT_TARGETS[arch.family], linear);
 }
 
 registerDeltaKind(lnTuning);

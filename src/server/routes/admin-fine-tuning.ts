@@ -29,7 +29,8 @@ export function adminFineTuningRoutes(state: ServerState): Hono {
     await freshenDeltas(state, body.model, body.tenant ?? c.get('tenant'));
     // Files uploaded through another replica are looked up in the store before toSpec checks them.
     for (const id of [body.training_file, body.validation_file]) if (id) await requireTraining(state).files.find(id);
-    const spec = toSpec(state, body, c.get('tenant'));
+    const { spec, virtualTokens } = toSpec(state, body, c.get('tenant'));
+    if (virtualTokens > 0) await checkRowsFit(state, spec, virtualTokens);
     state.quotas.checkJob(spec.tenant, spec.name);
     const idempotencyKey = idempotencyKeyOf(c);
     const job = await requireTraining(state).jobs.create(spec, idempotencyKey !== undefined ? { idempotencyKey } : {}).catch((error: Error & { code?: string }) => {
@@ -111,7 +112,7 @@ function page<T extends { id: string }>(items: T[], c: Context): { object: 'list
 }
 
 /** Checks everything that can be checked before the job is queued, naming the field that failed. */
-function toSpec(state: ServerState, body: FineTuningJobRequest, caller: string): FineTuneSpec {
+function toSpec(state: ServerState, body: FineTuningJobRequest, caller: string): { spec: FineTuneSpec; virtualTokens: number } {
   const training = requireTraining(state);
   const tenant = body.tenant ?? caller;
   if (!isValidName(tenant)) throw new ApiError(400, nameError('tenant', tenant), 'tenant', 'invalid_value');
@@ -123,10 +124,10 @@ function toSpec(state: ServerState, body: FineTuningJobRequest, caller: string):
   }
   const name = body.name ?? (body.suffix ? `${body.suffix}` : `ft-${crypto.randomBytes(4).toString('hex')}`);
   checkDeltaName(state, name, body.name ? 'name' : 'suffix');
-  checkMethod(state, body.method, from ? { model: body.model, ...from } : undefined);
+  const virtualTokens = checkMethod(state, body.method, from ? { model: body.model, ...from } : undefined);
   const h = body.hyperparameters;
   const multiplier = typeof h.learning_rate_multiplier === 'number' ? h.learning_rate_multiplier : 1;
-  return {
+  const spec: FineTuneSpec = {
     model: body.model,
     ...(from ? { from } : {}),
     trainingFile: body.training_file,
@@ -145,27 +146,54 @@ function toSpec(state: ServerState, body: FineTuningJobRequest, caller: string):
     },
     seed: body.seed ?? crypto.randomInt(0, 2 ** 31 - 1),
   };
+  return { spec, virtualTokens };
 }
 
 /**
  * The method's options checked against the backbone and the server (a 400 naming the option), and
  * the kind trainable here: served by this server, and continuing only from a delta of its kind.
+ * Returns the positions the trained delta puts before every row (its virtual tokens), which must
+ * leave room in the context.
  */
-function checkMethod(state: ServerState, method: FineTuneMethod, from: { model: string; owner: string; name: string } | undefined): void {
+function checkMethod(state: ServerState, method: FineTuneMethod, from: { model: string; owner: string; name: string } | undefined): number {
   const trainable = trainableKind(method.type);
-  const { settings: { limits }, arch } = requireTraining(state);
+  const training = requireTraining(state);
+  const { settings: { limits }, arch } = training;
   if (limits.kinds && !limits.kinds.includes(trainable.deltaKind)) {
     throw new ApiError(400, `method.type '${method.type}' trains a ${trainable.deltaKind} delta, which this server does not serve (--delta-kinds ${limits.kinds.join(',')})`, 'method.type', 'invalid_value');
   }
+  let resolved: unknown;
   try {
-    trainable.resolve(arch, methodOptions(method), limits);
+    resolved = trainable.resolve(arch, methodOptions(method), limits, training.backbone);
   } catch (err) {
     if (!(err instanceof TrainingOptionsError)) throw err;
     const param = `method.${method.type}.${err.field}`;
     throw new ApiError(400, `${param}: ${err.message}`, param, 'invalid_value');
   }
-  const kind = from && state.deltas.get(from.owner, from.name)?.kind;
-  if (kind && kind !== trainable.deltaKind) {
-    throw new ApiError(400, `model '${from.model}' is a ${kind} delta; a ${method.type} job continues only from a ${trainable.deltaKind} delta`, 'model', 'invalid_value');
+  const record = from && state.deltas.get(from.owner, from.name);
+  if (record && record.kind !== trainable.deltaKind) {
+    throw new ApiError(400, `model '${from.model}' is a ${record.kind} delta; a ${method.type} job continues only from a ${trainable.deltaKind} delta`, 'model', 'invalid_value');
+  }
+  // A continued delta keeps its own virtual tokens; PEFT names the count num_virtual_tokens for every prompt-learning method.
+  const virtual = record ? record.virtualTokens : (trainable.virtualTokens?.(resolved) ?? 0);
+  if (virtual > 0 && virtual >= training.context) {
+    const param = record ? 'model' : `method.${method.type}.num_virtual_tokens`;
+    throw new ApiError(400, `${param}: ${virtual} virtual tokens leave no room for a row in the context of ${training.context} tokens`, param, 'context_length_exceeded');
+  }
+  return virtual;
+}
+
+/**
+ * Every row of the job's files must fit the context after the delta's virtual tokens (PEFT puts
+ * them before each row); the first that does not is a 400 naming its file and line.
+ */
+async function checkRowsFit(state: ServerState, spec: FineTuneSpec, virtualTokens: number): Promise<void> {
+  const training = requireTraining(state);
+  const room = training.context - virtualTokens;
+  for (const [param, id] of [['training_file', spec.trainingFile], ['validation_file', spec.validationFile]] as const) {
+    const row = id === undefined ? undefined : await training.firstRowBeyond(id, room);
+    if (!row) continue;
+    const message = `${param} '${id}' line ${row.line}: the row has ${row.tokens} tokens; after the ${virtualTokens} virtual tokens of method.${spec.method.type} it needs ${row.tokens + virtualTokens} positions, and the context holds ${training.context}`;
+    throw new ApiError(400, message, param, 'context_length_exceeded');
   }
 }

@@ -88,3 +88,38 @@ export function writeTinyBitfit(dir: string, family: TinyFamily, options: TinyBi
   fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify(config, null, 2));
   return written;
 }
+
+/**
+ * The oracle's BitFit for training checks: from a target_modules field (null or "all-linear":
+ * every linear layer of the blocks) the layers whose bias the format tunes, decided by the
+ * oracle's own matching; returns a builder of the OracleDelta from trained biases by
+ * `<module>.bias` (the file's key without `base_model.model.`), and the base biases a fresh delta
+ * starts from (the base's, zeros where it has none). The builder refuses any other parameter set.
+ */
+export function bitfitOracleFromParams(targetModules: string | string[] | null, base: OracleWeights): { initial: Map<string, Float32Array>; delta(params: ReadonlyMap<string, Float64Array>): OracleDelta } {
+  const linear = linearModules(base);
+  const target = targetModules === null || targetModules === 'all-linear' ? linear : targetModules;
+  const tuned = linear.filter((m) => checkTargetModuleExists({ target_modules: target }, m));
+  const initial = new Map<string, Float32Array>();
+  for (const module of tuned) {
+    const w = baseTensor(base, `${module}.weight`)!;
+    const out = module.startsWith('transformer.') ? w.shape[1]! : w.shape[0]!; // GPT-2's Conv1D stores [in, out]
+    initial.set(`${module}.bias`, Float32Array.from(baseTensor(base, `${module}.bias`)?.data ?? new Float32Array(out)));
+  }
+  const delta = (params: ReadonlyMap<string, Float64Array>): OracleDelta => {
+    const biases = new Map<string, { tuned: Vec; base: Vec }>();
+    for (const [name, b0] of initial) {
+      const v = params.get(name);
+      if (!v || v.length !== b0.length) throw new Error(`oracle: ${name} needs ${b0.length} values, got ${v?.length ?? 'none'}`);
+      biases.set(name.slice(0, -'.bias'.length), { tuned: v, base: Float64Array.from(baseTensor(base, name)?.data ?? new Float32Array(b0.length)) });
+    }
+    if (params.size !== initial.size) throw new Error(`oracle: ${params.size} parameters for ${initial.size} tuned biases`);
+    return {
+      projectionOutput(module, _x, y) {
+        const bias = biases.get(module);
+        return bias ? y.map((v, o) => v - bias.base[o]! + bias.tuned[o]!) : y;
+      },
+    };
+  };
+  return { initial, delta };
+}

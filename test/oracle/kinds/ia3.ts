@@ -156,3 +156,31 @@ export function writeTinyIa3(dir: string, options: TinyIa3Options): { modules: n
   fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify(config, null, 2));
   return { modules: layers.length, feedforward: layers.filter((l) => l.feedforward).length };
 }
+
+/**
+ * The oracle's IA3 for training checks: from an IA3Config's fields (null target/feedforward
+ * modules: the model type's defaults, as `_prepare_adapter_config` fills them) the IA3 layers PEFT
+ * would create, decided here from PEFT's rules and not from deltaserve's; returns a builder of the
+ * OracleDelta from trained vectors by PEFT's names without `base_model.model.` (`<module>.ia3_l`).
+ * The builder refuses parameters that are not exactly those layers' vectors in PEFT's shapes.
+ */
+export function ia3OracleFromParams(config: { target_modules?: Field; feedforward_modules?: Field; exclude_modules?: Field }, baseDir: string): (params: ReadonlyMap<string, Float64Array>) => OracleDelta {
+  const layers = ia3Layers(config, baseDir);
+  return (params) => {
+    const inputs = new Map<string, Vec>();
+    const outputs = new Map<string, Vec>();
+    for (const layer of layers) {
+      const v = params.get(`${layer.module.path}.ia3_l`);
+      if (!v || v.length !== layer.shape[0]! * layer.shape[1]!) throw new Error(`oracle: ${layer.module.path} needs an ia3_l of shape [${layer.shape}], got ${v?.length ?? 'none'} values`);
+      (layer.feedforward ? inputs : outputs).set(layer.module.path, v);
+    }
+    if (params.size !== layers.length) throw new Error(`oracle: ${params.size} parameters for ${layers.length} IA3 layers (${[...params.keys()].join(', ')})`);
+    const scale = (v: Vec, s: Vec | undefined) => (s ? v.map((value, i) => value * s[i]!) : v);
+    return { projectionInput: (module, x) => scale(x, inputs.get(module)), projectionOutput: (module, _x, y) => scale(y, outputs.get(module)) };
+  };
+}
+
+/** IA3 layers PEFT would create for the config, with their shapes (for tests that check a trainer's parameter list). */
+export function peftIa3Layers(config: { target_modules?: Field; feedforward_modules?: Field }, baseDir: string): { path: string; feedforward: boolean; shape: number[] }[] {
+  return ia3Layers(config, baseDir).map((l) => ({ path: l.module.path, feedforward: l.feedforward, shape: l.shape }));
+}

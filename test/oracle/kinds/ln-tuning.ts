@@ -120,3 +120,36 @@ export function writeTinyLnTuning(dir: string, family: TinyFamily, options: Tiny
   fs.writeFileSync(path.join(dir, 'adapter_config.json'), JSON.stringify(config, null, 2));
   return written;
 }
+
+/**
+ * The oracle's LN tuning for training checks: from a target_modules field (null: the model type's
+ * default) the norms PEFT would wrap, decided by the oracle's own matching (a targeted module
+ * that is not a norm throws: the oracle has no rule for it); returns the copies a fresh adapter
+ * starts from (LNTuningLayer's deepcopy: the base's weight and bias) by PEFT's names without
+ * `base_model.model.`, and a builder of the OracleDelta from trained copies. The builder refuses
+ * any other parameter set.
+ */
+export function lnTuningOracleFromParams(targetModules: string | string[] | null, modelConfig: any, base: OracleWeights): { initial: Map<string, Float32Array>; delta(params: ReadonlyMap<string, Float64Array>): OracleDelta } {
+  const target = targetModules ?? LN_TUNING_DEFAULT_TARGETS[modelConfig.model_type]!;
+  const norms = normModules(base);
+  const initial = new Map<string, Float32Array>();
+  for (const [module, norm] of norms) {
+    if (!checkTargetModuleExists({ target_modules: target }, module)) continue;
+    initial.set(`${module}.ln_tuning_layers.weight`, Float32Array.from(norm.weight));
+    if (norm.bias) initial.set(`${module}.ln_tuning_layers.bias`, Float32Array.from(norm.bias));
+  }
+  const gpt2 = modelConfig.model_type === 'gpt2';
+  const eps: number = gpt2 ? (modelConfig.layer_norm_epsilon ?? 1e-5) : (modelConfig.rms_norm_eps ?? 1e-6);
+  const delta = (params: ReadonlyMap<string, Float64Array>): OracleDelta => {
+    for (const [name, v] of initial) if (params.get(name)?.length !== v.length) throw new Error(`oracle: ${name} needs ${v.length} values`);
+    if (params.size !== initial.size) throw new Error(`oracle: ${params.size} parameters for ${initial.size} norm tensors`);
+    return {
+      norm(module, x, baseOutput) {
+        const weight = params.get(`${module}.ln_tuning_layers.weight`);
+        if (!weight) return baseOutput;
+        return gpt2 ? layerNorm(x, weight, params.get(`${module}.ln_tuning_layers.bias`)!, eps) : rmsNorm(x, weight, eps);
+      },
+    };
+  };
+  return { initial, delta };
+}
