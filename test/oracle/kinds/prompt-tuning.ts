@@ -115,3 +115,12 @@ function mlpEncoder(embedding: Float32Array, n: number, d: number, h: number, no
   }
   return out;
 }
+
+/**
+ * The OracleDelta of prompt-tuning parameters as PEFT's PromptEmbedding holds them: its weight
+ * [n, token_dim] (what save_pretrained writes as prompt_embeddings), row k the k-th virtual token.
+ */
+export function promptTuningOracleDelta(weight: Float64Array, n: number): OracleDelta {
+  const dim = weight.length / n;
+  return { virtualEmbeddings: Array.from({ length: n }, (_, k) => weight.slice(k * dim, (k + 1) * dim)) };
+}
