@@ -130,7 +130,8 @@ describe('prompt tuning training: the written delta', () => {
     assert.deepEqual(oracle.map((row) => Float32Array.from(row)), Array.from({ length: 5 }, (_, k) => params.get('prompt_embeddings')!.subarray(k * 64, (k + 1) * 64)));
 
     const continued = kind.fromDelta({ config: files.config, weights: files.weights }, arch, backbone);
-    assert.deepEqual(continued.options, layout);
+    assert.deepEqual(continued.options, { ...layout, tokenizerName: 'tiny-llama' });
+    assert.equal(JSON.parse(kind.write(arch, continued.options, continued.params, { baseModel: 'default/trained@1' }).config).tokenizer_name_or_path, 'tiny-llama');
     assert.deepEqual(continued.params, params);
     assert.equal(kind.virtualTokens!(layout), 5);
   });

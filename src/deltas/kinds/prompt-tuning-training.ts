@@ -43,6 +43,8 @@ export interface PromptTuningLayout {
   init: PeftInit;
   /** prompt_tuning_init_text, written back to adapter_config.json (null unless TEXT). */
   initText: string | null;
+  /** tokenizer_name_or_path of a delta training continues from (default: the job's base model). */
+  tokenizerName?: string | null;
 }
 
 /** The one trainable tensor: PromptEmbedding's weight, saved under this name. */
@@ -103,9 +105,10 @@ export const promptTuningTraining: TrainableKind<PromptTuningTrainingOptions, Pr
     if (n === undefined) throw new Error(`the delta has no ${PROMPT_EMBEDDINGS}`);
     const init = (['RANDOM', 'TEXT', 'SAMPLE_VOCAB'] as const).find((v) => v === config['prompt_tuning_init']) ?? 'RANDOM';
     const initText = typeof config['prompt_tuning_init_text'] === 'string' ? config['prompt_tuning_init_text'] : null;
+    const tokenizerName = typeof config['tokenizer_name_or_path'] === 'string' ? config['tokenizer_name_or_path'] : null;
     const params = new Map([[PROMPT_TUNING_PARAM, Float32Array.from(weights.view(PROMPT_EMBEDDINGS))]]);
     if (params.get(PROMPT_TUNING_PARAM)!.length !== n * arch.hiddenSize) throw new Error(`${PROMPT_EMBEDDINGS} is not [${n}, ${arch.hiddenSize}]`);
-    return { options: { numVirtualTokens: n, init, initText }, params };
+    return { options: { numVirtualTokens: n, init, initText, tokenizerName }, params };
   },
 
   hooks: (arch, l) => promptTuningHooks(arch, l),
@@ -151,7 +154,8 @@ function promptTuningHooks(arch: ArchitectureSpec, l: PromptTuningLayout): Train
  * inference_mode true), with the fields _prepare_prompt_learning_config fills from the model
  * config: num_layers, token_dim = hidden size, num_attention_heads (no key/value-head change:
  * that is for prefix tuning only), num_transformer_submodules 1 for a decoder-only model.
- * TEXT records the server's tokenizer as the base model's (PEFT requires tokenizer_name_or_path).
+ * TEXT records the server's tokenizer as the base model's (PEFT requires tokenizer_name_or_path);
+ * a continued delta keeps its own.
  */
 function promptTuningConfigText(arch: ArchitectureSpec, l: PromptTuningLayout, baseModel: string): string {
   const config = {
@@ -170,7 +174,7 @@ function promptTuningConfigText(arch: ArchitectureSpec, l: PromptTuningLayout, b
     task_type: 'CAUSAL_LM',
     token_dim: arch.hiddenSize,
     tokenizer_kwargs: null,
-    tokenizer_name_or_path: l.init === 'TEXT' ? baseModel : null,
+    tokenizer_name_or_path: l.tokenizerName ?? (l.init === 'TEXT' ? baseModel : null),
   };
   return JSON.stringify(config, null, 2);
 }
