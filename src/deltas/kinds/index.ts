@@ -12,3 +12,4 @@ import './bottleneck.js';
 import './lora-training.js';
 import './prompt-tuning-training.js';
 import './prefix-tuning-training.js';
+import './p-tuning-training.js';

@@ -17,7 +17,7 @@
  */
 import { z } from 'zod';
 import type { ArchitectureSpec } from '../../model/architecture.js';
-import type { TrainingHooks } from '../../model/delta-hooks.js';
+import type { TrainingHookContext, TrainingHooks } from '../../model/delta-hooks.js';
 import { mulberry32, seededNormal } from '../../model/random.js';
 import { encodeSafetensors, parseSafetensors } from '../../model/safetensors.js';
 import { registerTrainableKind, TrainingOptionsError, type TrainableKind, type TrainingBackbone } from '../training.js';
@@ -136,17 +136,20 @@ function initIds(arch: ArchitectureSpec, l: PromptTuningLayout, seed: number, ba
  * per row and the LM head on each row's last seqLen.
  */
 function promptTuningHooks(arch: ArchitectureSpec, l: PromptTuningLayout): TrainingHooks {
-  const n = l.numVirtualTokens;
-  const H = arch.hiddenSize;
-  return {
-    kind: 'prompt_tuning',
-    embeddings(ctx, hidden) {
-      const { g, rows, seqLen } = ctx;
-      const own = g.apply('Reshape', [hidden, g.ints([rows, seqLen, H])]); // [B, T, H]
-      const prompt = g.apply('Expand', [g.apply('Reshape', [ctx.param(PROMPT_TUNING_PARAM), g.ints([1, n, H])]), g.ints([rows, n, H])]); // [B, n, H]
-      return g.apply('Reshape', [g.apply('Concat', [prompt, own], { axis: 1 }), g.ints([rows * (n + seqLen), H])]); // [B·(n+T), H]
-    },
-  };
+  return { kind: 'prompt_tuning', embeddings: (ctx, hidden) => prependVirtualTokens(ctx, hidden, ctx.param(PROMPT_TUNING_PARAM), l.numVirtualTokens) };
+}
+
+/**
+ * `virtual` [n, H] before each row's token embeddings `hidden` [rows·seqLen, H]: [rows·(n + seqLen), H].
+ *
+ * @example embeddings: (ctx, hidden) => prependVirtualTokens(ctx, hidden, ctx.param('prompt_embeddings'), 4)
+ */
+export function prependVirtualTokens(ctx: TrainingHookContext, hidden: string, virtual: string, n: number): string {
+  const { g, rows, seqLen } = ctx;
+  const H = ctx.arch.hiddenSize;
+  const own = g.apply('Reshape', [hidden, g.ints([rows, seqLen, H])]); // [B, T, H]
+  const prompt = g.apply('Expand', [g.apply('Reshape', [virtual, g.ints([1, n, H])]), g.ints([rows, n, H])]); // [B, n, H]
+  return g.apply('Reshape', [g.apply('Concat', [prompt, own], { axis: 1 }), g.ints([rows * (n + seqLen), H])]); // [B·(n+T), H]
 }
 
 /**
