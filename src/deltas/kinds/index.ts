@@ -13,3 +13,6 @@ import './lora-training.js';
 import './ia3-training.js';
 import './bitfit-training.js';
 import './ln-tuning-training.js';
+import './prompt-tuning-training.js';
+import './prefix-tuning-training.js';
+import './p-tuning-training.js';

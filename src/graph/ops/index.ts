@@ -9,6 +9,7 @@ import './log.js';
 import './sqrt.js';
 import './sigmoid.js';
 import './tanh.js';
+import './relu.js';
 import './identity.js';
 import './matmul.js';
 import './gemm.js';

@@ -65,7 +65,7 @@ export function loadOraclePrefix(adapterDir: string, modelConfig: any): OracleDe
 }
 
 /** get_prompt for batch 1: view [n, L·2, H, D] → permute [L·2, H, n, D] → split in (key, value) pairs. */
-function getPrompt(embedding: Float32Array, n: number, c: PreparedPrefixConfig): { key: Vec[]; value: Vec[] }[] {
+function getPrompt(embedding: ArrayLike<number>, n: number, c: PreparedPrefixConfig): { key: Vec[]; value: Vec[] }[] {
   const L2 = c.numLayers * 2;
   const H = c.numAttentionHeads;
   const D = c.tokenDim / H;
@@ -153,4 +153,43 @@ function projectedPrefix(n: number, c: PreparedPrefixConfig, rand: () => number)
     }
   }
   return saved;
+}
+
+/** PrefixEncoder's parameters as PEFT names them (adapter name left out), float64. */
+export interface PrefixEncoderParams {
+  /** Without prefix_projection: embedding.weight [n, L·2·token_dim], the prefix itself. */
+  prefix?: Float64Array;
+  /** With prefix_projection: embedding.weight [n, token_dim], transform.0 (Linear token_dim → E), transform.2 (Linear E → L·2·token_dim). */
+  projection?: { embedding: Float64Array; w1: Float64Array; b1: Float64Array; w2: Float64Array; b2: Float64Array };
+}
+
+/**
+ * The OracleDelta of a training-mode PrefixEncoder on a model (config.json as a dict):
+ * PrefixEncoder.forward(arange(n)) — the embedding, or transform(embedding) = Linear → Tanh →
+ * Linear — in float64, then get_prompt's split into each layer's keys and values.
+ */
+export function prefixEncoderOracleDelta(params: PrefixEncoderParams, n: number, model: any): OracleDelta {
+  const c = preparePrefixConfig({}, model);
+  const width = c.numLayers * 2 * c.tokenDim;
+  let prefix = params.prefix;
+  if (params.projection) {
+    const { embedding, w1, b1, w2, b2 } = params.projection;
+    const T = c.tokenDim;
+    const E = b1.length;
+    prefix = new Float64Array(n * width);
+    for (let p = 0; p < n; p++) {
+      const hidden = Float64Array.from({ length: E }, (_, e) => {
+        let acc = b1[e]!;
+        for (let t = 0; t < T; t++) acc += w1[e * T + t]! * embedding[p * T + t]!;
+        return Math.tanh(acc);
+      });
+      for (let o = 0; o < width; o++) {
+        let acc = b2[o]!;
+        for (let e = 0; e < E; e++) acc += w2[o * E + e]! * hidden[e]!;
+        prefix[p * width + o] = acc;
+      }
+    }
+  }
+  if (!prefix || prefix.length !== n * width) throw new Error(`oracle: a prefix of ${prefix?.length} values is not [${n}, ${width}]`);
+  return { prefix: getPrompt(prefix, n, c) };
 }

@@ -115,3 +115,39 @@ function mlpEncoder(embedding: Float32Array, n: number, d: number, h: number, no
   }
   return out;
 }
+
+/**
+ * The OracleDelta of prompt-tuning parameters as PEFT's PromptEmbedding holds them: its weight
+ * [n, token_dim] (what save_pretrained writes as prompt_embeddings), row k the k-th virtual token.
+ */
+export function promptTuningOracleDelta(weight: Float64Array, n: number): OracleDelta {
+  const dim = weight.length / n;
+  return { virtualEmbeddings: Array.from({ length: n }, (_, k) => weight.slice(k * dim, (k + 1) * dim)) };
+}
+
+/** A training-mode P-tuning PromptEncoder (MLP) by PEFT's parameters, float64: Embedding [n, d] and mlp_head's Linear layers 0, 2, 4. */
+export interface PTuningEncoderParams {
+  embedding: Float64Array;
+  /** [weight [out, in], bias [out]] of Linear(d, h), Linear(h, h), Linear(h, d). */
+  layers: [Float64Array, Float64Array][];
+}
+
+/**
+ * The OracleDelta of a training-mode P-tuning encoder: PromptEncoder.forward(arange(n)) with
+ * encoder_reparameterization_type MLP = mlp_head(embedding), Linear → ReLU → Linear → ReLU →
+ * Linear (peft/tuners/p_tuning/model.py), in float64; its rows are the virtual tokens.
+ */
+export function pTuningOracleDelta(params: PTuningEncoderParams, n: number): OracleDelta {
+  const d = params.embedding.length / n;
+  const virtualEmbeddings = Array.from({ length: n }, (_, k) => {
+    let x = params.embedding.slice(k * d, (k + 1) * d);
+    params.layers.forEach(([w, b], i) => {
+      const inF = x.length;
+      const y = Float64Array.from(b);
+      for (let o = 0; o < y.length; o++) for (let j = 0; j < inF; j++) y[o]! += w[o * inF + j]! * x[j]!;
+      x = i < params.layers.length - 1 ? y.map((v) => Math.max(v, 0)) : y;
+    });
+    return x;
+  });
+  return { virtualEmbeddings };
+}
