@@ -9,6 +9,8 @@ import './log.js';
 import './sqrt.js';
 import './sigmoid.js';
 import './tanh.js';
+import './relu.js';
+import './erf.js';
 import './identity.js';
 import './matmul.js';
 import './gemm.js';
