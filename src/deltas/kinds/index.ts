@@ -11,3 +11,4 @@ import './bottleneck.js';
 // Trainable kinds (deltas/training.ts), the fine-tuning methods; registration order is the order the API lists them in.
 import './lora-training.js';
 import './dora-training.js';
+import './bottleneck-training.js';
