@@ -10,9 +10,11 @@ import './p-tuning.js';
 import './bottleneck.js';
 // Trainable kinds (deltas/training.ts), the fine-tuning methods; registration order is the order the API lists them in.
 import './lora-training.js';
+import './dora-training.js';
 import './ia3-training.js';
 import './bitfit-training.js';
 import './ln-tuning-training.js';
 import './prompt-tuning-training.js';
 import './prefix-tuning-training.js';
 import './p-tuning-training.js';
+import './bottleneck-training.js';

@@ -10,6 +10,7 @@ import './sqrt.js';
 import './sigmoid.js';
 import './tanh.js';
 import './relu.js';
+import './erf.js';
 import './identity.js';
 import './matmul.js';
 import './gemm.js';

@@ -30,14 +30,17 @@ const MAGNITUDE = /^base_model\.model\.(.+)\.lora_magnitude_vector(?:\.weight)?$
 
 /** One DoRA module: its LoRA factors and scaling, magnitude, and the frozen weight it rescales. */
 interface DoraModule {
-  lora: OracleLoraModule;
-  magnitude: Float32Array;
+  lora: DoraFactors;
+  magnitude: ArrayLike<number>;
   /** The base weight as nn.Linear holds it, [out, in] (transposed for Conv1D). */
   weight: Float64Array;
   bias?: Float32Array;
   /** magnitude / weight_norm, computed on first use (PEFT caches nothing by default, but the value is the same every call). */
   scale?: Float64Array;
 }
+
+/** A module's LoRA factors (row-major A [r, in], B [out, r]) and scaling, float32 from files or float64 from training. */
+type DoraFactors = Pick<OracleLoraModule, 'r' | 'scale'> & { A: ArrayLike<number>; B: ArrayLike<number> };
 
 /** The frozen weight tensor of a module path, under the names checkpoints use (GPT-2 with or without `transformer.`). */
 function baseTensor(weights: OracleWeights, module: string, suffix: 'weight' | 'bias'): OracleTensor | undefined {
@@ -54,7 +57,7 @@ function linearWeight(t: OracleTensor, fanInFanOut: boolean): Float64Array {
 }
 
 /** DoraLinearLayer.get_weight_norm: ‖W + scaling · (B @ A)‖ over dim 1, per output row. */
-export function doraWeightNorm(weight: Float64Array, lora: OracleLoraModule, outF: number): Float64Array {
+export function doraWeightNorm(weight: Float64Array, lora: DoraFactors, outF: number): Float64Array {
   const inF = weight.length / outF;
   const norm = new Float64Array(outF);
   for (let o = 0; o < outF; o++) {
@@ -149,4 +152,49 @@ export function writeTinyDora(dir: string, family: TinyFamily, options: TinyDora
   }
   fs.writeFileSync(weightsFile, encodeSafetensors(record, { format: 'pt' }));
   fs.writeFileSync(configFile, JSON.stringify(config, null, 2));
+}
+
+/** One module's DoRA parameters as training holds them (PEFT's names: lora_A, lora_B, lora_magnitude_vector). */
+export interface OracleDoraParams extends DoraFactors {
+  magnitude: ArrayLike<number>;
+}
+
+/**
+ * DoRA's weight_norm ‖transpose(W, fan_in_fan_out) + scaling · B·A‖ of each module, for the
+ * parameters given: the value PEFT detaches in DoraLinearLayer.forward.
+ *
+ * @example const norms = doraOracleNorms(modules, weights, 'llama');
+ */
+export function doraOracleNorms(modules: ReadonlyMap<string, OracleDoraParams>, weights: OracleWeights, family: TinyFamily): Map<string, Float64Array> {
+  const norms = new Map<string, Float64Array>();
+  for (const [module, m] of modules) {
+    const weight = linearWeight(baseTensor(weights, module, 'weight')!, family === 'gpt2');
+    norms.set(module, doraWeightNorm(weight, m, m.magnitude.length));
+  }
+  return norms;
+}
+
+/**
+ * The OracleDelta of DoRA parameters (module path → factors and magnitude), as DoraLinearLayer.forward
+ * applies them. `norms` holds weight_norm fixed: PEFT detaches it, so its gradient is the
+ * derivative with the norm held at its current value, which is what central differences of this
+ * delta's loss give when `norms` are those of the unperturbed parameters (doraOracleNorms).
+ * Without `norms` each call uses the norms of the parameters given (the plain forward).
+ *
+ * @example oracleForward(config, weights, ids, undefined, [doraOracleDelta(modules, weights, 'llama', doraOracleNorms(start, weights, 'llama'))])
+ */
+export function doraOracleDelta(modules: ReadonlyMap<string, OracleDoraParams>, weights: OracleWeights, family: TinyFamily, norms = doraOracleNorms(modules, weights, family)): OracleDelta {
+  const layers = new Map<string, DoraModule>();
+  for (const [module, m] of modules) {
+    const norm = norms.get(module)!;
+    const layer: DoraModule = { lora: m, magnitude: m.magnitude, weight: new Float64Array(0), bias: baseTensor(weights, module, 'bias')?.data };
+    layer.scale = Float64Array.from(norm, (n, o) => m.magnitude[o]! / n);
+    layers.set(module, layer);
+  }
+  return {
+    projectionOutput(module: string, x: Vec, y: Vec): Vec {
+      const m = layers.get(module);
+      return m ? doraForward(m, x, y) : y;
+    },
+  };
 }
