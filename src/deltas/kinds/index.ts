@@ -10,3 +10,4 @@ import './p-tuning.js';
 import './bottleneck.js';
 // Trainable kinds (deltas/training.ts), the fine-tuning methods; registration order is the order the API lists them in.
 import './lora-training.js';
+import './full-training.js';
