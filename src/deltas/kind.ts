@@ -29,6 +29,8 @@ export interface DeltaLimits {
   maxVirtualTokens: number;
   /** Widest bottleneck an adapter may have. */
   maxBottleneck: number;
+  /** Largest estimated state of a full fine-tuning job, in bytes (--full-training-max-bytes; half the machine's memory when absent). */
+  maxTrainingBytes?: number;
   /**
    * The kinds this server serves (`--delta-kinds`); all registered kinds when absent. Every
    * enabled kind's hooks run in every pass, so a server that needs few kinds runs leaner.

@@ -65,6 +65,12 @@ export interface TrainableKind<Options = unknown, Resolved = unknown> {
   readonly name: string;
   /** The delta kind that serves what this trains: the kind a job may continue from, and the format `write` produces. */
   readonly deltaKind: string;
+  /**
+   * What a job publishes: a delta of `deltaKind` (the default), or 'model': a complete model
+   * directory (full fine-tuning), where `write` gives model.safetensors as `weights` and, as
+   * `config`, the keys it changes in the base's config.json; the job copies the base's other files.
+   */
+  readonly result?: 'delta' | 'model';
   /** Part of the step graph's cache key: bump when `params` or `hooks` change what the graph computes. */
   readonly graphVersion: number;
   /** `method.<name>` as the request gives it: strict, with PEFT's option names and defaults. */

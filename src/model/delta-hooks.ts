@@ -84,6 +84,12 @@ export type DeltaLowering = DeltaHooks<HookContext>;
  */
 export interface TrainingHooks extends DeltaHooks<TrainingHookContext> {
   /**
+   * The kind's parameters named like checkpoint weights (`model.layers.0.mlp.up_proj.weight`) are
+   * those weights: the step reads them wherever the forward reads the weight, in place of the
+   * frozen checkpoint's (full fine-tuning, whose parameters are the whole backbone).
+   */
+  readonly replacesWeights?: boolean;
+  /**
    * `length` key/value positions before every row's own tokens in each layer's attention, seen by
    * every query (PEFT's past_key_values for prefix tuning: not rotated; the row's own tokens then
    * take positions length, length + 1, ...). `keyValues` returns them as [length, kvHeads·headDim].

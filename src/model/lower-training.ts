@@ -15,7 +15,8 @@ import { frozenWeights } from './weight-data.js';
  * static shapes, causal attention over the micro-batch — over `rows` x `seqLen` tokens
  * (right-padded), with the kind's training hooks applied to its parameters; then the Hugging Face
  * causal-LM loss, gradients for those parameters only (the backbone stays frozen external
- * initializers shared with inference), global-norm clipping and AdamW.
+ * initializers shared with inference, except the weights a kind whose hooks set `replacesWeights`
+ * trains: those are its parameters), global-norm clipping and AdamW.
  *
  * Interface (names in TRAINING_IO):
  *   input_ids       int64 [rows, seqLen]
@@ -71,12 +72,15 @@ export function lowerTrainingGraph(ckpt: Checkpoint, options: TrainingGraphOptio
   const { rows, seqLen, hooks } = options;
   const g = new TypedGraph('deltaserve_training_step');
   const IO = TRAINING_IO;
-  const weight = frozenWeights(ckpt, options.weightFile, { initializer: (name, data) => g.initializer(name, data), castToFloat32: (value) => g.apply('Cast', [value], { to: 1 }) });
+  const frozen = frozenWeights(ckpt, options.weightFile, { initializer: (name, data) => g.initializer(name, data), castToFloat32: (value) => g.apply('Cast', [value], { to: 1 }) });
   const ids = g.input(IO.inputIds, 'int64', [rows, seqLen]);
   const targets = g.input(IO.targetIds, 'int32', [rows, seqLen]);
   const targetWeights = g.input(IO.targetWeights, 'float32', [rows, seqLen]);
   const params = options.params.map((p) => g.input(`param.${p.name}`, 'float32', p.shape));
-  const ctx = trainingContext(g, ckpt.arch, weight, { rows, seqLen }, new Map(options.params.map((p, i) => [p.name, params[i]!])));
+  const byName = new Map(options.params.map((p, i) => [p.name, params[i]!]));
+  // Full fine-tuning: the weights it trains are graph inputs fed from the trainer's state, not the checkpoint's.
+  const weight = hooks.replacesWeights ? (name: string) => byName.get(name) ?? frozen(name) : frozen;
+  const ctx = trainingContext(g, ckpt.arch, weight, { rows, seqLen }, byName);
   const prefix = hooks.attentionPrefix && { length: hooks.attentionPrefix.length, keyValues: (layer: number) => hooks.attentionPrefix!.keyValues(ctx, layer) };
   const backend = new TrainingBackend(g, ckpt.arch, weight, { rows, seqLen, ids, prefix });
   const loss = crossEntropy(g, decoderForward(backend, [hooks], ctx), targets, targetWeights);

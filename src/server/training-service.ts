@@ -1,3 +1,4 @@
+import path from 'node:path';
 import type { ObjectStore } from '../deltas/store/objects.js';
 import type { DeltaService } from './delta-service.js';
 import type { DeltaLimits } from '../deltas/kind.js';
@@ -11,6 +12,7 @@ import type { TextTokenizer } from '../model/tokenizer.js';
 import { parseTrainingJsonl, type DatasetOptions } from '../training/dataset.js';
 import { TrainingFileStore } from '../training/file-store.js';
 import { JobManager } from '../training/jobs.js';
+import { writeModelDirectory } from '../training/model-result.js';
 
 export interface TrainingSettings {
   maxLength: number;
@@ -22,6 +24,8 @@ export interface TrainingSettings {
   leaseMs: number;
   /** How long the index of training files is trusted before the store is read again (--catalog-ttl-ms). */
   ttlMs: number;
+  /** Where fully fine-tuned models are written, one directory per job (<data-dir>/models). */
+  modelsDir: string;
 }
 
 /**
@@ -67,6 +71,11 @@ export class TrainingService {
       publish: async (tenant, name, deltaFiles) => {
         const { version } = await o.deltas.upload(tenant, name, deltaFiles, { public: false });
         return `${tenant}/${name}@${version.version}`;
+      },
+      publishModel: async (id, modelFiles) => {
+        const dir = path.resolve(settings.modelsDir, id);
+        writeModelDirectory(o.checkpoint.dir, dir, modelFiles);
+        return dir;
       },
       padId: o.tokenizer.padTokenId ?? o.tokenizer.eosTokenIds[0] ?? 0,
       maxLength: settings.maxLength,

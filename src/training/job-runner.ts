@@ -1,7 +1,7 @@
 import '../deltas/kinds/index.js';
 import type { DeltaLimits } from '../deltas/kind.js';
 import type { DeltaFiles } from '../deltas/store/types.js';
-import { trainableKind, type TrainableKind, type TrainingBackbone } from '../deltas/training.js';
+import { trainableKind, type DeltaFileBytes, type TrainableKind, type TrainingBackbone } from '../deltas/training.js';
 import type { Engine } from '../engine/client.js';
 import { freshTrainerState, type TrainerState } from '../engine/trainer-state.js';
 import type { ArchitectureSpec } from '../model/architecture.js';
@@ -22,6 +22,11 @@ export interface JobContext {
   readDelta(owner: string, name: string, version: number): Promise<DeltaFiles>;
   /** Stores and registers the finished adapter; returns the model id clients use. */
   publish(tenant: string, name: string, files: DeltaFiles): Promise<string>;
+  /**
+   * Writes the model a kind with `result: 'model'` trained (full fine-tuning) as a model directory
+   * for job `id`; returns its path, which `--model` serves. Absent: such jobs fail.
+   */
+  publishModel?(id: string, files: DeltaFileBytes): Promise<string>;
   padId: number;
   /** The tokenizer and frozen weights some kinds initialise from (prompt tuning's TEXT init, DoRA's ‖W‖). */
   backbone?: TrainingBackbone;
@@ -107,6 +112,10 @@ export async function runJob(id: string, spec: FineTuneSpec, checkpoints: JobChe
     return null;
   }
   const files = trainable.write(ctx.arch, options, final.params, { baseModel: spec.from ? `${spec.from.owner}/${spec.from.name}@${spec.from.version}` : spec.model });
+  if (trainable.result === 'model') {
+    if (!ctx.publishModel) throw new Error(`this server cannot publish the model a ${trainable.name} job trains`);
+    return ctx.publishModel(id, files);
+  }
   return ctx.publish(spec.tenant, spec.name, { config: new TextEncoder().encode(files.config), weights: files.weights });
 }
 

@@ -22,7 +22,7 @@ import { microBatches } from '../../src/training/batches.js';
 import type { TrainingExample } from '../../src/training/dataset.js';
 import { tempDir } from '../helpers.js';
 import { loadWeightsF32, readConfig } from './checkpoints.js';
-import { oracleLogits64, type OracleDelta, type Vec } from './transformer.js';
+import { oracleLogits64, type ForwardWeights, type OracleDelta, type OracleWeights, type Vec } from './transformer.js';
 
 export interface FirstStepCheck {
   /** The trainable kind (`method.type`) and its options as a request gives them (`method.<kind>`). */
@@ -39,6 +39,10 @@ export interface FirstStepCheck {
   rows?: number;
   /** The kind as the reference computes it, from its resolved options and float64 parameters. */
   oracleDeltas(options: unknown, params: ReadonlyMap<string, Float64Array>): OracleDelta[];
+  /** The weights the oracle's forward reads, given the parameters (full fine-tuning: the parameters themselves); default the checkpoint's. */
+  oracleWeights?(base: OracleWeights, params: ReadonlyMap<string, Float64Array>): ForwardWeights;
+  /** The elements of tensor `name` to check; default (or undefined) `samples` of them at random. */
+  sample?(name: string, size: number): number[] | undefined;
   /** AdamW's hyperparameters (default lr 1e-2, betas 0.9/0.999, eps 1e-8, weight decay 0.01). */
   hyper?: Partial<Omit<AdamWHyperparameters, 'maxGradNorm'>>;
   /** Elements checked per tensor (default 4). */
@@ -77,7 +81,7 @@ export async function checkFirstStep(check: FirstStepCheck): Promise<FirstStepRe
   const report: FirstStepReport = { engineLoss: engine.loss, oracleLoss: oracleLossValue, compared: 0, signless: 0, worstStep: 0 };
   const random = mulberry32(check.seed ?? 11);
   for (const [name, p0] of start) {
-    const picked = sampleIndices(p0.length, check.samples ?? 4, random);
+    const picked = check.sample?.(name, p0.length) ?? sampleIndices(p0.length, check.samples ?? 4, random);
     const grads = picked.map((i) => centralDifference(oracle, start, name, i));
     compareGradients(name, picked.map((i) => engine.gradients.get(name)![i]!), grads);
     const floor = 1e-4 * Math.max(...grads.map(Math.abs)) + 1e-9;
@@ -121,7 +125,7 @@ function oracleLoss(check: FirstStepCheck, options: unknown): (params: ReadonlyM
     let total = 0;
     let count = 0;
     for (const { inputIds, labels } of check.examples) {
-      const logits = oracleLogits64(config, weights, inputIds, undefined, deltas);
+      const logits = oracleLogits64(config, check.oracleWeights?.(weights, params) ?? weights, inputIds, undefined, deltas);
       for (let t = 0; t + 1 < inputIds.length; t++) {
         if (labels[t + 1] === -100) continue;
         total -= logSoftmax64(logits[t]!)[labels[t + 1]!]!;

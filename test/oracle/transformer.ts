@@ -15,6 +15,17 @@ export interface OracleTensor {
 
 export type OracleWeights = Map<string, OracleTensor>;
 
+/**
+ * What the forward reads of the weights: OracleWeights, or float64 values where a test
+ * differentiates the weights themselves (full fine-tuning's first step), whose central
+ * differences float32 storage would round.
+ */
+export interface ForwardTensor {
+  shape: number[];
+  data: ArrayLike<number>;
+}
+export type ForwardWeights = ReadonlyMap<string, ForwardTensor>;
+
 export interface OracleLoraModule {
   /** lora_A.weight, row-major [r, in] */
   A: Float32Array;
@@ -65,7 +76,7 @@ export interface OracleDelta {
 
 export type Vec = Float64Array;
 
-function getTensor(weights: OracleWeights, names: string[]): OracleTensor {
+function getTensor(weights: ForwardWeights, names: string[]): ForwardTensor {
   for (const n of names) {
     const t = weights.get(n);
     if (t) return t;
@@ -73,7 +84,7 @@ function getTensor(weights: OracleWeights, names: string[]): OracleTensor {
   throw new Error(`oracle: missing tensor ${names.join(' | ')}`);
 }
 
-function maybeTensor(weights: OracleWeights, names: string[]): OracleTensor | undefined {
+function maybeTensor(weights: ForwardWeights, names: string[]): ForwardTensor | undefined {
   for (const n of names) {
     const t = weights.get(n);
     if (t) return t;
@@ -97,8 +108,8 @@ function findLora(lora: OracleLora | undefined, names: string[]): OracleLoraModu
  */
 function linear(
   x: Vec,
-  W: OracleTensor,
-  bias: OracleTensor | undefined,
+  W: ForwardTensor,
+  bias: ForwardTensor | undefined,
   lora: OracleLoraModule | undefined,
   conv1d = false,
 ): Vec {
@@ -137,7 +148,7 @@ function linear(
   return y;
 }
 
-function rmsNorm(x: Vec, w: OracleTensor, eps: number): Vec {
+function rmsNorm(x: Vec, w: ForwardTensor, eps: number): Vec {
   let ss = 0;
   for (let i = 0; i < x.length; i++) ss += x[i]! * x[i]!;
   const inv = 1 / Math.sqrt(ss / x.length + eps);
@@ -146,7 +157,7 @@ function rmsNorm(x: Vec, w: OracleTensor, eps: number): Vec {
   return y;
 }
 
-function layerNorm(x: Vec, w: OracleTensor, b: OracleTensor, eps: number): Vec {
+function layerNorm(x: Vec, w: ForwardTensor, b: ForwardTensor, eps: number): Vec {
   const n = x.length;
   let mean = 0;
   for (let i = 0; i < n; i++) mean += x[i]!;
@@ -252,7 +263,7 @@ function causalAttention(q: Vec[], k: Vec[], v: Vec[], numHeads: number, numKvHe
   return out;
 }
 
-function embedRow(table: OracleTensor, id: number): Vec {
+function embedRow(table: ForwardTensor, id: number): Vec {
   const [rows, dim] = table.shape as [number, number];
   if (!Number.isInteger(id) || id < 0 || id >= rows) throw new Error(`oracle: token id ${id} out of range [0,${rows})`);
   const v = new Float64Array(dim);
@@ -352,7 +363,7 @@ function virtualParts(deltas: OracleDelta[]): { embeddings: Vec[]; prefix?: { ke
   return { embeddings, prefix };
 }
 
-function llamaForward(config: any, weights: OracleWeights, inputIds: number[], lora: OracleLora | undefined, family: 'llama' | 'qwen2', deltas: OracleDelta[]): Vec[] {
+function llamaForward(config: any, weights: ForwardWeights, inputIds: number[], lora: OracleLora | undefined, family: 'llama' | 'qwen2', deltas: OracleDelta[]): Vec[] {
   const hidden: number = config.hidden_size;
   const numHeads: number = config.num_attention_heads;
   const numKv: number = config.num_key_value_heads ?? numHeads;
@@ -411,7 +422,7 @@ function llamaForward(config: any, weights: OracleWeights, inputIds: number[], l
   return hs.slice(virtual.embeddings.length).map((h) => linear(norm(h, 'model.norm'), lmHead, undefined, lmLora));
 }
 
-function gpt2Forward(config: any, weights: OracleWeights, inputIds: number[], lora: OracleLora | undefined, deltas: OracleDelta[]): Vec[] {
+function gpt2Forward(config: any, weights: ForwardWeights, inputIds: number[], lora: OracleLora | undefined, deltas: OracleDelta[]): Vec[] {
   const hidden: number = config.n_embd;
   const numHeads: number = config.n_head;
   const nLayers: number = config.n_layer;
@@ -473,7 +484,7 @@ function gpt2Forward(config: any, weights: OracleWeights, inputIds: number[], lo
 // public API
 
 /** Logits for every position of `inputIds` (not for virtual tokens), each a Float32Array of length vocab. */
-export function oracleForward(config: any, weights: OracleWeights, inputIds: number[], lora?: OracleLora, deltas: OracleDelta[] = []): Float32Array[] {
+export function oracleForward(config: any, weights: ForwardWeights, inputIds: number[], lora?: OracleLora, deltas: OracleDelta[] = []): Float32Array[] {
   return oracleLogits64(config, weights, inputIds, lora, deltas).map(toF32);
 }
 
@@ -481,7 +492,7 @@ export function oracleForward(config: any, weights: OracleWeights, inputIds: num
  * The same logits before their rounding to float32: what finite differences of a loss need (a
  * float32 logit moves in steps of ~5e-7, which a central difference would divide by 2h).
  */
-export function oracleLogits64(config: any, weights: OracleWeights, inputIds: number[], lora?: OracleLora, deltas: OracleDelta[] = []): Vec[] {
+export function oracleLogits64(config: any, weights: ForwardWeights, inputIds: number[], lora?: OracleLora, deltas: OracleDelta[] = []): Vec[] {
   if (inputIds.length === 0) throw new Error('oracle: empty input');
   const mt: string = config.model_type;
   switch (mt) {
@@ -516,7 +527,7 @@ export function argmax(v: ArrayLike<number>): number {
 }
 
 /** Greedy decoding without a KV cache (full forward per step). Returns only the new tokens. */
-export function oracleGreedy(config: any, weights: OracleWeights, promptIds: number[], maxNewTokens: number, lora?: OracleLora, deltas: OracleDelta[] = []): number[] {
+export function oracleGreedy(config: any, weights: ForwardWeights, promptIds: number[], maxNewTokens: number, lora?: OracleLora, deltas: OracleDelta[] = []): number[] {
   const ids = [...promptIds];
   const out: number[] = [];
   for (let i = 0; i < maxNewTokens; i++) {

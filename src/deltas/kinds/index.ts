@@ -18,3 +18,4 @@ import './prompt-tuning-training.js';
 import './prefix-tuning-training.js';
 import './p-tuning-training.js';
 import './bottleneck-training.js';
+import './full-training.js';

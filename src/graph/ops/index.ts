@@ -21,6 +21,7 @@ import './expand.js';
 import './slice.js';
 import './pad.js';
 import './concat.js';
+import './gather.js';
 import './reduce-sum.js';
 import './reduce-mean.js';
 import './reduce-max.js';

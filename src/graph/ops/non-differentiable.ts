@@ -1,6 +1,6 @@
 import type { DType } from '../ir.js';
 import { registerOp } from './registry.js';
-import { elementwise, normalizeAxis } from './shapes.js';
+import { elementwise } from './shapes.js';
 
 /**
  * Ops that only ever compute indices, masks or optimiser arithmetic, off the path from
@@ -20,10 +20,8 @@ registerOp({
     return { dtype, shape: x!.shape };
   },
 });
+// ScatterND only adds Gather's gradient into zeros; nothing differentiates through it.
 registerOp({
-  op: 'Gather',
-  infer: ([data, indices], attrs) => {
-    const axis = normalizeAxis((attrs['axis'] as number | undefined) ?? 0, data!.shape.length);
-    return { dtype: data!.dtype, shape: [...data!.shape.slice(0, axis), ...indices!.shape, ...data!.shape.slice(axis + 1)] };
-  },
+  op: 'ScatterND',
+  infer: ([data]) => ({ dtype: data!.dtype, shape: data!.shape }),
 });

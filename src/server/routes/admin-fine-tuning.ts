@@ -159,7 +159,8 @@ function checkMethod(state: ServerState, method: FineTuneMethod, from: { model: 
   const trainable = trainableKind(method.type);
   const training = requireTraining(state);
   const { settings: { limits }, arch } = training;
-  if (limits.kinds && !limits.kinds.includes(trainable.deltaKind)) {
+  // A method that trains a whole model (full fine-tuning) publishes no delta: --delta-kinds does not concern it.
+  if (trainable.result !== 'model' && limits.kinds && !limits.kinds.includes(trainable.deltaKind)) {
     throw new ApiError(400, `method.type '${method.type}' trains a ${trainable.deltaKind} delta, which this server does not serve (--delta-kinds ${limits.kinds.join(',')})`, 'method.type', 'invalid_value');
   }
   let resolved: unknown;

@@ -1,0 +1,123 @@
+/**
+ * Full fine-tuning (`method: { type: 'full', full: { init: 'base' } }`): every parameter of the
+ * backbone trains — token (and GPT-2's position) embeddings, every linear layer's weight and bias,
+ * every norm's weight and bias, and the LM head, which stays one tensor with the embeddings when
+ * the checkpoint ties them (transformers' tie_word_embeddings: one Parameter, both uses add to its
+ * gradient). It is what transformers' Trainer does with an unwrapped model, and the reference every
+ * delta method is measured against.
+ *
+ * The parameters are the checkpoint's tensors under the checkpoint's own names; the step graph
+ * reads them where it would read the frozen weights (TrainingHooks.replacesWeights). The result is
+ * not a delta but a complete Hugging Face model directory (`result: 'model'`): model.safetensors in
+ * float32 with the checkpoint's names (the trainer's state is float32; rounding it to the base's
+ * BF16/F16 would lose the very updates a small learning rate makes) and config.json with `dtype`
+ * / `torch_dtype` float32; the job runner copies the base's other files (tokenizer, generation
+ * config) beside them, so the directory serves with `--model`.
+ *
+ * `init: 'base'` (the only value today, and the default) starts from the base's weights. Random
+ * initialisation, for pretraining from scratch, is meant to be another value of `init` drawing
+ * each tensor as transformers' `_init_weights` does from the job's seed.
+ */
+import os from 'node:os';
+import { z } from 'zod';
+import { allProjections, type ArchitectureSpec, type NormSpec } from '../../model/architecture.js';
+import type { TrainableParam } from '../../model/lower-training.js';
+import { encodeSafetensors } from '../../model/safetensors.js';
+import { registerTrainableKind, TrainingOptionsError, type TrainableKind } from '../training.js';
+
+/** `method.full`: strict; `init` says where the weights start. */
+export const FullTrainingOptions = z.object({ init: z.enum(['base']).default('base') }).strict();
+
+export type FullTrainingOptions = z.infer<typeof FullTrainingOptions>;
+
+/** Resolved: the starting point and the parameter count the memory check was made for. */
+export interface FullLayout {
+  init: 'base';
+  parameters: number;
+}
+
+/**
+ * Bytes per parameter the trainer must hold at least: the weight, its gradient and AdamW's two
+ * moments, float32 each. (ORT's buffers for a step's outputs come on top; see docs/training.md.)
+ */
+export const FULL_BYTES_PER_PARAMETER = 16;
+
+/**
+ * Every tensor the forward reads, by checkpoint name, with its shape, in the forward's order;
+ * the tied LM head is the embedding's one entry.
+ *
+ * @example backboneParams(arch)[0] // { name: 'model.embed_tokens.weight', shape: [49152, 576] }
+ */
+export function backboneParams(arch: ArchitectureSpec): TrainableParam[] {
+  const H = arch.hiddenSize;
+  const out = new Map<string, number[]>();
+  const add = (name: string | undefined, shape: number[]) => {
+    if (name !== undefined && !out.has(name)) out.set(name, shape);
+  };
+  const norm = (n: NormSpec) => {
+    add(n.weight, [H]);
+    add(n.bias, [H]);
+  };
+  add(arch.embedTokens, [arch.vocabSize, H]);
+  if (arch.positions.kind === 'learned') add(arch.positions.weight, [arch.maxPositions, H]);
+  arch.blocks.forEach((block, layer) => {
+    norm(block.inputNorm);
+    norm(block.postAttentionNorm);
+    for (const p of allProjections(arch)[layer]!) {
+      add(p.weight, p.layout === 'out_in' ? [p.outFeatures, p.inFeatures] : [p.inFeatures, p.outFeatures]);
+      add(p.bias, [p.outFeatures]);
+    }
+  });
+  norm(arch.finalNorm);
+  add(arch.lmHead, [arch.vocabSize, H]);
+  return [...out].map(([name, shape]) => ({ name, shape }));
+}
+
+/** The memory a full fine-tuning job may take (--full-training-max-bytes; half the machine's memory when unset). */
+function budget(limits: { maxTrainingBytes?: number }): number {
+  return limits.maxTrainingBytes ?? Math.floor(os.totalmem() / 2);
+}
+
+export const fullTraining: TrainableKind<FullTrainingOptions, FullLayout> = {
+  name: 'full',
+  deltaKind: 'full',
+  result: 'model',
+  graphVersion: 1,
+  options: FullTrainingOptions,
+
+  resolve(arch, o, limits): FullLayout {
+    const parameters = backboneParams(arch).reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+    const need = parameters * FULL_BYTES_PER_PARAMETER;
+    const allowed = budget(limits);
+    if (need > allowed) {
+      const gib = (bytes: number) => `${(bytes / 1024 ** 3).toFixed(2)} GiB`;
+      throw new TrainingOptionsError('init', `full fine-tuning of this model needs at least ${gib(need)} (${parameters} parameters × ${FULL_BYTES_PER_PARAMETER} bytes: weights, gradients and two AdamW moments in float32), over the server's budget of ${gib(allowed)} (--full-training-max-bytes)`);
+    }
+    return { init: o.init, parameters };
+  },
+
+  params: (arch) => backboneParams(arch),
+
+  init(arch, l, seed, backbone) {
+    if (!backbone) throw new Error('full fine-tuning starts from the base weights, and was given no backbone to read them from');
+    return new Map(backboneParams(arch).map(({ name, shape }) => {
+      const values = backbone.weight(name);
+      const want = shape.reduce((a, b) => a * b, 1);
+      if (values.length !== want) throw new Error(`checkpoint weight ${name} has ${values.length} values; the architecture expects [${shape.join(', ')}]`);
+      return [name, Float32Array.from(values)];
+    }));
+  },
+
+  fromDelta() {
+    throw new TrainingOptionsError('model', 'full fine-tuning trains a whole model, not a delta: to continue from a fully fine-tuned model, serve it with --model and train that');
+  },
+
+  hooks: () => ({ kind: 'full', replacesWeights: true }),
+
+  write(arch, l, params) {
+    const tensors = Object.fromEntries(backboneParams(arch).map(({ name, shape }) => [name, { dtype: 'F32' as const, shape, data: params.get(name)! }]));
+    return { config: JSON.stringify({ dtype: 'float32', torch_dtype: 'float32' }), weights: encodeSafetensors(tensors, { format: 'pt' }) };
+  },
+};
+
+registerTrainableKind(fullTraining);
