@@ -11,6 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import { ConfigSchema } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server/serve.js';
 import { FIXTURE, tempDir } from '../helpers.js';
+import { writeTinyBottleneck } from '../oracle/kinds/bottleneck-checkpoint.js';
 
 type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -116,5 +117,23 @@ describe('bottleneck fine-tuning through the admin API', () => {
       assert.equal(res.json.error.param, param, JSON.stringify(res.json));
       if (message) assert.match(res.json.error.message, message);
     }
+  });
+
+  it('continuing from an adapter the method cannot start from (a parallel one) is a 400 naming model, at job creation', async () => {
+    const dir = tempDir();
+    writeTinyBottleneck(dir, { baseDir: path.join(FIXTURE, 'base'), preset: 'par_bn', config: { reduction_factor: 8 } });
+    const form = new FormData();
+    form.set('name', 'parallel');
+    form.set('adapter_config', new Blob([fs.readFileSync(path.join(dir, 'adapter_config.json'))]), 'adapter_config.json');
+    form.set('adapter_model', new Blob([fs.readFileSync(path.join(dir, 'adapter.safetensors'))]), 'adapter_model.safetensors');
+    const uploaded = await call('POST', '/v1/deltas', form);
+    assert.equal(uploaded.status, 201, JSON.stringify(uploaded.json));
+    const file = await uploadFile();
+    const jobsBefore = (await call('GET', '/admin/v1/fine_tuning/jobs')).json.data.length;
+    const res = await call('POST', '/admin/v1/fine_tuning/jobs', { ...jobRequest(file, {}, 'continued'), model: 'parallel' });
+    assert.equal(res.status, 400, JSON.stringify(res.json));
+    assert.equal(res.json.error.param, 'model');
+    assert.match(res.json.error.message, /cannot be continued by method\.type 'bottleneck'.*is_parallel/);
+    assert.equal((await call('GET', '/admin/v1/fine_tuning/jobs')).json.data.length, jobsBefore, 'no job was created');
   });
 });

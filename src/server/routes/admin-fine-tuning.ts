@@ -31,6 +31,7 @@ export function adminFineTuningRoutes(state: ServerState): Hono {
     for (const id of [body.training_file, body.validation_file]) if (id) await requireTraining(state).files.find(id);
     const { spec, virtualTokens } = toSpec(state, body, c.get('tenant'));
     if (virtualTokens > 0) await checkRowsFit(state, spec, virtualTokens);
+    if (spec.from) await checkContinuable(state, spec);
     state.quotas.checkJob(spec.tenant, spec.name);
     const idempotencyKey = idempotencyKeyOf(c);
     const job = await requireTraining(state).jobs.create(spec, idempotencyKey !== undefined ? { idempotencyKey } : {}).catch((error: Error & { code?: string }) => {
@@ -188,6 +189,23 @@ function checkMethod(state: ServerState, method: FineTuneMethod, from: { model: 
  * Every row of the job's files must fit the context after the delta's virtual tokens (PEFT puts
  * them before each row); the first that does not is a 400 naming its file and line.
  */
+/**
+ * The delta a job continues from must be one the method can start from (e.g. a bottleneck adapter
+ * in SeqBn's arrangement, a DoRA without per-module ranks): read it and build the starting point
+ * now, so a job that is accepted does not fail at its first step; a refusal is a 400 naming `model`.
+ */
+async function checkContinuable(state: ServerState, spec: FineTuneSpec): Promise<void> {
+  const training = requireTraining(state);
+  const { owner, name, version } = spec.from!;
+  const files = await state.deltaService!.readVersion(owner, name, version);
+  const trainable = trainableKind(spec.method.type);
+  try {
+    trainable.fromDelta({ config: new TextDecoder().decode(files.config), weights: files.weights }, training.arch, training.backbone);
+  } catch (err) {
+    throw new ApiError(400, `model '${spec.model}' cannot be continued by method.type '${spec.method.type}': ${(err as Error).message.slice(0, 500)}`, 'model', 'invalid_value');
+  }
+}
+
 async function checkRowsFit(state: ServerState, spec: FineTuneSpec, virtualTokens: number): Promise<void> {
   const training = requireTraining(state);
   const room = training.context - virtualTokens;
