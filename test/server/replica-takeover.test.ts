@@ -27,7 +27,7 @@ const TASK = [
 ];
 const JSONL = TASK.map(({ prompt, target }) => JSON.stringify({ input_ids: [...prompt, ...target], labels: [...prompt.map(() => -100), ...target] })).join('\n');
 const STEPS = 100;
-const LEASE_MS = 1500;
+const LEASE_MS = 4000;
 
 /** The real `deltaserve` command as replica A; resolves once it says it is ready. */
 function startReplica(args: string[], env: Record<string, string>): Promise<{ child: ChildProcess; url: string }> {
