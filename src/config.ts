@@ -93,7 +93,7 @@ export const ConfigSchema = z.object({
   trainingShare: z.coerce.number().gt(0).lt(1).default(0.25).describe('largest share of device time a training job takes while requests are being served'),
   trainMicroBatch: positiveInt.default(1).describe('training rows per micro-batch (a step of batch_size rows runs as several, between inference steps)'),
   trainMaxLength: positiveInt.default(512).describe('training rows are truncated to this many tokens'),
-  fullTrainingMaxBytes: positiveInt.default(Math.floor(os.totalmem() / 2)).describe("largest training state a full fine-tuning job (method.type 'full') may need, estimated as parameters × 16 bytes (weights, gradients, two AdamW moments in float32); larger models are refused at job creation (default: half this machine's memory)"),
+  fullTrainingMaxBytes: positiveInt.optional().describe("largest training state a full fine-tuning job (method.type 'full') may need, estimated as parameters × 80 bytes (as measured: weights, gradients and two AdamW moments in float32 are 16 of them; the step's outputs and activations the rest); larger models are refused at job creation (default: half this machine's memory)"),
   trainCheckpointEvery: positiveInt.default(25).describe('training jobs save a resumable checkpoint every this many steps'),
   tenantRequestsPerSecond: z.coerce.number().min(0).default(20).describe('generation requests per second per tenant (token bucket; 0: unlimited); over it 429 with Retry-After'),
   tenantRequestBurst: positiveInt.default(40).describe('requests a tenant may make at once before --tenant-requests-per-second applies'),

@@ -121,7 +121,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     });
     await enableStoredKinds(engine, state.deltas, state.logger);
     if (state.tokenizer) {
-      const limits = { maxRank: config.maxRank, maxVirtualTokens: config.maxVirtualTokens, maxBottleneck: config.maxBottleneck, maxTrainingBytes: config.fullTrainingMaxBytes, ...(config.deltaKinds ? { kinds: config.deltaKinds } : {}) };
+      const limits = { maxRank: config.maxRank, maxVirtualTokens: config.maxVirtualTokens, maxBottleneck: config.maxBottleneck, ...(config.fullTrainingMaxBytes ? { maxTrainingBytes: config.fullTrainingMaxBytes } : {}), ...(config.deltaKinds ? { kinds: config.deltaKinds } : {}) };
       const settings = { maxLength: config.trainMaxLength, microBatchRows: config.trainMicroBatch, checkpointEvery: config.trainCheckpointEvery, limits, leaseMs: config.jobLeaseMs, ttlMs: config.catalogTtlMs, modelsDir: path.join(config.dataDir, 'models') };
       const warn = (message: string) => state.logger.warn(message);
       state.training = await TrainingService.open({ engine, deltas: service, records: deltaStore.records('training'), checkpoint: openCheckpoint(modelDir), tokenizer: state.tokenizer, chatTemplate: state.chatTemplate ?? null, settings, warn });

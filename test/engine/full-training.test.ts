@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { backboneParams, fullTraining } from '../../src/deltas/kinds/full-training.js';
+import { backboneParams, FULL_BYTES_PER_PARAMETER, fullTraining } from '../../src/deltas/kinds/full-training.js';
 import type { TrainingBackbone } from '../../src/deltas/training.js';
 import { freshTrainerState, Trainer } from '../../src/engine/trainer.js';
 import { openCheckpoint, type Checkpoint } from '../../src/model/checkpoint.js';
@@ -96,10 +96,10 @@ describe('full fine-tuning: training', () => {
     writeTinyCheckpoint(modelDir, 'gpt2', { seed: 3 });
     const { arch } = openCheckpoint(modelDir);
     const count = backboneParams(arch).reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
-    assert.equal(fullTraining.resolve(arch, { init: 'base' }, { ...LIMITS, maxTrainingBytes: count * 16 }).parameters, count);
-    assert.throws(() => fullTraining.resolve(arch, { init: 'base' }, { ...LIMITS, maxTrainingBytes: count * 16 - 1 }), (err: Error & { field?: string }) => {
+    assert.equal(fullTraining.resolve(arch, { init: 'base' }, { ...LIMITS, maxTrainingBytes: count * FULL_BYTES_PER_PARAMETER }).parameters, count);
+    assert.throws(() => fullTraining.resolve(arch, { init: 'base' }, { ...LIMITS, maxTrainingBytes: count * FULL_BYTES_PER_PARAMETER - 1 }), (err: Error & { field?: string }) => {
       assert.equal(err.field, 'init');
-      assert.match(err.message, new RegExp(`${count} parameters × 16 bytes`));
+      assert.match(err.message, new RegExp(`${count} parameters × ${FULL_BYTES_PER_PARAMETER} bytes`));
       return true;
     });
   });

@@ -141,11 +141,11 @@ describe('full fine-tuning through the admin API', () => {
       assert.ok(served.some((lp, t) => Math.abs(lp - base[t]!) > 1), 'the trained model differs from the base');
       console.log('max |served - step graph|', Math.max(...served.map((lp, t) => Math.abs(lp - graph[t]!))), 'max |served - oracle|', Math.max(...served.map((lp, t) => Math.abs(lp - oracle[t]!))));
 
-      // The budget: 158k parameters × 16 bytes do not fit in 1000 bytes.
+      // The budget: 158k parameters × 80 bytes do not fit in 1000 bytes.
       const refused = await other.call('POST', '/admin/v1/fine_tuning/jobs', { ...jobRequest(await uploadTo(restarted)), model: 'tiny-full' });
       assert.equal(refused.status, 400, JSON.stringify(refused.json));
       assert.equal(refused.json.error.param, 'method.full.init');
-      assert.match(refused.json.error.message, /needs at least .* parameters × 16 bytes.*over the server's budget/);
+      assert.match(refused.json.error.message, /needs about 12\.1 MiB \(158016 parameters × 80 bytes.*over the server's budget of 1000 bytes/);
     } finally {
       await restarted.close();
     }
