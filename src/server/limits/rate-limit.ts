@@ -1,5 +1,6 @@
 import type { Context, MiddlewareHandler } from 'hono';
 import { ApiError } from '../errors.js';
+import { whenFinished } from '../middleware/finished.js';
 import { TenantLimits } from './tenant-limits.js';
 
 export interface RateLimitOptions {
@@ -56,7 +57,7 @@ export function rateLimit(options: RateLimitOptions): MiddlewareHandler {
       release();
       throw err;
     }
-    releaseWhenFinished(c, () => release());
+    whenFinished(c, () => release());
   };
 }
 
@@ -79,48 +80,4 @@ export function admitGeneration(c: Context, choices: number): void {
  */
 export function recordGeneratedTokens(c: Context, tokens: number): void {
   gates.get(c)?.record?.(tokens);
-}
-
-function releaseWhenFinished(c: Context, release: () => void): void {
-  const body = isStreamed(c.res.headers) ? c.res.body : null;
-  if (!body) return release();
-  c.res = new Response(whenEnded(body, release), c.res);
-}
-
-function isStreamed(headers: Headers): boolean {
-  return /^text\/event-stream\b/i.test(headers.get('content-type') ?? '') || /\bchunked\b/i.test(headers.get('transfer-encoding') ?? '');
-}
-
-/**
- * `body` passed through unchanged, calling `done` when it ends, fails or is cancelled. It reads
- * only when its reader asks (high-water mark 0), so the client's backpressure reaches the source.
- */
-function whenEnded(body: ReadableStream<Uint8Array>, done: () => void): ReadableStream<Uint8Array> {
-  const reader = body.getReader();
-  let cancelled = false;
-  return new ReadableStream<Uint8Array>(
-    {
-      async pull(controller) {
-        let chunk: ReadableStreamReadResult<Uint8Array>;
-        try {
-          chunk = await reader.read();
-        } catch (err) {
-          done();
-          if (!cancelled) controller.error(err);
-          return;
-        }
-        if (chunk.done) done();
-        // A cancel while this read waited has closed the stream already.
-        if (cancelled) return;
-        if (chunk.done) controller.close();
-        else controller.enqueue(chunk.value);
-      },
-      cancel(reason) {
-        cancelled = true;
-        done();
-        return reader.cancel(reason);
-      },
-    },
-    { highWaterMark: 0 },
-  );
 }
