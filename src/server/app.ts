@@ -10,7 +10,7 @@ import { onError } from './middleware/on-error.js';
 import { requireReady } from './middleware/readiness.js';
 import { requestLog } from './middleware/request-log.js';
 import { traceGeneration } from './middleware/trace.js';
-import { openApiDocument } from './openapi.js';
+import { openApiDocument } from './contract/openapi.js';
 import { chatRoutes } from './routes/chat.js';
 import { completionRoutes } from './routes/completions.js';
 import { adminDeltaRoutes } from './routes/admin-deltas.js';
