@@ -1,18 +1,22 @@
 import { Hono, type MiddlewareHandler } from 'hono';
 import { allowedMethods } from './allowed-methods.js';
 import { authenticate } from './auth.js';
-import { rateLimit } from './limits/rate-limit.js';
+import { admitChoices, rateLimit } from './limits/rate-limit.js';
 import type { ServerState } from './context.js';
 import { errorBody } from './errors.js';
 import { adminOnly } from './middleware/admin.js';
 import { drainable } from './middleware/drain.js';
+import { jsonBody, validBody } from './middleware/json-body.js';
 import { onError } from './middleware/on-error.js';
 import { requireReady } from './middleware/readiness.js';
+import { resolveRequestDeltas } from './middleware/resolve-deltas.js';
 import { requestLog } from './middleware/request-log.js';
 import { traceGeneration } from './middleware/trace.js';
 import { openApiDocument } from './contract/openapi.js';
+import { ROUTES } from './contract/routes.js';
 import { chatRoutes } from './routes/chat.js';
-import { completionRoutes } from './routes/completions.js';
+import { completionChoices, completionRoutes } from './routes/completions.js';
+import { ChatCompletionRequest, CompletionRequest } from './schemas.js';
 import { adminDeltaRoutes } from './routes/admin-deltas.js';
 import { adminFileRoutes } from './routes/admin-files.js';
 import { adminFineTuningRoutes } from './routes/admin-fine-tuning.js';
@@ -28,7 +32,9 @@ const PACKAGE_VERSION = '0.1.0';
  * request id and log line; `authenticate` on `/v1/*` and `/admin/*`, `adminOnly` on `/admin/*`;
  * on the generation routes `drainable` (refused while draining, counted in flight),
  * `traceGeneration` (spans, metrics, the generation log line), `rateLimit` and `requireReady`;
- * `requireReady` on the delta, cache and training routes; one `onError` for every failure.
+ * `requireReady` on the delta, cache and training routes; `jsonBody` on every route with a JSON
+ * request (its route table schema); `resolveRequestDeltas` and `admitChoices` on the generation
+ * routes; one `onError` for every failure.
  * Routes read the shared state; the engine arrives once the model is loaded.
  *
  * @example const app = createApp(state); await app.request('/health/live');
@@ -42,6 +48,12 @@ export function createApp(state: ServerState): Hono {
   // Per-route middleware (POST only), so a 405 for another method is neither traced nor counted.
   app.on('POST', ['/v1/completions'], ...generationMiddleware(state, 'text_completion'));
   app.on('POST', ['/v1/chat/completions'], ...generationMiddleware(state, 'chat'));
+  // Each JSON request is validated by its route table entry's schema, after readiness and limits.
+  for (const route of ROUTES) if (route.request?.json) app.on(route.method, [route.route], jsonBody({ schema: route.request.json, maxBytes: state.maxBodyBytes }));
+  // Then a generation's deltas are resolved (404 before any charge) and its choices admitted.
+  app.on('POST', ['/v1/completions', '/v1/chat/completions'], resolveRequestDeltas({ state }));
+  app.on('POST', ['/v1/completions'], admitChoices({ maxChoices: state.maxChoices, choices: (c) => completionChoices(validBody(c, CompletionRequest)) }));
+  app.on('POST', ['/v1/chat/completions'], admitChoices({ maxChoices: state.maxChoices, choices: (c) => ({ prompts: 1, n: validBody(c, ChatCompletionRequest).n ?? 1, param: 'n' }) }));
   const deltas = requireReady({ state, needs: ['deltaService'] });
   const training = requireReady({ state, needs: ['training'] });
   app.use('/v1/deltas', deltas).use('/v1/deltas/*', deltas);

@@ -23,7 +23,7 @@ function registered(app: { routes: readonly { method: string; path: string }[] }
 }
 
 describe('the route table covers every route hono registers', () => {
-  const state = { modelName: 'base', deltas: new DeltaCatalog(), auth: null, publicMetrics: false, telemetry: Telemetry.create(), logger: createLogger({ level: 'silent' }), limits: new TenantLimits({ requestsPerSecond: 0, requestBurst: 0, tokensPerSecond: 0, tokenBurst: 0, maxConcurrent: 0 }), inFlight: 0, draining: false } as unknown as ServerState;
+  const state = { modelName: 'base', deltas: new DeltaCatalog(), auth: null, publicMetrics: false, maxBodyBytes: 4096, maxChoices: 16, telemetry: Telemetry.create(), logger: createLogger({ level: 'silent' }), limits: new TenantLimits({ requestsPerSecond: 0, requestBurst: 0, tokensPerSecond: 0, tokenBurst: 0, maxConcurrent: 0 }), inFlight: 0, draining: false } as unknown as ServerState;
 
   it('the registered routes are exactly the table\'s', () => {
     const table = new Set(ROUTES.map((r) => `${r.method} ${r.route}`));

@@ -1,6 +1,7 @@
 import type { Context, MiddlewareHandler } from 'hono';
 import { ApiError } from '../errors.js';
 import { whenFinished } from '../middleware/finished.js';
+import { checkChoiceCount } from '../plan.js';
 import { TenantLimits } from './tenant-limits.js';
 
 export interface RateLimitOptions {
@@ -58,6 +59,40 @@ export function rateLimit(options: RateLimitOptions): MiddlewareHandler {
       throw err;
     }
     whenFinished(c, () => release());
+  };
+}
+
+/** How many sequences a request asks for: prompts × n, and the field to name when that is too many. */
+export interface RequestedChoices {
+  prompts: number;
+  n: number;
+  param: string;
+}
+
+export interface AdmitChoicesOptions {
+  /** The most choices one request may ever have (a request over it is a 400, not a 429 that could never clear). */
+  maxChoices: number;
+  /** Reads the count from the request (its validated body). */
+  choices: (c: Context) => RequestedChoices;
+}
+
+/**
+ * Admits a generation under its tenant's limits once its choices are known, before its handler
+ * tokenizes anything: more than `maxChoices` is a 400 `too_many_choices`, over a limit a 429 (see
+ * rateLimit). Mount it after `rateLimit` and after the body is validated and its deltas resolved,
+ * so an unknown model is a 404 rather than a charge.
+ *
+ * @example app.on('POST', ['/v1/chat/completions'], admitChoices({ maxChoices: 256, choices: (c) => ({ prompts: 1, n: 1, param: 'n' }) }));
+ */
+export function admitChoices(options: AdmitChoicesOptions): MiddlewareHandler {
+  const { maxChoices, choices } = options ?? {};
+  if (!Number.isInteger(maxChoices) || maxChoices < 1) throw new Error(`admitChoices: options.maxChoices must be a positive integer, got ${maxChoices}`);
+  if (typeof choices !== 'function') throw new Error('admitChoices: options.choices must be a function of the context');
+  return async function admitChoices(c, next) {
+    const { prompts, n, param } = choices(c);
+    checkChoiceCount(prompts, n, maxChoices, param);
+    admitGeneration(c, prompts * n);
+    await next();
   };
 }
 

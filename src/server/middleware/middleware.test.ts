@@ -14,6 +14,10 @@ import { drainable } from './drain.js';
 import { onError } from './on-error.js';
 import { requireReady } from './readiness.js';
 import { requestLog } from './request-log.js';
+import { jsonBody, validBody } from './json-body.js';
+import { resolveRequestDeltas } from './resolve-deltas.js';
+import { traceGeneration } from './trace.js';
+import { admitChoices } from '../limits/rate-limit.js';
 
 type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -87,6 +91,24 @@ describe('middleware factories validate their options once', () => {
     assert.throws(() => requireReady({ state: {}, needs: ['engine', 'gpu'] } as never), /requireReady: options.needs must list some of engine, deltaService, training, got \["engine","gpu"\]/);
     assert.throws(() => drainable({} as never), /drainable: options.state/);
     assert.throws(() => adminOnly({ strict: true } as never), /adminOnly takes no options, got strict/);
+    assert.throws(() => jsonBody({ schema: z.object({}), maxBytes: 0 }), /jsonBody: options.maxBytes must be a positive integer, got 0/);
+    assert.throws(() => admitChoices({ maxChoices: 1.5, choices: () => ({ prompts: 1, n: 1, param: 'n' }) }), /admitChoices: options.maxChoices must be a positive integer, got 1.5/);
+    assert.throws(() => resolveRequestDeltas({ state: {} } as never), /resolveRequestDeltas: options.state/);
+    assert.throws(() => traceGeneration({ operation: 'embeddings' } as never), /traceGeneration: options.operation must be 'text_completion' or 'chat', got "embeddings"/);
+  });
+
+  it('jsonBody: 400 naming the field, 413 over the cap, and the body only under the schema that validated it', async () => {
+    const Body = z.object({ n: z.number() });
+    const app = new Hono();
+    app.post('/x', jsonBody({ schema: Body, maxBytes: 32 }), (c) => c.json({ n: validBody(c, Body).n }));
+    app.post('/y', jsonBody({ schema: Body, maxBytes: 32 }), (c) => c.json(validBody(c, z.object({ n: z.number() }))));
+    app.onError(onError({ logger: createLogger({ level: 'silent' }) }));
+    const post = (path: string, body: string) => app.request(path, { method: 'POST', body });
+    assert.deepEqual(await (await post('/x', '{"n": 2}')).json(), { n: 2 });
+    const bad = (await (await post('/x', '{"n": "2"}')).json()) as Json;
+    assert.equal(bad.error.param, 'n');
+    assert.equal((await post('/x', JSON.stringify({ n: 1, pad: 'x'.repeat(40) }))).status, 413);
+    assert.equal((await post('/y', '{"n": 2}')).status, 500, 'a handler asking with another schema is a wiring mistake');
   });
 });
 

@@ -4,7 +4,7 @@ import { streamSSE } from 'hono/streaming';
 import { isValidName, nameError, parseDeltaKey } from '../../deltas/ref.js';
 import { trainableKind, TrainingOptionsError } from '../../deltas/training.js';
 import { methodOptions, TERMINAL, type FineTuneMethod, type FineTuneSpec, type JobEvent } from '../../training/job-types.js';
-import { parseJsonBody } from '../body.js';
+import { validBody } from '../middleware/json-body.js';
 import type { ServerState } from '../context.js';
 import { ApiError } from '../errors.js';
 import { FineTuningJobRequest } from '../fine-tuning-schema.js';
@@ -24,7 +24,7 @@ export function adminFineTuningRoutes(state: ServerState): Hono {
   const base = '/admin/v1/fine_tuning/jobs';
 
   app.post(base, async (c) => {
-    const body = FineTuningJobRequest.parse(await parseJsonBody(c, state.maxBodyBytes));
+    const body = validBody(c, FineTuningJobRequest);
     await freshenDeltas(state, body.model, body.tenant ?? c.get('tenant'));
     // Files uploaded through another replica are looked up in the store before toSpec checks them.
     for (const id of [body.training_file, body.validation_file]) if (id) await requireTraining(state).files.find(id);

@@ -1,14 +1,12 @@
 import crypto from 'node:crypto';
 import { Hono, type Context } from 'hono';
-import { parseJsonBody } from '../body.js';
+import { validBody } from '../middleware/json-body.js';
 import type { ServerState } from '../context.js';
 import { ApiError } from '../errors.js';
 import { collectChoices, startChoices, TTFT_HEADER, type ChoicePiece, type LogprobsBlock } from '../generation.js';
-import { checkChoiceCount, checkTokenIds, encodePrompt, planChoices, samplingOptions } from '../plan.js';
-import { freshenDeltas, resolveDeltas } from '../resolve.js';
+import { checkTokenIds, encodePrompt, planChoices, samplingOptions } from '../plan.js';
 import { ChatCompletionRequest } from '../schemas.js';
 import { observeChoice, usage } from './completions.js';
-import { admitGeneration } from '../limits/rate-limit.js';
 import { requestAttributes, tracedStream } from '../tracing/generation-trace.js';
 
 /** POST /v1/chat/completions: messages rendered with the model's chat template, then generated like a completion. */
@@ -18,12 +16,9 @@ export function chatRoutes(state: ServerState): Hono {
     const started = performance.now();
     const t = c.get('trace');
     const engine = c.get('engine');
-    const body = ChatCompletionRequest.parse(await parseJsonBody(c, state.maxBodyBytes));
+    const body = validBody(c, ChatCompletionRequest);
     t.request(body.model, {}, JSON.stringify(body.messages));
-    await freshenDeltas(state, body.model, c.get('tenant'), body.delta_ids ?? []);
-    const resolved = t.resolveDeltas(() => resolveDeltas(state, body.model, c.get('tenant'), body.delta_ids ?? []));
-    checkChoiceCount(1, body.n ?? 1, state.maxChoices, 'n');
-    admitGeneration(c, body.n ?? 1);
+    const resolved = c.get('deltas');
     const promptIds = renderPrompt(state, body, engine.info.maxContext);
     const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? Math.min(engine.info.maxContext - promptIds.length, 1024);
     t.request(body.model, requestAttributes(body, maxTokens));

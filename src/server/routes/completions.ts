@@ -4,12 +4,11 @@ import type { ServerState } from '../context.js';
 import { ApiError } from '../errors.js';
 import { collectChoices, startChoices, TTFT_HEADER, type ChoicePiece, type ChoicePlan } from '../generation.js';
 import type { GenerateEvent } from '../../engine/types.js';
-import { checkChoiceCount, checkTokenIds, encodePrompt, planChoices, samplingOptions } from '../plan.js';
+import { checkTokenIds, encodePrompt, planChoices, samplingOptions } from '../plan.js';
 import { CompletionRequest } from '../schemas.js';
-import { parseJsonBody } from '../body.js';
-import { freshenDeltas, resolveDeltas } from '../resolve.js';
+import { validBody } from '../middleware/json-body.js';
 import { requestAttributes, tracedStream } from '../tracing/generation-trace.js';
-import { admitGeneration, recordGeneratedTokens } from '../limits/rate-limit.js';
+import { recordGeneratedTokens, type RequestedChoices } from '../limits/rate-limit.js';
 
 /** POST /v1/completions (OpenAI legacy completions). */
 export function completionRoutes(state: ServerState): Hono {
@@ -18,14 +17,11 @@ export function completionRoutes(state: ServerState): Hono {
     const started = performance.now();
     const t = c.get('trace');
     const engine = c.get('engine');
-    const body = CompletionRequest.parse(await parseJsonBody(c, state.maxBodyBytes));
+    const body = validBody(c, CompletionRequest);
     const echo = body.echo ?? false;
     const maxTokens = body.max_tokens ?? 16;
     t.request(body.model, requestAttributes(body, maxTokens), typeof body.prompt === 'string' ? body.prompt : JSON.stringify(body.prompt));
-    await freshenDeltas(state, body.model, c.get('tenant'), body.delta_ids ?? []);
-    const resolved = t.resolveDeltas(() => resolveDeltas(state, body.model, c.get('tenant'), body.delta_ids ?? []));
-    checkChoiceCount(promptCount(body.prompt), body.n ?? 1, state.maxChoices, 'prompt');
-    admitGeneration(c, promptCount(body.prompt) * (body.n ?? 1));
+    const resolved = c.get('deltas');
     const prompts = promptIdLists(state, body.prompt);
     if (maxTokens === 0 && !echo) throw new ApiError(400, 'max_tokens must be at least 1 unless echo is true', 'max_tokens');
     const plans = planChoices(engine, prompts, {
@@ -72,6 +68,11 @@ export function observeChoice(c: Context, plan: ChoicePlan): (event: GenerateEve
 
 export function usage(promptTokens: number, completionTokens: number) {
   return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+}
+
+/** What a completion asks for: its prompts × n (checked and admitted by admitChoices). */
+export function completionChoices(body: CompletionRequest): RequestedChoices {
+  return { prompts: promptCount(body.prompt), n: body.n ?? 1, param: 'prompt' };
 }
 
 /** How many prompts `prompt` holds: a string or one token-id list is one. */
