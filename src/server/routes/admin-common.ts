@@ -7,6 +7,8 @@ import { MAX_IDEMPOTENCY_KEY_LENGTH } from '../../deltas/store/idempotency.js';
 /**
  * The training service of a route mounted behind `requireReady({ needs: ['training'] })`, which
  * answers 503/501 before the handler runs; reaching here without it is a wiring mistake.
+ *
+ * @example const jobs = requireTraining(state).jobs;
  */
 export function requireTraining(state: ServerState): TrainingService {
   if (!state.training) throw new Error('a training route ran without requireReady({ needs: [\'training\'] }) in front of it');

@@ -70,7 +70,11 @@ export function usage(promptTokens: number, completionTokens: number) {
   return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
 }
 
-/** What a completion asks for: its prompts × n (checked and admitted by admitChoices). */
+/**
+ * What a completion asks for: its prompts × n (checked and admitted by admitChoices).
+ *
+ * @example completionChoices({ model: 'm', prompt: ['a', 'b'], n: 3 }) // { prompts: 2, n: 3, param: 'prompt' }
+ */
 export function completionChoices(body: CompletionRequest): RequestedChoices {
   return { prompts: promptCount(body.prompt), n: body.n ?? 1, param: 'prompt' };
 }

@@ -78,7 +78,11 @@ export class GenerationTrace {
   }
 }
 
-/** GenAI request attributes shared by completions and chat. */
+/**
+ * GenAI request attributes shared by completions and chat.
+ *
+ * @example t.request(body.model, requestAttributes(body, 16)); // gen_ai.request.max_tokens 16, choice.count, temperature…
+ */
 export function requestAttributes(body: { temperature?: number | null; top_p?: number | null; n?: number | null; seed?: number | null }, maxTokens: number): Attributes {
   const attributes: Attributes = { 'gen_ai.request.max_tokens': maxTokens, 'gen_ai.request.choice.count': body.n ?? 1 };
   if (body.temperature != null) attributes['gen_ai.request.temperature'] = body.temperature;
