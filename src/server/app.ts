@@ -48,7 +48,8 @@ export function createApp(state: ServerState): Hono {
   // Per-route middleware (POST only), so a 405 for another method is neither traced nor counted.
   app.on('POST', ['/v1/completions'], ...generationMiddleware(state, 'text_completion'));
   app.on('POST', ['/v1/chat/completions'], ...generationMiddleware(state, 'chat'));
-  // Each JSON request is validated by its route table entry's schema, after readiness and limits.
+  // Each JSON request is validated by its route table entry's schema: on the generation routes
+  // after their readiness and limits, on job creation before training readiness (as it was).
   for (const route of ROUTES) if (route.request?.json) app.on(route.method, [route.route], jsonBody({ schema: route.request.json, maxBytes: state.maxBodyBytes }));
   // Then a generation's deltas are resolved (404 before any charge) and its choices admitted.
   app.on('POST', ['/v1/completions', '/v1/chat/completions'], resolveRequestDeltas({ state }));
