@@ -189,7 +189,7 @@ export class ModelRuntime {
     const kinds = kindsFor(arch, limits).filter((k) => !options.initialKinds || options.initialKinds.includes(k.name));
     const modelPath = inferenceGraph(checkpoint, options.cacheDir, { maxCacheLength: maxContext, attention, kvCache, limits, kinds: kinds.map((k) => k.name) });
     const cacheOutputs = kvCache === 'device' ? Array.from({ length: arch.numLayers }, (_, l) => [G.cacheKeyOut(l), G.cacheValueOut(l)]).flat() : [];
-    const session = await createSession(modelPath, { ...options, gpuOutputs: cacheOutputs });
+    const session = await createSession(modelPath, { device: options.device, threads: options.threads, gpuOutputs: cacheOutputs });
     const shape: KvCacheShape = { layers: arch.numLayers, rows: options.maxRows, kvHeads: arch.numKvHeads, maxLength: maxContext, headDim: arch.headDim };
     const stacks = new Map(kinds.map((k) => [k.name, new SlotStacks(k.name, k.slotTensors(arch, limits), options.deltaSlots)]));
     let device: DeviceResidents | undefined;

@@ -1,26 +1,21 @@
-import type { Device } from './model-runtime.js';
+import type { Device, RuntimeOptions } from './model-runtime.js';
 import type { AdamWHyperparameters, MicroBatch } from './trainer.js';
 import type { TrainBeginSpec } from './training-runner.js';
 import type { GenerateEvent, GenerateRequest } from './types.js';
 
-/** Everything the worker needs to start: plain data, since it crosses a thread boundary. */
-export interface EngineOptions {
-  modelDir: string;
-  cacheDir: string;
-  device: Device;
-  maxRows: number;
-  maxContext: number;
-  deltaSlots: number;
-  maxRank: number;
-  maxVirtualTokens: number;
-  maxBottleneck: number;
-  /** The delta kinds to serve (all when absent). */
-  deltaKinds?: string[];
-  /** The kinds hooked into the graph at start (default: LoRA); others are hooked in when first needed. */
-  initialKinds?: string[];
+/**
+ * Everything the worker needs to start: plain data, since it crosses a thread boundary. The
+ * runtime's fields are declared once, in RuntimeOptions; the worker hands them on with
+ * runtimeOptions() (engine/options.ts), the rest go to the scheduler, the loader and the trainer.
+ * `initialKinds` defaults to LoRA here (others are hooked in when first needed).
+ */
+export interface EngineOptions
+  extends Pick<RuntimeOptions, 'modelDir' | 'cacheDir' | 'device' | 'maxRows' | 'maxContext' | 'deltaSlots' | 'maxRank' | 'deltaKinds' | 'initialKinds' | 'threads'>,
+    Required<Pick<RuntimeOptions, 'maxVirtualTokens' | 'maxBottleneck'>> {
+  /** Prompt tokens prefilled per scheduler step. */
   prefillChunk: number;
+  /** Requests waiting for a row before the engine answers queue_full. */
   maxQueue: number;
-  threads?: number;
   /** The delta store the engine loads cold deltas from: a directory, or s3://bucket/prefix. */
   store: string;
   /** Deadline of each request to the store (S3), in ms. */

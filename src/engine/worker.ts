@@ -2,6 +2,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { TieredDeltaSource } from './delta-cache.js';
 import { DeltaLoaderThread } from './delta-loader.js';
 import { deltaLimits, ModelRuntime } from './model-runtime.js';
+import { runtimeOptions, schedulerOptions } from './options.js';
 import type { DeltaResidency, DeltaSummary, EngineOptions, FromWorker, ToWorker } from './protocol.js';
 import { Scheduler } from './scheduler.js';
 import { TrainingRunner } from './training-runner.js';
@@ -17,8 +18,7 @@ const options = workerData as EngineOptions;
 
 async function main(): Promise<void> {
   const started = performance.now();
-  // Every hooked-in kind costs every pass, so kinds beyond the first are hooked in when needed.
-  const runtime = await ModelRuntime.create({ ...options, initialKinds: options.initialKinds ?? ['lora'] });
+  const runtime = await ModelRuntime.create(runtimeOptions(options));
   const { arch } = runtime;
   // The disk tier only pays for stores that are not local files already.
   const diskCacheDir = options.store.startsWith('s3://') ? options.diskCacheDir : undefined;
@@ -32,7 +32,7 @@ async function main(): Promise<void> {
   });
   let wake: (() => void) | null = null;
   const scheduler = new Scheduler(runtime, deltas, (event) => send({ type: 'event', event }), {
-    ...options,
+    ...schedulerOptions(options),
     wake: () => wake?.(),
     onLoad: (name, load) => send({ type: 'delta_load', name, ...load }),
     enableKind: (kind) => runtime.enableKinds([kind]),

@@ -6,7 +6,8 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { Hono } from 'hono';
 import { AuthFileError, authenticate, hashKey, loadAuthFile, lookupKey, parseAuthTable, type AuthTable } from './auth.js';
-import { handleError } from './errors.js';
+import { onError } from './middleware/on-error.js';
+import { createLogger } from '../telemetry/logger.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'deltaserve-auth-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -105,7 +106,7 @@ describe('authenticate middleware', () => {
     a.use('/v1/*', authenticate({ table: t }));
     a.get('/v1/whoami', (c) => c.json({ tenant: c.get('tenant'), isAdmin: c.get('isAdmin') }));
     a.get('/health/live', (c) => c.json({ status: 'ok' }));
-    a.onError(handleError);
+    a.onError(onError({ logger: createLogger({ level: 'silent' }) }));
     return a;
   };
   const authed = app(table);

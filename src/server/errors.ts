@@ -6,6 +6,7 @@ import { isStorageFull, StorageFullError, StoreUnavailableError } from '../delta
 import { EngineError, type EngineErrorCode } from '../engine/types.js';
 import { MultipartFieldMissing } from './form.js';
 import { MultipartError } from './multipart.js';
+import { InvalidDeltaNameError } from '../deltas/store/common.js';
 
 /** OpenAI's error body. */
 export interface ErrorBody {
@@ -56,6 +57,11 @@ const RETRY_AFTER: Partial<Record<EngineErrorCode, string>> = { queue_full: '1',
 
 const MULTIPART_CODES = { 400: 'invalid_request', 413: 'body_too_large', 415: 'unsupported_media_type' } as const;
 
+/**
+ * OpenAI's error body; `type` follows the status.
+ *
+ * @example errorBody(404, "model 'x' does not exist", 'model', 'model_not_found')
+ */
 export function errorBody(status: number, message: string, param: string | null = null, code: string | null = null): ErrorBody {
   return { error: { message, type: TYPE_BY_STATUS[status] ?? (status >= 500 ? 'server_error' : 'invalid_request_error'), param, code } };
 }
@@ -67,40 +73,63 @@ export function fromZod(err: ZodError): ApiError {
   return new ApiError(400, issues.join('; '), first, 'invalid_value');
 }
 
-/**
- * Any failure as an ApiError: the one mapping of error types to statuses. Store outages are 503
- * with Retry-After and a full disk 507, both with messages that name no endpoint or path (the
- * raw cause goes to `detail`, for the request's log line); anything unknown is a 500.
- *
- * @example const { status, message } = toApiError(new StoreUnavailableError('S3', 'connection refused', 'connect ECONNREFUSED 10.0.0.5:9000'));
- */
-export function toApiError(err: Error): { error: ApiError; detail?: string; unexpected?: boolean } {
-  if (err instanceof ApiError) return { error: err };
-  if (err instanceof ZodError) return { error: fromZod(err) };
-  if (err instanceof MultipartError) return { error: new ApiError(err.status, err.message, err.param, MULTIPART_CODES[err.status]) };
-  if (err instanceof MultipartFieldMissing) return { error: new ApiError(400, err.message, err.field, err.code) };
-  if (err instanceof EngineError) {
-    const status = ENGINE_STATUS[err.code] ?? 500;
-    const retry = RETRY_AFTER[err.code];
-    return { error: new ApiError(status, err.message, err.code === 'delta_not_found' ? 'model' : null, err.code, retry ? { 'Retry-After': retry } : {}), detail: err.detail };
-  }
-  if (err instanceof StoreUnavailableError) return { error: new ApiError(503, err.message, null, err.code, { 'Retry-After': RETRY_AFTER.store_unavailable! }), detail: err.detail };
-  if (err instanceof StorageFullError) return { error: new ApiError(507, err.message, null, err.code), detail: err.detail };
-  if (isStorageFull(err)) {
-    const errno = (err as { code?: string }).code ?? 'ENOSPC';
-    return { error: new ApiError(507, `no space left on the server's storage (${errno}); nothing was stored; retry later`, null, 'storage_full'), detail: err.message };
-  }
-  if (err instanceof HTTPException) return { error: new ApiError(err.status as ContentfulStatusCode, err.message || 'request failed') };
-  return { error: new ApiError(500, 'internal server error'), detail: err.message, unexpected: true };
+/** What one failure becomes: the ApiError the client sees, and the raw cause for the log line only. */
+export interface MappedError {
+  error: ApiError;
+  /** The raw cause (it may name store endpoints or paths): the request's log line, never the client. */
+  detail?: string;
+  /** Nothing in the table matched: a 500 with a generic message, the error logged in full. */
+  unexpected?: boolean;
 }
 
-/** The single onError handler: every failure leaves as an OpenAI-shaped JSON error. */
-export function handleError(err: Error, c: Context): Response {
-  const { error, detail, unexpected } = toApiError(err);
-  if (unexpected) console.error('unhandled error', err);
-  // Operators see the raw cause on the request's log line; the client sees the message only.
-  const fields = c.get('logFields') as Record<string, unknown> | undefined;
-  if (detail !== undefined && fields) fields['error'] = detail;
-  for (const [k, v] of Object.entries(error.headers)) c.header(k, v);
-  return c.json(errorBody(error.status, error.message, error.param, error.code), error.status);
+type ErrorClass<E> = abstract new (...args: never[]) => E;
+
+/** One row of the table: a class (or a predicate, for errno-style errors) and what it becomes. */
+interface ErrorMapping {
+  matches: (err: Error) => boolean;
+  map: (err: Error) => MappedError;
+}
+
+function row<E extends Error>(cls: ErrorClass<E>, map: (err: E) => MappedError): ErrorMapping {
+  return { matches: (err) => err instanceof cls, map: map as (err: Error) => MappedError };
+}
+
+/**
+ * The one table from error classes to HTTP answers, first match wins. Every class that may reach
+ * the client with a status other than 500 is listed here; anything else is a 500 whose body says
+ * only "internal server error" (its message could name paths, endpoints or another tenant's data).
+ */
+const ERROR_TABLE: readonly ErrorMapping[] = [
+  row(ApiError, (err) => ({ error: err })),
+  row(ZodError, (err) => ({ error: fromZod(err) })),
+  row(MultipartError, (err) => ({ error: new ApiError(err.status, err.message, err.param, MULTIPART_CODES[err.status]) })),
+  row(MultipartFieldMissing, (err) => ({ error: new ApiError(400, err.message, err.field, err.code) })),
+  row(EngineError, (err) => {
+    const retry = RETRY_AFTER[err.code];
+    return { error: new ApiError(ENGINE_STATUS[err.code] ?? 500, err.message, err.code === 'delta_not_found' ? 'model' : null, err.code, retry ? { 'Retry-After': retry } : {}), detail: err.detail };
+  }),
+  row(StoreUnavailableError, (err) => ({ error: new ApiError(503, err.message, null, err.code, { 'Retry-After': RETRY_AFTER.store_unavailable! }), detail: err.detail })),
+  row(StorageFullError, (err) => ({ error: new ApiError(507, err.message, null, err.code), detail: err.detail })),
+  {
+    matches: isStorageFull,
+    map: (err) => {
+      const errno = (err as { code?: string }).code ?? 'ENOSPC';
+      return { error: new ApiError(507, `no space left on the server's storage (${errno}); nothing was stored; retry later`, null, 'storage_full'), detail: err.message };
+    },
+  },
+  row(InvalidDeltaNameError, (err) => ({ error: new ApiError(400, err.message, err.field === 'owner' ? 'tenant' : 'name', 'invalid_value') })),
+  row(HTTPException, (err) => ({ error: new ApiError(err.status as ContentfulStatusCode, err.message || 'request failed') })),
+];
+
+/**
+ * Any failure as an ApiError, through ERROR_TABLE: store outages are 503 with Retry-After and a
+ * full disk 507, both with messages that name no endpoint or path (the raw cause goes to
+ * `detail`, for the request's log line); anything not in the table is a 500 saying nothing more.
+ *
+ * @example const { error } = toApiError(new StoreUnavailableError('S3', 'connection refused', 'connect ECONNREFUSED 10.0.0.5:9000')); // error.status 503
+ */
+export function toApiError(err: Error): MappedError {
+  const mapping = ERROR_TABLE.find((m) => m.matches(err));
+  if (mapping) return mapping.map(err);
+  return { error: new ApiError(500, 'internal server error', null, 'internal_error'), detail: `${err?.constructor?.name ?? typeof err}: ${err?.message}`, unexpected: true };
 }

@@ -1,13 +1,7 @@
 import { isVisible, type DeltaRecord } from '../deltas/catalog.js';
 import { deltaKey, formatDeltaRef, parseDeltaKey, parseDeltaRef, type DeltaRef } from '../deltas/ref.js';
-import type { Engine } from '../engine/client.js';
 import type { ServerState } from './context.js';
 import { ApiError } from './errors.js';
-
-export function requireEngine(state: ServerState): Engine {
-  if (!state.engine) throw new ApiError(503, 'the model is still loading; retry shortly', null, 'model_loading', { 'Retry-After': '1' });
-  return state.engine;
-}
 
 /** The one answer for a model that does not exist *or that the caller may not see*: nothing tells them apart. */
 function notFound(model: string, detail?: string): ApiError {

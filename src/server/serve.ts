@@ -17,6 +17,7 @@ import { EMBEDDED_MODEL_NAME, ensureEmbeddedModel } from '../model/embedded.js';
 import { TextTokenizer } from '../model/tokenizer.js';
 import fs from 'node:fs';
 import { createApp } from './app.js';
+import { engineOptions } from './engine-options.js';
 import { removeAbandonedSpool } from './multipart.js';
 import { TenantQuotas } from './quotas.js';
 import { TenantLimits } from './limits/tenant-limits.js';
@@ -108,7 +109,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
     const store = config.store ?? path.join(config.dataDir, 'deltas');
     if (config.controlDb && store.startsWith('s3://')) claims = await PostgresClaims.open(config.controlDb);
     else if (config.controlDb) state.logger.warn({ store }, '--control-db is only used with an s3:// store; a directory store arbitrates between replicas itself');
-    engine = await startEngine({ ...config, modelDir, store, diskCacheDir: config.diskCacheDir ?? path.join(config.cacheDir, 'deltas') });
+    engine = await startEngine(engineOptions(config, { modelDir, store }));
     const deltaStore = openDeltaStore(store, { s3: { ...(claims ? { claims } : {}), timeoutMs: config.storeTimeoutMs, warn: (message) => state.logger.warn(message) } });
     const service = new DeltaService(deltaStore, engine, state.deltas, { ttlMs: config.catalogTtlMs });
     await untilStoreAnswers(state, stopping.signal, async () => {

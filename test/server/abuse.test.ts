@@ -307,7 +307,7 @@ describe('/metrics with --public-metrics', () => {
   deltas.add({ owner: 'acme', name: 'open', public: true, kind: 'lora', summary: { rank: 8, modules: 14 }, virtualTokens: 0, createdAt: 2, version: 1, versions: [1], bytes: 1 });
   const engine = { info: { maxRows: 4, deltaSlots: 2 }, stats: async () => ({ waiting: 1, running: 1, runningDeltas: ['acme/private@1'], waitingDeltas: ['acme/open@1'], servedKinds: ['lora'] }) };
   const dir = tempDir('deltaserve-metrics-');
-  const appFor = (publicMetrics: boolean) => createApp({ modelName: 'base', deltas, engine, auth: loadAuthFile(authFile(dir)), publicMetrics, telemetry: Telemetry.create(), logger: createLogger({ level: 'silent' }), limits: new TenantLimits({ requestsPerSecond: 0, requestBurst: 0, tokensPerSecond: 0, tokenBurst: 0, maxConcurrent: 0 }) } as unknown as ServerState);
+  const appFor = (publicMetrics: boolean) => createApp({ modelName: 'base', deltas, engine, auth: loadAuthFile(authFile(dir)), publicMetrics, maxBodyBytes: 4096, maxChoices: 16, telemetry: Telemetry.create(), logger: createLogger({ level: 'silent' }), limits: new TenantLimits({ requestsPerSecond: 0, requestBurst: 0, tokensPerSecond: 0, tokenBurst: 0, maxConcurrent: 0 }) } as unknown as ServerState);
 
   it('is open without a key and lists only public deltas; with a metrics key it lists all', async () => {
     const open = await appFor(true).request('/metrics');

@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Hono } from 'hono';
 import { streamSSE } from 'hono/streaming';
-import { ApiError, handleError } from '../errors.js';
+import { ApiError } from '../errors.js';
+import { onError } from '../middleware/on-error.js';
+import { createLogger } from '../../telemetry/logger.js';
 import { admitGeneration, rateLimit, recordGeneratedTokens } from './rate-limit.js';
 import { TenantLimits, type TenantLimitOptions } from './tenant-limits.js';
 
@@ -23,7 +25,7 @@ function appWith(options: Partial<TenantLimitOptions>) {
   const clock = { ms: 0 };
   const limits = new TenantLimits({ ...UNLIMITED, ...options, now: () => clock.ms });
   const app = new Hono();
-  app.onError(handleError);
+  app.onError(onError({ logger: createLogger({ level: 'silent' }) }));
   const streams = { gate: gate(), aborted: false, finished: false };
   app.use('*', async function tenant(c, next) {
     c.set('tenant', c.req.header('x-tenant') ?? 'acme');
@@ -175,7 +177,7 @@ describe('rateLimit middleware', () => {
     assert.throws(() => rateLimit({} as never), /options\.limits/);
     assert.throws(() => rateLimit(undefined as never), /options\.limits/);
     const app = new Hono();
-    app.onError(handleError);
+    app.onError(onError({ logger: createLogger({ level: 'silent' }) }));
     app.use('*', rateLimit({ limits: new TenantLimits(UNLIMITED) }));
     app.get('/', (c) => c.text('ok'));
     const log = console.error;

@@ -1,5 +1,7 @@
 import type { Context, MiddlewareHandler } from 'hono';
 import { ApiError } from '../errors.js';
+import { whenFinished } from '../middleware/finished.js';
+import { checkChoiceCount } from '../plan.js';
 import { TenantLimits } from './tenant-limits.js';
 
 export interface RateLimitOptions {
@@ -56,7 +58,41 @@ export function rateLimit(options: RateLimitOptions): MiddlewareHandler {
       release();
       throw err;
     }
-    releaseWhenFinished(c, () => release());
+    whenFinished(c, () => release());
+  };
+}
+
+/** How many sequences a request asks for: prompts × n, and the field to name when that is too many. */
+export interface RequestedChoices {
+  prompts: number;
+  n: number;
+  param: string;
+}
+
+export interface AdmitChoicesOptions {
+  /** The most choices one request may ever have (a request over it is a 400, not a 429 that could never clear). */
+  maxChoices: number;
+  /** Reads the count from the request (its validated body). */
+  choices: (c: Context) => RequestedChoices;
+}
+
+/**
+ * Admits a generation under its tenant's limits once its choices are known, before its handler
+ * tokenizes anything: more than `maxChoices` is a 400 `too_many_choices`, over a limit a 429 (see
+ * rateLimit). Mount it after `rateLimit` and after the body is validated and its deltas resolved,
+ * so an unknown model is a 404 rather than a charge.
+ *
+ * @example app.on('POST', ['/v1/chat/completions'], admitChoices({ maxChoices: 256, choices: (c) => ({ prompts: 1, n: 1, param: 'n' }) }));
+ */
+export function admitChoices(options: AdmitChoicesOptions): MiddlewareHandler {
+  const { maxChoices, choices } = options ?? {};
+  if (!Number.isInteger(maxChoices) || maxChoices < 1) throw new Error(`admitChoices: options.maxChoices must be a positive integer, got ${maxChoices}`);
+  if (typeof choices !== 'function') throw new Error('admitChoices: options.choices must be a function of the context');
+  return async function admitChoices(c, next) {
+    const { prompts, n, param } = choices(c);
+    checkChoiceCount(prompts, n, maxChoices, param);
+    admitGeneration(c, prompts * n);
+    await next();
   };
 }
 
@@ -79,48 +115,4 @@ export function admitGeneration(c: Context, choices: number): void {
  */
 export function recordGeneratedTokens(c: Context, tokens: number): void {
   gates.get(c)?.record?.(tokens);
-}
-
-function releaseWhenFinished(c: Context, release: () => void): void {
-  const body = isStreamed(c.res.headers) ? c.res.body : null;
-  if (!body) return release();
-  c.res = new Response(whenEnded(body, release), c.res);
-}
-
-function isStreamed(headers: Headers): boolean {
-  return /^text\/event-stream\b/i.test(headers.get('content-type') ?? '') || /\bchunked\b/i.test(headers.get('transfer-encoding') ?? '');
-}
-
-/**
- * `body` passed through unchanged, calling `done` when it ends, fails or is cancelled. It reads
- * only when its reader asks (high-water mark 0), so the client's backpressure reaches the source.
- */
-function whenEnded(body: ReadableStream<Uint8Array>, done: () => void): ReadableStream<Uint8Array> {
-  const reader = body.getReader();
-  let cancelled = false;
-  return new ReadableStream<Uint8Array>(
-    {
-      async pull(controller) {
-        let chunk: ReadableStreamReadResult<Uint8Array>;
-        try {
-          chunk = await reader.read();
-        } catch (err) {
-          done();
-          if (!cancelled) controller.error(err);
-          return;
-        }
-        if (chunk.done) done();
-        // A cancel while this read waited has closed the stream already.
-        if (cancelled) return;
-        if (chunk.done) controller.close();
-        else controller.enqueue(chunk.value);
-      },
-      cancel(reason) {
-        cancelled = true;
-        done();
-        return reader.cancel(reason);
-      },
-    },
-    { highWaterMark: 0 },
-  );
 }

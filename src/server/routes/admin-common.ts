@@ -4,14 +4,15 @@ import { ApiError } from '../errors.js';
 import type { TrainingService } from '../training-service.js';
 import { MAX_IDEMPOTENCY_KEY_LENGTH } from '../../deltas/store/idempotency.js';
 
-export function requireAdmin(c: Context): void {
-  if (!c.get('isAdmin')) throw new ApiError(403, 'this endpoint needs an admin key', null, 'permission_denied');
-}
-
+/**
+ * The training service of a route mounted behind `requireReady({ needs: ['training'] })`, which
+ * answers 503/501 before the handler runs; reaching here without it is a wiring mistake.
+ *
+ * @example const jobs = requireTraining(state).jobs;
+ */
 export function requireTraining(state: ServerState): TrainingService {
-  if (state.training) return state.training;
-  if (state.engine) throw new ApiError(501, 'this model has no tokenizer.json, which training data needs', null, 'training_unavailable');
-  throw new ApiError(503, 'the model is still loading; retry shortly', null, 'model_loading', { 'Retry-After': '1' });
+  if (!state.training) throw new Error('a training route ran without requireReady({ needs: [\'training\'] }) in front of it');
+  return state.training;
 }
 
 /**

@@ -3,7 +3,6 @@ import type { DeltaRecord } from '../../deltas/catalog.js';
 import { decodePathSegment, deltaKey, parseDeltaRef } from '../../deltas/ref.js';
 import type { ServerState } from '../context.js';
 import { ApiError } from '../errors.js';
-import { requireEngine } from '../resolve.js';
 import { audit } from '../audit.js';
 
 /**
@@ -19,8 +18,7 @@ import { audit } from '../audit.js';
 export function adminDeltaRoutes(state: ServerState): Hono {
   const app = new Hono();
   const action = (op: 'prefetch' | 'pin' | 'unpin') => async (c: Context) => {
-    if (!c.get('isAdmin')) throw new ApiError(403, 'only admin keys may manage the delta cache', null, 'permission_denied');
-    const engine = requireEngine(state);
+    const engine = c.get('engine');
     const suffix = op === 'prefetch' ? '/prefetch' : '/pin';
     const id = decodePathSegment(c.req.path.slice('/admin/v1/deltas/'.length, -suffix.length));
     if (id === undefined) throw new ApiError(400, 'the delta id in the path is not valid percent-encoding', 'id', 'invalid_value');

@@ -3,7 +3,7 @@ import { DatasetError } from '../../training/dataset.js';
 import type { ServerState } from '../context.js';
 import { ApiError } from '../errors.js';
 import { fileBytes, readUpload, textField } from '../form.js';
-import { idempotencyKeyOf, requireAdmin, requireTraining } from './admin-common.js';
+import { idempotencyKeyOf, requireTraining } from './admin-common.js';
 import { TrainingFileConflictError } from '../../training/file-store.js';
 import { audit } from '../audit.js';
 
@@ -16,7 +16,6 @@ export function adminFileRoutes(state: ServerState): Hono {
   const app = new Hono();
 
   app.post('/admin/v1/files', async (c) => {
-    requireAdmin(c);
     const training = requireTraining(state);
     const declared = Number(c.req.header('content-length') ?? NaN);
     if (declared > state.maxTrainingFileBytes + 256 * 1024) throw new ApiError(413, `upload of ${declared} bytes exceeds the limit of ${state.maxTrainingFileBytes}`, 'file', 'body_too_large');
@@ -50,25 +49,21 @@ export function adminFileRoutes(state: ServerState): Hono {
   });
 
   app.get('/admin/v1/files', async (c) => {
-    requireAdmin(c);
     await requireTraining(state).files.refresh();
     return c.json({ object: 'list', data: requireTraining(state).files.list(), has_more: false });
   });
 
   app.get('/admin/v1/files/:id', async (c) => {
-    requireAdmin(c);
     return c.json(await findFile(state, c));
   });
 
   app.get('/admin/v1/files/:id/content', async (c) => {
-    requireAdmin(c);
     const file = await findFile(state, c);
     const bytes = await requireTraining(state).files.read(file.id);
     return c.body(bytes as Uint8Array<ArrayBuffer>, 200, { 'content-type': 'application/jsonl' });
   });
 
   app.delete('/admin/v1/files/:id', async (c) => {
-    requireAdmin(c);
     const file = await findFile(state, c);
     await requireTraining(state).files.remove(file.id);
     audit(state, c, 'file.delete', { file: file.id });

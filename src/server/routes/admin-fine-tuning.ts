@@ -4,14 +4,14 @@ import { streamSSE } from 'hono/streaming';
 import { isValidName, nameError, parseDeltaKey } from '../../deltas/ref.js';
 import { trainableKind, TrainingOptionsError } from '../../deltas/training.js';
 import { methodOptions, TERMINAL, type FineTuneMethod, type FineTuneSpec, type JobEvent } from '../../training/job-types.js';
-import { parseJsonBody } from '../body.js';
+import { validBody } from '../middleware/json-body.js';
 import type { ServerState } from '../context.js';
 import { ApiError } from '../errors.js';
 import { FineTuningJobRequest } from '../fine-tuning-schema.js';
 import { freshenDeltas, resolveModel } from '../resolve.js';
 import { isKnownTenant } from '../auth.js';
 import { audit } from '../audit.js';
-import { idempotencyKeyOf, requireAdmin, requireTraining } from './admin-common.js';
+import { idempotencyKeyOf, requireTraining } from './admin-common.js';
 import { checkDeltaName } from './deltas.js';
 
 /**
@@ -24,8 +24,7 @@ export function adminFineTuningRoutes(state: ServerState): Hono {
   const base = '/admin/v1/fine_tuning/jobs';
 
   app.post(base, async (c) => {
-    requireAdmin(c);
-    const body = FineTuningJobRequest.parse(await parseJsonBody(c, state.maxBodyBytes));
+    const body = validBody(c, FineTuningJobRequest);
     await freshenDeltas(state, body.model, body.tenant ?? c.get('tenant'));
     // Files uploaded through another replica are looked up in the store before toSpec checks them.
     for (const id of [body.training_file, body.validation_file]) if (id) await requireTraining(state).files.find(id);
@@ -43,19 +42,16 @@ export function adminFineTuningRoutes(state: ServerState): Hono {
   });
 
   app.get(base, (c) => {
-    requireAdmin(c);
     // The list is as fresh as the last look at the store (every third of --job-lease-ms, at most a second).
     const jobs = requireTraining(state).jobs.list();
     return c.json(page(jobs, c));
   });
 
   app.get(`${base}/:id`, async (c) => {
-    requireAdmin(c);
     return c.json(await findJob(state, c.req.param('id')));
   });
 
   app.post(`${base}/:id/cancel`, async (c) => {
-    requireAdmin(c);
     const job = await findJob(state, c.req.param('id'));
     if (TERMINAL.has(job.status)) throw new ApiError(409, `job ${job.id} has already ${job.status}`, 'id', 'job_finished');
     const cancelled = await requireTraining(state).jobs.cancel(job.id);
@@ -64,7 +60,6 @@ export function adminFineTuningRoutes(state: ServerState): Hono {
   });
 
   app.get(`${base}/:id/events`, async (c) => {
-    requireAdmin(c);
     const job = await findJob(state, c.req.param('id'));
     const jobs = requireTraining(state).jobs;
     if (c.req.query('stream') !== 'true') return c.json(page([...jobs.events(job.id)].reverse(), c));

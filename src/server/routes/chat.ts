@@ -1,70 +1,59 @@
 import crypto from 'node:crypto';
 import { Hono, type Context } from 'hono';
-import { parseJsonBody } from '../body.js';
+import { validBody } from '../middleware/json-body.js';
 import type { ServerState } from '../context.js';
 import { ApiError } from '../errors.js';
 import { collectChoices, startChoices, TTFT_HEADER, type ChoicePiece, type LogprobsBlock } from '../generation.js';
-import { checkChoiceCount, checkTokenIds, encodePrompt, planChoices, samplingOptions } from '../plan.js';
-import { freshenDeltas, requireEngine, resolveDeltas } from '../resolve.js';
+import { checkTokenIds, encodePrompt, planChoices, samplingOptions } from '../plan.js';
 import { ChatCompletionRequest } from '../schemas.js';
 import { observeChoice, usage } from './completions.js';
-import { admitGeneration } from '../limits/rate-limit.js';
-import { requestAttributes, RequestTrace, tracedStream } from '../tracing.js';
+import { requestAttributes, tracedStream } from '../tracing/generation-trace.js';
 
 /** POST /v1/chat/completions: messages rendered with the model's chat template, then generated like a completion. */
 export function chatRoutes(state: ServerState): Hono {
   const app = new Hono();
   app.post('/v1/chat/completions', async (c) => {
     const started = performance.now();
-    const t = RequestTrace.start(state, c, 'chat');
-    try {
-      const engine = requireEngine(state);
-      const body = ChatCompletionRequest.parse(await parseJsonBody(c, state.maxBodyBytes));
-      t.request(body.model, {}, JSON.stringify(body.messages));
-      await freshenDeltas(state, body.model, c.get('tenant'), body.delta_ids ?? []);
-      const resolved = t.resolveDeltas(() => resolveDeltas(state, body.model, c.get('tenant'), body.delta_ids ?? []));
-      checkChoiceCount(1, body.n ?? 1, state.maxChoices, 'n');
-      admitGeneration(c, body.n ?? 1);
-      const promptIds = renderPrompt(state, body, engine.info.maxContext);
-      const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? Math.min(engine.info.maxContext - promptIds.length, 1024);
-      t.request(body.model, requestAttributes(body, maxTokens));
-      checkTokenIds([promptIds], engine.info.vocabSize, 'messages');
-      if (body.top_logprobs && !body.logprobs) throw new ApiError(400, 'top_logprobs requires logprobs: true', 'top_logprobs');
-      const maxTokensParam = body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
-      const plans = planChoices(engine, [promptIds], {
-        deltas: resolved.keys,
-        virtualTokens: resolved.virtualTokens,
-        maxTokens,
-        maxTokensParam,
-        ...samplingOptions(body),
-        echo: false,
-        logprobs: body.logprobs ? (body.top_logprobs ?? 0) : null,
-        deadline: state.requestTimeoutMs ? Date.now() + state.requestTimeoutMs : undefined,
-      });
-      for (const plan of plans) plan.observe = observeChoice(c, t, plan);
-      const meta = { id: `chatcmpl-${crypto.randomUUID()}`, created: Math.floor(Date.now() / 1000), model: body.model };
-      const choices = await startChoices(engine, state.tokenizer, plans, c.req.raw.signal);
-      if (body.stream) return streamChat(c, choices, meta, { includeUsage: body.stream_options?.include_usage ?? false, promptTokens: promptIds.length, tokenIds: body.return_token_ids ?? false }, t);
-      const { results, firstTokenAt } = await collectChoices(choices, plans);
-      if (firstTokenAt) c.header(TTFT_HEADER, (firstTokenAt - started).toFixed(1));
-      t.end();
-      return c.json({
-        ...meta,
-        object: 'chat.completion',
-        choices: results.map((r) => ({
-          index: r.index,
-          message: { role: 'assistant', content: r.text },
-          logprobs: r.logprobs ? chatLogprobs(r.logprobs) : null,
-          finish_reason: r.finishReason,
-          ...(body.return_token_ids ? { token_ids: r.tokenIds } : {}),
-        })),
-        usage: usage(promptIds.length, results.reduce((s, r) => s + r.completionTokens, 0)),
-        ...(body.return_token_ids ? { prompt_token_ids: promptIds } : {}),
-      });
-    } catch (err) {
-      t.end(err);
-      throw err;
-    }
+    const t = c.get('trace');
+    const engine = c.get('engine');
+    const body = validBody(c, ChatCompletionRequest);
+    t.request(body.model, {}, JSON.stringify(body.messages));
+    const resolved = c.get('deltas');
+    const promptIds = renderPrompt(state, body, engine.info.maxContext);
+    const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? Math.min(engine.info.maxContext - promptIds.length, 1024);
+    t.request(body.model, requestAttributes(body, maxTokens));
+    checkTokenIds([promptIds], engine.info.vocabSize, 'messages');
+    if (body.top_logprobs && !body.logprobs) throw new ApiError(400, 'top_logprobs requires logprobs: true', 'top_logprobs');
+    const maxTokensParam = body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
+    const plans = planChoices(engine, [promptIds], {
+      deltas: resolved.keys,
+      virtualTokens: resolved.virtualTokens,
+      maxTokens,
+      maxTokensParam,
+      ...samplingOptions(body),
+      echo: false,
+      logprobs: body.logprobs ? (body.top_logprobs ?? 0) : null,
+      deadline: state.requestTimeoutMs ? Date.now() + state.requestTimeoutMs : undefined,
+    });
+    for (const plan of plans) plan.observe = observeChoice(c, plan);
+    const meta = { id: `chatcmpl-${crypto.randomUUID()}`, created: Math.floor(Date.now() / 1000), model: body.model };
+    const choices = await startChoices(engine, state.tokenizer, plans, c.req.raw.signal);
+    if (body.stream) return streamChat(c, state, choices, meta, { includeUsage: body.stream_options?.include_usage ?? false, promptTokens: promptIds.length, tokenIds: body.return_token_ids ?? false });
+    const { results, firstTokenAt } = await collectChoices(choices, plans);
+    if (firstTokenAt) c.header(TTFT_HEADER, (firstTokenAt - started).toFixed(1));
+    return c.json({
+      ...meta,
+      object: 'chat.completion',
+      choices: results.map((r) => ({
+        index: r.index,
+        message: { role: 'assistant', content: r.text },
+        logprobs: r.logprobs ? chatLogprobs(r.logprobs) : null,
+        finish_reason: r.finishReason,
+        ...(body.return_token_ids ? { token_ids: r.tokenIds } : {}),
+      })),
+      usage: usage(promptIds.length, results.reduce((s, r) => s + r.completionTokens, 0)),
+      ...(body.return_token_ids ? { prompt_token_ids: promptIds } : {}),
+    });
   });
   return app;
 }
@@ -99,8 +88,8 @@ function chatLogprobs(block: LogprobsBlock) {
 }
 
 /** SSE chat chunks: a role chunk first, content deltas as they exist (token_ids only when asked for), the finish, optional usage, [DONE]. */
-function streamChat(c: Context, choices: AsyncGenerator<ChoicePiece>[], meta: { id: string; created: number; model: string }, options: { includeUsage: boolean; promptTokens: number; tokenIds: boolean }, t: RequestTrace): Response {
-  return tracedStream(c, t, async (stream) => {
+function streamChat(c: Context, state: ServerState, choices: AsyncGenerator<ChoicePiece>[], meta: { id: string; created: number; model: string }, options: { includeUsage: boolean; promptTokens: number; tokenIds: boolean }): Response {
+  return tracedStream(c, state.streamsCut?.signal, async (stream) => {
     let aborted = false;
     stream.onAbort(() => {
       aborted = true;

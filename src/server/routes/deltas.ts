@@ -5,7 +5,6 @@ import { deltaKinds } from '../../deltas/kind.js';
 import '../../deltas/kinds/index.js';
 import type { DeltaFiles, DeltaVersion } from '../../deltas/store/types.js';
 import type { ServerState } from '../context.js';
-import type { DeltaService } from '../delta-service.js';
 import { ApiError } from '../errors.js';
 import { fileBytes, readUpload, textField } from '../form.js';
 import { findVisible } from '../resolve.js';
@@ -24,7 +23,7 @@ export function deltaRoutes(state: ServerState): Hono {
   const app = new Hono();
 
   app.post('/v1/deltas', async (c) => {
-    const service = requireService(state);
+    const service = c.get('deltaService');
     const declared = Number(c.req.header('content-length') ?? NaN);
     if (declared > state.maxDeltaBytes + 256 * 1024) throw new ApiError(413, `upload of ${declared} bytes exceeds the limit of ${state.maxDeltaBytes}`, null, 'body_too_large');
     const form = await readUpload(c, { fields: ['name', 'public'], files: { adapter_config: Math.min(state.maxDeltaBytes, 1024 * 1024), adapter_model: state.maxDeltaBytes }, spoolDir: state.spoolDir });
@@ -54,13 +53,13 @@ export function deltaRoutes(state: ServerState): Hono {
   });
 
   app.get('/v1/deltas', async (c) => {
-    await requireService(state).refreshList();
+    await c.get('deltaService').refreshList();
     const tenant = c.get('tenant');
     return c.json({ object: 'list', data: state.deltas.visibleTo(tenant).map((r) => describe(state, r, undefined, tenant)) });
   });
 
   app.get('/v1/deltas/*', async (c) => {
-    const service = requireService(state);
+    const service = c.get('deltaService');
     const { record, version, file } = await lookup(c, state);
     const versions = await service.versions(record);
     const chosen = versions.find((v) => v.version === (version ?? record.version));
@@ -72,7 +71,7 @@ export function deltaRoutes(state: ServerState): Hono {
   });
 
   app.delete('/v1/deltas/*', async (c) => {
-    const service = requireService(state);
+    const service = c.get('deltaService');
     const { record, version, file } = await lookup(c, state);
     if (file || version !== undefined) throw new ApiError(400, 'DELETE takes a delta id (name or owner/name), without a version or file', 'id');
     if (record.owner !== c.get('tenant') && !c.get('isAdmin')) throw new ApiError(403, `only ${record.owner} may delete '${record.owner}/${record.name}'`, 'id', 'permission_denied');
@@ -82,11 +81,6 @@ export function deltaRoutes(state: ServerState): Hono {
   });
 
   return app;
-}
-
-function requireService(state: ServerState): DeltaService {
-  if (!state.deltaService) throw new ApiError(503, 'the model is still loading; retry shortly', null, 'model_loading', { 'Retry-After': '1' });
-  return state.deltaService;
 }
 
 /** A form's boolean: 'true' or 'false', anything else a 400 naming the field. */
