@@ -58,7 +58,14 @@ const modelDir = ensureSyntheticCheckpoint(path.join(cacheRoot, 'bench', 'smollm
 const ckpt = openCheckpoint(modelDir);
 const arch = ckpt.arch;
 /** Options that make a method comparable to the LoRA the serving benches use; other kinds train with their defaults. */
-const BENCH_OPTIONS: Record<string, unknown> = { lora: { r: 16, alpha: 32, target_modules: 'all-linear' }, dora: { r: 16, alpha: 32 } };
+// The virtual-token methods have no default length (PEFT requires num_virtual_tokens): 20, as PEFT's examples use.
+const BENCH_OPTIONS: Record<string, unknown> = {
+  lora: { r: 16, alpha: 32, target_modules: 'all-linear' },
+  dora: { r: 16, alpha: 32 },
+  prompt_tuning: { num_virtual_tokens: 20 },
+  p_tuning: { num_virtual_tokens: 20 },
+  prefix_tuning: { num_virtual_tokens: 20 },
+};
 const method = values.method!;
 const trainable = trainableKind(method);
 const limits = { maxRank: 16, maxVirtualTokens: 64, maxBottleneck: 64 };
