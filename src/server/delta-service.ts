@@ -64,7 +64,12 @@ export class DeltaService {
       refs.map(async ({ owner, name, version }) => {
         // A miss (an unknown delta, or a version this replica has not seen) always asks the store.
         const known = this.catalog.get(owner ?? tenant, name);
-        await this.refresh(owner ?? tenant, name, !known || (version !== undefined && !known.versions.includes(version)));
+        const miss = !known || (version !== undefined && !known.versions.includes(version));
+        await this.refresh(owner ?? tenant, name, miss).catch((err: unknown) => {
+          // While the store is down, a delta this replica knows keeps resolving from the catalog
+          // (its versions never change; its latest and deletes are as stale as the outage is long).
+          if (miss || !(err instanceof StoreUnavailableError)) throw err;
+        });
         if (owner !== undefined || this.catalog.get(tenant, name)) return;
         await this.refreshList();
         await Promise.all(this.catalog.find(name).map((r) => this.refresh(r.owner, r.name)));
