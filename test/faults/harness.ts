@@ -232,3 +232,45 @@ export async function call(url: string, method: string, route: string, body?: un
 export function complete(url: string, model: string, maxTokens = 4): ReturnType<typeof call> {
   return call(url, 'POST', '/v1/completions', { model, prompt: [1, 2, 3, 4], max_tokens: maxTokens, temperature: 0 });
 }
+
+/** A streamed completion as it arrives: its `data:` payloads, and when the first one came. */
+export interface OpenStream {
+  status: number;
+  /** Every `data:` payload so far (`[DONE]` included). */
+  events: string[];
+  /** Resolves with the first payload. */
+  first: Promise<string>;
+  /** Resolves when the response ends (or the connection is cut: `cut` then says so). */
+  ended: Promise<{ cut: boolean }>;
+}
+
+/**
+ * Starts a streamed greedy completion of `maxTokens` (greedy on this prompt never meets EOS, so
+ * it runs to the end) and reads it in the background.
+ */
+export async function openStream(url: string, model: string, maxTokens: number): Promise<OpenStream> {
+  const res = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model, prompt: [1, 2, 3, 4], max_tokens: maxTokens, temperature: 0, stream: true }) });
+  const events: string[] = [];
+  let gotFirst: (payload: string) => void = () => undefined;
+  const first = new Promise<string>((resolve) => (gotFirst = resolve));
+  const ended = (async () => {
+    let buffer = '';
+    try {
+      for await (const chunk of res.body!.pipeThrough(new TextDecoderStream())) {
+        buffer += chunk;
+        let end: number;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const data = buffer.slice(0, end).split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('\n');
+          buffer = buffer.slice(end + 2);
+          if (!data) continue;
+          events.push(data);
+          if (events.length === 1) gotFirst(data);
+        }
+      }
+      return { cut: false };
+    } catch {
+      return { cut: true };
+    }
+  })();
+  return { status: res.status, events, first, ended };
+}
