@@ -53,12 +53,15 @@ export interface ReplicaOptions {
   env?: Record<string, string>;
   /** Resolve once /health/ready is 200 (default), or as soon as it listens. */
   waitReady?: boolean;
+  /** A command that runs the server in turn, e.g. ['prlimit', '--fsize=60000'] (it must exec it: same pid). */
+  wrap?: string[];
 }
 
 /** Starts `deltaserve` on the tiny fixture model (one thread, NODE_ENV=test) and waits for it. */
 export async function startReplica(o: ReplicaOptions): Promise<Replica> {
   const args = ['--model', path.join(FIXTURE, 'base'), '--model-name', 'tiny', '--port', '0', '--threads', '1', '--max-context', '256', '--cache-dir', o.cacheDir, '--data-dir', o.dataDir, ...(o.args ?? [])];
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin', 'deltaserve.mjs'), ...args], { env: { ...process.env, NODE_ENV: 'test', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', ...o.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const command = [...(o.wrap ?? []), process.execPath, path.join(ROOT, 'bin', 'deltaserve.mjs'), ...args];
+  const child = spawn(command[0]!, command.slice(1), { env: { ...process.env, NODE_ENV: 'test', AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', ...o.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   let output = '';
   child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
