@@ -23,6 +23,8 @@ function walk(dir) {
 
 const systemTemp = os.tmpdir();
 const runTemp = fs.mkdtempSync(path.join(systemTemp, 'deltaserve-test-run-'));
+// As the system one: the PostgreSQL tests run initdb as the `postgres` user, which reads files here.
+fs.chmodSync(runTemp, 0o1777);
 // tsx keeps its transpile cache in the temp directory: the run uses the system one (a cold cache
 // would slow every test process), through a link that is not a leftover.
 const tsxCache = `tsx-${os.userInfo().uid}`;
@@ -31,7 +33,11 @@ fs.symlinkSync(path.join(systemTemp, tsxCache), path.join(runTemp, tsxCache));
 
 const result = spawnSync(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', ...files], { stdio: 'inherit', env: { ...process.env, TMPDIR: runTemp } });
 
-const leftovers = fs.readdirSync(runTemp).filter((entry) => entry !== tsxCache);
+// onnxruntime's native library writes these into the temp directory of every process that loads
+// it (an empty mat-debug-<pid>.log, and a telemetry session file .ses; see
+// microsoft/onnxruntime#32476): not the tests' doing, and they go with the directory.
+const LIBRARY_FILES = [/^mat-debug-\d+\.log$/, /^\.ses$/];
+const leftovers = fs.readdirSync(runTemp).filter((entry) => entry !== tsxCache && !LIBRARY_FILES.some((re) => re.test(entry)));
 fs.rmSync(runTemp, { recursive: true, force: true });
 if (leftovers.length > 0) {
   console.error(`\nthe tests left ${leftovers.length} entr${leftovers.length === 1 ? 'y' : 'ies'} in the temp directory (removed now; a test must remove what it creates there, e.g. with tempDir() from test/helpers.ts):`);
