@@ -101,9 +101,14 @@ export class DeltaService {
       read = this.store
         .versions(owner, name)
         .then((versions) => {
+          const known = this.catalog.get(owner, name)?.versions ?? [];
           this.catalog.remove(owner, name);
           for (const version of versions) this.remember(version);
           this.checked.set(id, started);
+          // Versions deleted through another replica leave this one's engine too (host memory,
+          // slots, disk tier), as they leave the deleting one's.
+          const stored = new Set(versions.map((v) => v.version));
+          for (const v of known) if (!stored.has(v)) this.engine.unregisterDelta(deltaKey(owner, name, v)).catch(() => undefined);
         })
         .finally(() => this.reading.delete(id));
       this.reading.set(id, read);

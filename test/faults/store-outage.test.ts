@@ -75,7 +75,7 @@ describe('the S3 store stopped, slow, and down at startup', () => {
     assert.equal(await assertConsistent(), 5);
   });
 
-  it('slow: a load that must reach the store fails at the store timeout with a 503, and recovers when it speeds up', async () => {
+  it('slow: a load that must reach the store fails at the store timeout with a 503, and recovers when it speeds up', async (t) => {
     // 'cold' leaves every tier: its disk entry goes, and loading 'disk' then 'host' takes its slot and host places.
     fs.rmSync(path.join(cacheDir, 'deltas', await digestOf('cold')), { recursive: true });
     for (const name of ['disk', 'host']) assert.equal((await complete(replica.url, name)).status, 200);
@@ -85,6 +85,7 @@ describe('the S3 store stopped, slow, and down at startup', () => {
     assert.match(cold.json.error.message, /no answer within 1000 ms/);
     // The store timeout is 1 s; before it existed this request waited for the stalled socket.
     assert.ok(cold.ms < 10_000, `answered after ${Math.round(cold.ms)} ms`);
+    t.diagnostic(`a load through a store 5 s slow per chunk: 503 after ${Math.round(cold.ms)} ms (--store-timeout-ms 1000)`);
     assertUnavailable(await call(replica.url, 'GET', '/v1/deltas/resident'), 'a description through a slow store');
     proxy.delayMs = 0;
     assert.equal((await complete(replica.url, 'cold')).status, 200);
