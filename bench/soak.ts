@@ -3,7 +3,8 @@
  * installed, else one replica takes every write), driven by mixed traffic for N minutes:
  * completions and streams across the base and several deltas, streams whose clients disconnect
  * midway, reads of the delta list, uploads and deletes of deltas, one small fine-tuning job after
- * another, and once a minute a burst past --max-queue that provokes 429s on purpose. Every 10 s it
+ * another, and once a minute a burst past --max-queue that provokes 429s on purpose (clients wait
+ * out Retry-After). Every 10 s it
  * samples each replica's RSS (/proc) and V8 heap (/metrics) and prints a row; at the end the RSS
  * slope after the warm-up (least squares, MB/min), errors by status and operation, and whether
  * any rows were stuck once traffic stopped. Exits 1 on an error, a stuck row, or a slope of
@@ -75,6 +76,12 @@ function record(op: string, url: string, status: number | string, ok: boolean, d
 const pick = <T>(items: readonly T[]): T => items[Math.floor(Math.random() * items.length)]!;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** A client told to come back later (429, 503) waits as long as Retry-After says, as a well-behaved one would. */
+async function backOff(res: Response): Promise<void> {
+  const seconds = Number(res.headers.get('retry-after'));
+  if ((res.status === 429 || res.status === 503) && seconds > 0) await sleep(Math.min(seconds, 10) * 1000);
+}
+
 /** One JSON call, recorded under `op`; `ok` when its status is 2xx. */
 async function call(op: string, url: string, method: string, route: string, body?: unknown): Promise<{ status: number; json: Json }> {
   const init: RequestInit = { method, signal: AbortSignal.timeout(120_000) };
@@ -90,6 +97,7 @@ async function call(op: string, url: string, method: string, route: string, body
       // not JSON
     }
     record(op, url, res.status, res.ok, text);
+    await backOff(res);
     return { status: res.status, json };
   } catch (err) {
     record(op, url, (err as Error).name === 'TimeoutError' ? 'timeout' : 'network', false, (err as Error).message);
@@ -104,7 +112,10 @@ async function stream(url: string, model: string, maxTokens: number, disconnectA
   const timer = setTimeout(() => controller.abort(new Error('timeout')), 120_000);
   try {
     const res = await fetch(`${url}/v1/completions`, { method: 'POST', signal: controller.signal, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model, prompt: [1, 2, 3, 4], max_tokens: maxTokens, temperature: 0.7, stream: true }) });
-    if (!res.ok) return record(op, url, res.status, false, await res.text());
+    if (!res.ok) {
+      record(op, url, res.status, false, await res.text());
+      return backOff(res);
+    }
     let text = '';
     let events = 0;
     for await (const chunk of res.body!.pipeThrough(new TextDecoderStream())) {
@@ -242,7 +253,9 @@ try {
   if (!pgProblem) pg = await startPostgres();
   // Host memory holds ~13 of these deltas: its LRU reaches its bound within the warm-up, so that
   // the slope measures leaks, not a cache filling up (the default bound is 2 GiB).
-  const args = ['--store', `s3://${BUCKET}/soak`, '--host-cache-bytes', String(1 << 20), '--max-rank', '8', '--max-queue', String(MAX_QUEUE), '--log-level', 'warn', '--train-checkpoint-every', '5', ...(pg ? ['--control-db', pg.url] : [])];
+  // One tenant stands for every user here: its request rate is not what is soaked (0: no limit);
+  // the 429s on purpose come from --max-queue.
+  const args = ['--store', `s3://${BUCKET}/soak`, '--host-cache-bytes', String(1 << 20), '--tenant-requests-per-second', '0', '--max-rank', '8', '--max-queue', String(MAX_QUEUE), '--log-level', 'warn', '--train-checkpoint-every', '5', ...(pg ? ['--control-db', pg.url] : [])];
   const replicas = await Promise.all(['a', 'b'].map(() => startReplica({ cacheDir: tempDir('deltaserve-soak-'), dataDir: tempDir('deltaserve-soak-'), args, env: { ...s3.env(), NODE_ENV: 'production' } })));
   // Without claims, creates are atomic only inside one process: one replica takes every write.
   const writers = pg ? replicas : [replicas[0]!];
