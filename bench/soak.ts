@@ -10,7 +10,7 @@
  * any rows were stuck once traffic stopped. Exits 1 on an error, a stuck row, or a slope of
  * --max-slope MB/min or more.
  *
- * Usage: npm run soak -- --minutes 10 [--warmup-minutes 2] [--clients 6] [--out soak.json]
+ * Usage: npm run soak -- --minutes 10 [--warmup-minutes 2] [--clients 6] [--out soak.json] [--without-training]
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -27,6 +27,8 @@ const { values: flags } = parseArgs({
     'sample-seconds': { type: 'string', default: '10' },
     'max-slope': { type: 'string', default: '1' },
     out: { type: 'string' },
+    // To tell which traffic a slope comes from.
+    'without-training': { type: 'boolean', default: false },
   },
 });
 const number = (flag: keyof typeof flags) => {
@@ -277,7 +279,7 @@ try {
     console.log(`${pad(`${Math.floor(seconds / 60)}:${String(Math.floor(seconds % 60)).padStart(2, '0')}`, 6)} ${pad(fmt(a!.rssMB), 9)} ${pad(fmt(a!.heapMB), 7)} ${pad(fmt(b!.rssMB), 9)} ${pad(fmt(b!.heapMB), 7)} ${pad(row.requests, 9)} ${pad(rate.toFixed(1), 6)} ${pad(row.errors, 7)} ${pad(row.provoked429, 9)}`);
   };
   await sample();
-  const traffic = [...Array.from({ length: CLIENTS }, () => client(replicas)), churn(replicas, writers), trainer(replicas, writers), bursts(replicas)];
+  const traffic = [...Array.from({ length: CLIENTS }, () => client(replicas)), churn(replicas, writers), ...(flags['without-training'] ? [] : [trainer(replicas, writers)]), bursts(replicas)];
   for (let next = started + SAMPLE_MS; next <= started + MINUTES * 60_000; next += SAMPLE_MS) {
     await sleep(next - Date.now());
     await sample();
