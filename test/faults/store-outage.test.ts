@@ -21,7 +21,9 @@ describe('the S3 store stopped, slow, and down at startup', () => {
   const proxy = new StoreProxy(() => s3.port);
   const cacheDir = tempDir();
   const dataDir = tempDir();
-  const storeArgs = ['--store', `s3://${BUCKET}/deltas`, '--store-timeout-ms', '1000', '--delta-slots', '2', '--max-rank', '8', '--host-cache-bytes', '160000'];
+  // --catalog-ttl-ms 0: every request asks the store about its delta, so serving through the
+  // outage cannot lean on a catalog entry that happens to be fresh.
+  const storeArgs = ['--store', `s3://${BUCKET}/deltas`, '--store-timeout-ms', '1000', '--delta-slots', '2', '--max-rank', '8', '--host-cache-bytes', '160000', '--catalog-ttl-ms', '0'];
   const seen = new Map<string, string>();
   let replica: Replica;
   let proxyUrl: string;
