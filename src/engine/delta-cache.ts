@@ -207,11 +207,12 @@ export class TieredDeltaSource {
     this.host.set(name, delta);
   }
 
-  /** Drops a deleted delta version from host memory, and with its digest from the disk cache. */
+  /** Drops a deleted delta version from host memory and from the disk cache (its digest given, or the one recorded there). */
   async forget(name: string, sha256?: string): Promise<void> {
     this.host.delete(name);
     this.held.delete(name);
-    if (sha256) await this.disk?.remove(sha256, name);
+    const digest = sha256 ?? (await this.disk?.digestOf(name));
+    if (digest) await this.disk?.remove(digest, name);
   }
 
   /** Brings `owner/name@version` into host memory; the caller deduplicates concurrent loads. */

@@ -65,7 +65,12 @@ export class DeltaService {
       refs.map(async ({ owner, name, version }) => {
         // A miss (an unknown delta, or a version this replica has not seen) always asks the store.
         const known = this.catalog.get(owner ?? tenant, name);
-        await this.refresh(owner ?? tenant, name, !known || (version !== undefined && !known.versions.includes(version)));
+        const miss = !known || (version !== undefined && !known.versions.includes(version));
+        await this.refresh(owner ?? tenant, name, miss).catch((err: unknown) => {
+          // While the store is down, a delta this replica knows keeps resolving from the catalog
+          // (its versions never change; its latest and deletes are as stale as the outage is long).
+          if (miss || !(err instanceof StoreUnavailableError)) throw err;
+        });
         if (owner !== undefined || this.catalog.get(tenant, name)) return;
         await this.refreshList();
         await Promise.all(this.catalog.find(name).map((r) => this.refresh(r.owner, r.name)));
@@ -97,9 +102,14 @@ export class DeltaService {
       read = this.store
         .versions(owner, name)
         .then((versions) => {
+          const known = this.catalog.get(owner, name)?.versions ?? [];
           this.catalog.remove(owner, name);
           for (const version of versions) this.remember(version);
           this.checked.set(id, started);
+          // Versions deleted through another replica leave this one's engine too (host memory,
+          // slots, disk tier), as they leave the deleting one's.
+          const stored = new Set(versions.map((v) => v.version));
+          for (const v of known) if (!stored.has(v)) this.engine.unregisterDelta(deltaKey(owner, name, v)).catch(() => undefined);
         })
         .finally(() => this.reading.delete(id));
       this.reading.set(id, read);

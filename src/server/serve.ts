@@ -4,7 +4,8 @@ import { serve } from '@hono/node-server';
 import type { Config } from '../config.js';
 import { DEFAULT_TENANT } from '../deltas/ref.js';
 import { DeltaCatalog } from '../deltas/catalog.js';
-import { PostgresClaims, openDeltaStore } from '../deltas/store/index.js';
+import { PostgresClaims, S3DeltaStore, openDeltaStore } from '../deltas/store/index.js';
+import { sweepUncommittedVersions } from '../deltas/store/s3-sweep.js';
 import { StoreUnavailableError } from '../deltas/store/unavailable.js';
 import { DeltaService } from './delta-service.js';
 import { TrainingService } from './training-service.js';
@@ -121,6 +122,7 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       }
     });
     await enableStoredKinds(engine, state.deltas, state.logger);
+    if (deltaStore instanceof S3DeltaStore) sweepAbandonedUploads(deltaStore, state.logger);
     if (state.tokenizer) {
       const limits = { maxRank: config.maxRank, maxVirtualTokens: config.maxVirtualTokens, maxBottleneck: config.maxBottleneck, ...(config.fullTrainingMaxBytes ? { maxTrainingBytes: config.fullTrainingMaxBytes } : {}), ...(config.deltaKinds ? { kinds: config.deltaKinds } : {}) };
       const settings = { maxLength: config.trainMaxLength, microBatchRows: config.trainMicroBatch, checkpointEvery: config.trainCheckpointEvery, limits, leaseMs: config.jobLeaseMs, ttlMs: config.catalogTtlMs, modelsDir: path.join(config.dataDir, 'models') };
@@ -200,6 +202,17 @@ async function enableStoredKinds(engine: Engine, catalog: DeltaCatalog, logger: 
   for (const kind of new Set(catalog.list().map((r) => r.kind))) {
     await engine.enableKinds([kind]).catch((err: Error) => logger.warn({ kind, error: err.message }, 'stored deltas of this kind cannot be served'));
   }
+}
+
+/** Uploads older than this without a commit marker were abandoned (a killed writer); see s3-sweep.ts. */
+const ABANDONED_UPLOAD_MS = 60 * 60 * 1000;
+
+/** In the background: what killed S3 uploads left behind is removed once surely abandoned. */
+function sweepAbandonedUploads(store: S3DeltaStore, logger: Logger): void {
+  sweepUncommittedVersions(store, ABANDONED_UPLOAD_MS).then(
+    (swept) => swept.length && logger.info({ versions: swept }, 'removed the objects of uploads abandoned over an hour ago'),
+    (err: Error) => logger.warn({ error: err.message }, 'could not look for abandoned uploads in the delta store'),
+  );
 }
 
 function listen(fetch: (req: Request) => Response | Promise<Response>, hostname: string, port: number): Promise<Server> {

@@ -42,7 +42,7 @@ const DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 
  * The server's metrics: the GenAI server histograms (`gen_ai.server.*`, seconds), token and
  * request counters, delta load latency by tier, and gauges read from the engine and the job
  * manager when a reader collects (queue depth, running rows, resident slots, cache hits and
- * misses per tier, training progress).
+ * misses per tier, training progress), and the process's RSS and V8 heap.
  */
 export function createInstruments(meter: Meter): Instruments {
   let sources: Parameters<Instruments['observe']>[0] = {};
@@ -55,6 +55,9 @@ export function createInstruments(meter: Meter): Instruments {
   const trainingProgress = meter.createObservableGauge('deltaserve.training.progress', { description: 'fraction of the running job done', unit: '1' });
   const trainingLoss = meter.createObservableGauge('deltaserve.training.loss', { description: 'training loss of the running job at its latest step' });
   const trainingTokens = meter.createObservableCounter('deltaserve.training.tokens', { description: 'tokens trained on, all jobs' });
+  // The process's memory (semantic conventions' names), so that a leak shows without a shell on the host.
+  meter.createObservableGauge('process.memory.usage', { unit: 'By', description: 'resident set size of the process (all threads)' }).addCallback((r) => r.observe(process.memoryUsage.rss()));
+  meter.createObservableGauge('v8js.memory.heap.used', { unit: 'By', description: "V8 heap used by the HTTP thread (the engine thread's heap is its own)" }).addCallback((r) => r.observe(process.memoryUsage().heapUsed));
   meter.addBatchObservableCallback(
     async (result) => {
       const serving = await sources.serving?.().catch(() => undefined);

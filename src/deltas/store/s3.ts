@@ -159,7 +159,10 @@ export class S3DeltaStore implements DeltaStore {
 
   async list(owner?: string): Promise<DeltaVersion[]> {
     if (owner !== undefined) assertValidDeltaName('owner', owner);
-    const keys = await this.objects.list(owner === undefined ? '' : `${owner}/`);
+    // Owner names never start with '.', and '~' sorts after every character of our (ASCII) keys:
+    // listing after '.~' skips the store's own records (.training/: every job's events and
+    // checkpoints, overwritten leases), which a list of every delta would otherwise page through.
+    const keys = await this.objects.list(owner === undefined ? '' : `${owner}/`, owner === undefined ? { after: '.~' } : {});
     const latest = new Map<string, { owner: string; name: string; version: number }>();
     const deleted = new Map<string, number>();
     for (const key of keys) {
