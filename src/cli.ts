@@ -73,12 +73,17 @@ export async function main(): Promise<void> {
   }
   const started = performance.now();
   const server = await startServer(config, { auth });
-  console.log(`deltaserve listening on ${server.url} (model loading)`);
+  // Lifecycle lines are JSON log lines like the rest, logged at info even under --log-level warn
+  // (orchestrators and operators wait for them); only 'silent' hides them.
+  const lifecycle = server.state.logger.child({}, { level: config.logLevel === 'silent' ? 'silent' : 'info' });
+  lifecycle.info({ url: server.url }, `deltaserve listening on ${server.url} (model loading)`);
   try {
     const engine = await server.ready;
-    console.log(`ready in ${((performance.now() - started) / 1000).toFixed(2)} s: ${server.state.modelName} (${engine.info.family}) on ${engine.info.device}, ${server.state.deltas.list().length} deltas, ${auth ? `${auth.tenants.size} tenants (keys from ${auth.source})` : 'open single-tenant mode'}`);
+    const seconds = (performance.now() - started) / 1000;
+    const tenancy = auth ? `${auth.tenants.size} tenants (keys from ${auth.source})` : 'open single-tenant mode';
+    lifecycle.info({ readySeconds: Number(seconds.toFixed(2)), model: server.state.modelName, family: engine.info.family, device: engine.info.device, deltas: server.state.deltas.list().length }, `ready in ${seconds.toFixed(2)} s: ${server.state.modelName} (${engine.info.family}) on ${engine.info.device}, ${server.state.deltas.list().length} deltas, ${tenancy}`);
   } catch (err) {
-    console.error(`startup failed: ${(err as Error).message}`);
+    lifecycle.error({ error: (err as Error).message }, `startup failed: ${(err as Error).message}`);
     await server.close();
     process.exit(1);
   }
@@ -92,7 +97,7 @@ export async function main(): Promise<void> {
     const deadline = Date.now() + config.shutdownGraceMs;
     // A last resort: whatever still holds the event loop a little past the grace, the process goes.
     setTimeout(() => {
-      console.error(`shutdown did not finish within --shutdown-grace-ms ${config.shutdownGraceMs}; exiting`);
+      lifecycle.error({ graceMs: config.shutdownGraceMs }, `shutdown did not finish within --shutdown-grace-ms ${config.shutdownGraceMs}; exiting`);
       process.exit(1);
     }, config.shutdownGraceMs + 250).unref();
     await server.drain(config.shutdownGraceMs);

@@ -118,7 +118,12 @@ export async function startServer(config: Config, options: StartOptions = {}): P
       for (const d of config.delta) {
         const owner = d.tenant ?? DEFAULT_TENANT;
         const isPublic = config.publicDeltas.some((p) => p.owner === owner && p.name === d.name);
-        await service.adoptDirectory(owner, d.name, d.dir, { public: isPublic });
+        await service.adoptDirectory(owner, d.name, d.dir, { public: isPublic }).catch((err: Error & { code?: string }) => {
+          if (err instanceof StoreUnavailableError) throw err; // waited out by untilStoreAnswers
+          // A raw ENOENT or a validation error would not say which flag it came from.
+          const reason = err.code === 'ENOENT' ? `no such file: ${(err as { path?: string }).path ?? err.message}` : err.message;
+          throw new Error(`--delta ${d.tenant ? `${d.tenant}/` : ''}${d.name}=${d.dir}: ${reason}`, { cause: err });
+        });
       }
     });
     await enableStoredKinds(engine, state.deltas, state.logger);
