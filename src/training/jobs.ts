@@ -219,6 +219,9 @@ export class JobManager {
       live.events.push(event);
       for (const listener of live.listeners) listener(event);
     }
+    // A job another replica ended: its last event was stored before its status, so every event is
+    // delivered by now, and streams of it here end.
+    if (this.running !== id && TERMINAL.has(live.job.status)) for (const listener of live.listeners) listener(null);
   }
 
   private async execute(id: string, lease: Lease): Promise<void> {
@@ -296,10 +299,18 @@ export class JobManager {
     await new Promise((resolve) => setTimeout(resolve, 1000));
   }
 
+  /**
+   * Ends the job: its last event is stored before the record that says it ended, so a replica that
+   * reads a finished status from the store finds the whole event log there too. Here the status
+   * changes first (after the saves already queued), so local listeners see it with the last event.
+   */
   private async finish(id: string, patch: Partial<FineTuningJob>, message: string, level: JobEvent['level'] = 'info'): Promise<void> {
-    this.update(id, { ...patch, finished_at: now() });
-    await this.jobs.get(id)!.writes;
+    const live = this.jobs.get(id)!;
+    await live.writes;
+    Object.assign(live.job, { ...patch, finished_at: now() });
     await this.event(id, level, 'message', message);
+    this.update(id, {});
+    await live.writes;
   }
 
   /** Changes the job here at once and in the store in order (the caller holds its lease, or created it). */
