@@ -8,12 +8,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ConfigSchema } from '../../src/config.js';
-import { startServer, type RunningServer } from '../../src/server/serve.js';
 import { FIXTURE, tempDir } from '../helpers.js';
+import { JobServer } from './virtual-token-jobs.js';
 import { writeTinyBottleneck } from '../oracle/kinds/bottleneck-checkpoint.js';
-
-type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 const TASK = [
   { prompt: [17, 250, 9, 42, 100], target: [300, 301, 302, 303, 304, 305] },
@@ -23,36 +20,13 @@ const JSONL = TASK.map(({ prompt, target }) => JSON.stringify({ input_ids: [...p
 const PROBE = [...TASK[0]!.prompt, ...TASK[0]!.target, 5, 6, 7];
 
 describe('bottleneck fine-tuning through the admin API', () => {
-  let server: RunningServer;
-  const dataDir = tempDir();
-  const cacheDir = tempDir();
-  const start = async (delta: string[] = []) => {
-    server = await startServer(ConfigSchema.parse({ port: 0, cacheDir, dataDir, model: path.join(FIXTURE, 'base'), modelName: 'tiny-llama', maxContext: 64, threads: 1, maxRank: 8, maxBottleneck: 16, delta }));
-    await server.ready;
-  };
-  before(() => start());
-  after(() => server.close());
-
-  const call = async (method: string, route: string, body?: unknown) => {
-    const init: RequestInit = { method };
-    if (body instanceof FormData) init.body = body;
-    else if (body !== undefined) Object.assign(init, { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-    const res = await fetch(`${server.url}${route}`, init);
-    return { status: res.status, json: (await res.json()) as Json };
-  };
-  const uploadFile = async () => {
-    const form = new FormData();
-    form.set('purpose', 'fine-tune');
-    form.set('file', new Blob([JSONL]), 'task.jsonl');
-    const res = await call('POST', '/admin/v1/files', form);
-    assert.equal(res.status, 201, JSON.stringify(res.json));
-    return res.json.id as string;
-  };
-  const logprobs = async (model: string) => {
-    const res = await call('POST', '/v1/completions', { model, prompt: PROBE, max_tokens: 0, echo: true, logprobs: 0, temperature: 0 });
-    assert.equal(res.status, 200, JSON.stringify(res.json));
-    return res.json.choices[0].logprobs.token_logprobs.slice(1) as number[];
-  };
+  const jobs = new JobServer();
+  const options = { maxRank: 8, maxBottleneck: 16 };
+  before(() => jobs.start(options));
+  after(() => jobs.close());
+  const call = (method: string, route: string, body?: unknown) => jobs.call(method, route, body);
+  const uploadFile = () => jobs.uploadFile(JSONL);
+  const logprobs = (model: string) => jobs.logprobs(model, PROBE);
   const jobRequest = (file: string, bottleneck: Record<string, unknown>, name = 'bn-job') => ({
     model: 'tiny-llama',
     training_file: file,
@@ -64,17 +38,7 @@ describe('bottleneck fine-tuning through the admin API', () => {
 
   it("a bottleneck job publishes the adapters library's files, which serve the same logprobs after a restart with --delta", async () => {
     const file = await uploadFile();
-    const created = await call('POST', '/admin/v1/fine_tuning/jobs', jobRequest(file, { placement: 'both', non_linearity: 'gelu', reduction_factor: 8 }));
-    assert.equal(created.status, 201, JSON.stringify(created.json));
-    let job: Json;
-    for (;;) {
-      job = (await call('GET', `/admin/v1/fine_tuning/jobs/${created.json.id}`)).json;
-      if (job.status === 'succeeded' || job.status === 'failed') break;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    assert.equal(job.status, 'succeeded', JSON.stringify(job.error));
-    const events = (await call('GET', `/admin/v1/fine_tuning/jobs/${job.id}/events?limit=100`)).json.data;
-    const losses = events.filter((e: Json) => e.type === 'metrics' && 'train_loss' in e.data).reverse().map((e: Json) => e.data.train_loss as number);
+    const { job, losses } = await jobs.train(jobRequest(file, { placement: 'both', non_linearity: 'gelu', reduction_factor: 8 }));
     assert.equal(losses.length, 12);
     assert.ok(losses[11]! < losses[0]! - 0.5, `loss ${losses[0]} → ${losses[11]}`);
 
@@ -82,21 +46,17 @@ describe('bottleneck fine-tuning through the admin API', () => {
     const base = await logprobs('tiny-llama');
     assert.ok(served.some((v, i) => Math.abs(v - base[i]!) > 1e-3), 'the trained adapter must change the model');
 
-    const dir = tempDir();
     // The files route names every delta's weights adapter_model.safetensors; the library's own name is adapter.safetensors.
-    for (const [name, saved] of [['adapter_config.json', 'adapter_config.json'], ['adapter_model.safetensors', 'adapter.safetensors']]) {
-      const res = await fetch(`${server.url}/v1/deltas/bn-job/files/${name}`);
-      assert.equal(res.status, 200, name);
-      fs.writeFileSync(path.join(dir, saved!), Buffer.from(await res.arrayBuffer()));
-    }
+    const dir = await jobs.download('bn-job');
+    fs.renameSync(path.join(dir, 'adapter_model.safetensors'), path.join(dir, 'adapter.safetensors'));
     const config = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'));
     assert.equal(config.peft_type, undefined);
     assert.equal(config.config.mh_adapter, true);
     assert.equal(config.config.output_adapter, true);
     assert.equal(config.config.non_linearity, 'gelu');
 
-    await server.close();
-    await start([`restored=${dir}`]);
+    await jobs.close();
+    await jobs.start({ ...options, delta: [`restored=${dir}`] });
     const restored = await logprobs('restored');
     const worst = Math.max(...restored.map((v, i) => Math.abs(v - served[i]!)));
     assert.ok(worst <= 1e-6, `restored logprobs differ from the job's served result by ${worst}`);
