@@ -10,12 +10,15 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ModelRuntime, type Device, type RowSlots } from '../src/engine/model-runtime.js';
 import { Scheduler } from '../src/engine/scheduler.js';
-import { greedyRequest } from '../src/engine/types.js';
+import { greedyRequest, type GenerateEvent } from '../src/engine/types.js';
 import { kindDeltas, VIRTUAL_TOKENS } from './kind-deltas.js';
 import { ensureSyntheticCheckpoint, randomLora, SMOLLM2_135M_CONFIG } from './synthetic.js';
 
 const { values } = parseArgs({ options: { device: { type: 'string', default: 'cpu' }, out: { type: 'string' }, steps: { type: 'string', default: '15' }, threads: { type: 'string' }, 'skip-cold-start': { type: 'boolean' }, 'delta-kinds': { type: 'string' } } });
 const deltaKinds = values['delta-kinds']?.split(',');
+const started = performance.now();
+/** Where the run is, on stderr: the whole bench takes minutes and its table prints only at the end. */
+const progress = (what: string) => process.stderr.write(`[${((performance.now() - started) / 1000).toFixed(0)} s] ${what}\n`);
 const device = values.device as Device;
 const steps = Number(values.steps);
 const cacheRoot = path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'deltaserve');
@@ -28,17 +31,22 @@ const modelDir = ensureSyntheticCheckpoint(path.join(cacheRoot, 'bench', 'smollm
  */
 interface Row { phase: 'prefill' | 'decode'; batch: number; deltas: 'none' | 'mixed' | 'kinds' | 'prompt_tuning' | 'prefix_tuning'; hooked: 'lora' | 'all'; tokens_per_s: number; ms_per_step: number }
 
+progress('cold start');
 const coldStart = values['skip-cold-start'] ? { first_ms: NaN, cached_ms: NaN, engine_load_ms: NaN } : measureColdStart();
 const threads = values.threads ? Number(values.threads) : undefined;
 // As the server starts: LoRA hooked in, the other kinds when first asked for (below).
 const rt = await ModelRuntime.create({ modelDir, cacheDir: cacheRoot, device, maxRows: 32, maxContext: 1024, deltaSlots: 32, maxRank: 16, threads, deltaKinds, initialKinds: ['lora'] });
 const deltaPool = new Map(Array.from({ length: 32 }, (_, s) => [`bench-${s}`, randomLora(rt.arch, `bench-${s}`, 16, s + 1)]));
 rt.stacks.get('lora')!.write(0, deltaPool.get('bench-0')!);
+progress('runtime ready; writing and loading one delta of every kind');
 const kinds = kindDeltas(rt, modelDir, path.join(cacheRoot, 'bench', 'kind-deltas'));
 for (const [name, delta] of kinds) deltaPool.set(name, delta);
 const deltaSource = { lookup: (name: string) => deltaPool.get(name) };
 const rows: Row[] = [];
 const promptLength = 128;
+// Room for the warm-up and timed steps, and within the context with a delta's virtual tokens added
+// (the engine refuses a request whose virtual tokens, prompt and max tokens overrun the context).
+const DECODE_MAX_TOKENS = 512;
 const prompt = Array.from({ length: promptLength }, (_, i) => (i * 7919) % rt.arch.vocabSize);
 
 for (const deltas of ['none', 'mixed'] as const) {
@@ -60,6 +68,7 @@ for (const batch of [1, 8, 32]) {
   }
 }
 
+progress('hooking every kind into the graph');
 await rt.enableKinds([...new Set([...kinds.values()].map((d) => d.kind))]);
 // Prompt and prefix tuning add virtual tokens: a request after the delta's first pays only its own
 // prefill. Compared with a base request through the same scheduler path.
@@ -83,8 +92,8 @@ const ratios = {
   kinds_vs_base_decode_b8: rate('decode', 8, 'kinds', 'all') / rate('decode', 8, 'none', 'all'),
   all_kinds_hooked_vs_lora_only_base_decode_b1: rate('decode', 1, 'none', 'all') / rate('decode', 1, 'none'),
   all_kinds_hooked_vs_lora_only_base_decode_b8: rate('decode', 8, 'none', 'all') / rate('decode', 8, 'none'),
-  prompt_tuned_vs_base_prefill: rate('prefill', 1, 'prompt_tuning') / ((promptLength * 1000) / basePrefillMs),
-  prefix_tuned_vs_base_prefill: rate('prefill', 1, 'prefix_tuning') / ((promptLength * 1000) / basePrefillMs),
+  prompt_tuned_vs_base_prefill: rate('prefill', 1, 'prompt_tuning', 'all') / ((promptLength * 1000) / basePrefillMs),
+  prefix_tuned_vs_base_prefill: rate('prefill', 1, 'prefix_tuning', 'all') / ((promptLength * 1000) / basePrefillMs),
   mixed_vs_base_decode_b8: rate('decode', 8, 'mixed') / rate('decode', 8, 'none'),
   mixed_vs_base_decode_b32: rate('decode', 32, 'mixed') / rate('decode', 32, 'none'),
   decode_b8_vs_b1_base: rate('decode', 8, 'none') / rate('decode', 1, 'none'),
@@ -123,10 +132,11 @@ if (values.out) {
  * delta when mixed, prefilled first; then warm-up steps and timed steps of pure decode.
  */
 async function decodeStepMs(batch: number, deltas: 'none' | 'mixed' | 'kinds'): Promise<number> {
-  const scheduler = new Scheduler(rt, deltaSource, () => undefined, { prefillChunk: 256, maxQueue: 64 });
+  progress(`decode batch ${batch}, deltas ${deltas}`);
+  const scheduler = new Scheduler(rt, deltaSource, failOnError, { prefillChunk: 256, maxQueue: 64 });
   const kindNames = [...kinds.keys()];
   const rowDeltas = (r: number) => (deltas === 'mixed' ? [`bench-${r}`] : deltas === 'kinds' ? [kindNames[r % kindNames.length]!] : []);
-  for (let r = 0; r < batch; r++) scheduler.submit(greedyRequest(`${deltas}-${batch}-${r}`, prompt, rowDeltas(r), 10_000));
+  for (let r = 0; r < batch; r++) scheduler.submit(greedyRequest(`${deltas}-${batch}-${r}`, prompt, rowDeltas(r), DECODE_MAX_TOKENS));
   while (scheduler.stats.decoding < batch) await scheduler.step();
   for (let i = 0; i < 4; i++) await scheduler.step();
   const times: number[] = [];
@@ -146,7 +156,8 @@ async function decodeStepMs(batch: number, deltas: 'none' | 'mixed' | 'kinds'): 
  * computes and caches any virtual tokens' keys/values): the median of 5, each to its first token.
  */
 async function prefillMs(deltas: string[]): Promise<number> {
-  const scheduler = new Scheduler(rt, deltaSource, () => undefined, { prefillChunk: 256, maxQueue: 64 });
+  progress(`prefill, deltas ${deltas.join(',') || 'none'}`);
+  const scheduler = new Scheduler(rt, deltaSource, failOnError, { prefillChunk: 256, maxQueue: 64 });
   const once = async (id: string) => {
     scheduler.submit(greedyRequest(id, prompt, deltas, 1));
     const t = performance.now();
@@ -157,6 +168,11 @@ async function prefillMs(deltas: string[]): Promise<number> {
   const times: number[] = [];
   for (let i = 0; i < 5; i++) times.push(await once(`again-${i}`));
   return median(times);
+}
+
+/** A request that errors would never reach decode, and the bench would wait for it forever. */
+function failOnError(event: GenerateEvent): void {
+  if (event.type === 'error') throw new Error(`bench request ${event.id} failed: ${event.code}: ${event.message}`);
 }
 
 /** The middle of the sorted times: this VM's steps have outliers (page reclaim, neighbours) that a mean would absorb. */
