@@ -1,13 +1,14 @@
 /**
- * The built-in model, so the server starts offline with no model directory: a small random
- * Llama in ordinary Hugging Face format, generated from code instead of shipped as 12 MB of
- * weights. Output is gibberish, but every code path (tokenizer, chat template, checkpoint
- * loading, graph lowering, deltas) runs exactly as it does for a real checkpoint.
+ * A synthetic model: a small random Llama with a byte-level tokenizer in ordinary Hugging Face
+ * format, generated from code, byte-identical on every machine. Output is gibberish, but every
+ * code path (tokenizer, chat template, checkpoint loading, graph lowering, deltas) runs exactly as
+ * it does for a real checkpoint, so tests use it where a model's shape matters and its knowledge
+ * does not. (The server's default is the pretrained src/model/default-model.ts.)
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_CHAT_TEMPLATE } from './chat-template.js';
-import { hashSeed, seededNormal } from './random.js';
+import { initialTensor } from './initial-weights.js';
 import { encodeSafetensors } from './safetensors.js';
 
 export const EMBEDDED_MODEL_NAME = 'deltaserve-embedded-llama';
@@ -159,14 +160,9 @@ function tensorShapes(): Map<string, number[]> {
   return shapes;
 }
 
-/** RMSNorm weights start at 1 (identity), like a freshly initialised HF model. */
+/** As a freshly initialised HF model: RMSNorm weights 1, every matrix N(0, 0.02²). */
 function initialWeights(name: string, shape: number[]): Float32Array {
-  const size = shape.reduce((a, b) => a * b, 1);
-  if (name.endsWith('norm.weight')) return new Float32Array(size).fill(1);
-  const normal = seededNormal((SEED ^ hashSeed(name)) >>> 0);
-  const data = new Float32Array(size);
-  for (let i = 0; i < size; i++) data[i] = INIT_STD * normal();
-  return data;
+  return initialTensor(name, shape, name.endsWith('norm.weight') ? 'norm_weight' : 'matrix', SEED, INIT_STD);
 }
 
 function weightsFile(): Uint8Array {

@@ -104,3 +104,38 @@ describe('full fine-tuning: training', () => {
     });
   });
 });
+
+describe('full fine-tuning from scratch (init: random)', () => {
+  const stats = (x: Float32Array) => {
+    const mean = x.reduce((a, b) => a + b, 0) / x.length;
+    return { mean, std: Math.sqrt(x.reduce((a, b) => a + (b - mean) ** 2, 0) / x.length) };
+  };
+
+  for (const family of ['llama', 'gpt2'] as TinyFamily[]) {
+    it(`${family}: draws every tensor as transformers' _init_weights, from the job's seed, without reading the base`, () => {
+      const modelDir = tempDir();
+      writeTinyCheckpoint(modelDir, family, { seed: 3 });
+      const { arch } = openCheckpoint(modelDir);
+      const options = fullTraining.resolve(arch, { init: 'random' }, LIMITS);
+      assert.equal(options.init, 'random');
+      const params = fullTraining.init(arch, options, 7);
+      assert.deepEqual([...params.keys()], backboneParams(arch).map((p) => p.name));
+      for (const { name, shape } of backboneParams(arch)) {
+        const values = params.get(name)!;
+        assert.equal(values.length, shape.reduce((a, b) => a * b, 1), name);
+        const isNorm = /norm|ln_/.test(name);
+        if (isNorm && name.endsWith('weight')) assert.ok(values.every((v) => v === 1), `${name}: ones`);
+        else if (name.endsWith('bias')) assert.ok(values.every((v) => v === 0), `${name}: zeros`);
+        else {
+          const want = family === 'gpt2' && name.endsWith('c_proj.weight') ? 0.02 / Math.sqrt(2 * arch.numLayers) : 0.02;
+          const { mean, std } = stats(values);
+          assert.ok(Math.abs(std - want) < 0.15 * want && Math.abs(mean) < 0.2 * want, `${name}: mean ${mean}, std ${std}, want N(0, ${want}²)`);
+        }
+      }
+      const again = fullTraining.init(arch, options, 7);
+      const other = fullTraining.init(arch, options, 8);
+      assert.deepEqual(again.get(arch.embedTokens), params.get(arch.embedTokens), 'the same seed gives the same weights');
+      assert.notDeepEqual(other.get(arch.embedTokens), params.get(arch.embedTokens), 'another seed, other weights');
+    });
+  }
+});

@@ -14,25 +14,26 @@
  * / `torch_dtype` float32; the job runner copies the base's other files (tokenizer, generation
  * config) beside them, so the directory serves with `--model`.
  *
- * `init: 'base'` (the only value today, and the default) starts from the base's weights. Random
- * initialisation, for pretraining from scratch, is meant to be another value of `init` drawing
- * each tensor as transformers' `_init_weights` does from the job's seed.
+ * `init: 'base'` (the default) starts from the base's weights; `init: 'random'` starts from
+ * scratch, each tensor drawn as transformers' `_init_weights` draws it (src/model/initial-weights.ts)
+ * from the job's seed, which is how `npm run pretrain` makes the default model.
  */
 import os from 'node:os';
 import { z } from 'zod';
 import { allProjections, type ArchitectureSpec, type NormSpec } from '../../model/architecture.js';
 import type { TrainableParam } from '../../model/lower-training.js';
+import { initialStd, initialTensor, type InitRole } from '../../model/initial-weights.js';
 import { encodeSafetensors } from '../../model/safetensors.js';
 import { registerTrainableKind, TrainingOptionsError, type TrainableKind } from '../training.js';
 
 /** `method.full`: strict; `init` says where the weights start. */
-export const FullTrainingOptions = z.object({ init: z.enum(['base']).default('base') }).strict();
+export const FullTrainingOptions = z.object({ init: z.enum(['base', 'random']).default('base') }).strict();
 
 export type FullTrainingOptions = z.infer<typeof FullTrainingOptions>;
 
 /** Resolved: the starting point and the parameter count the memory check was made for. */
 export interface FullLayout {
-  init: 'base';
+  init: FullTrainingOptions['init'];
   parameters: number;
 }
 
@@ -53,28 +54,42 @@ export const FULL_BYTES_PER_PARAMETER = 80;
  * @example backboneParams(arch)[0] // { name: 'model.embed_tokens.weight', shape: [49152, 576] }
  */
 export function backboneParams(arch: ArchitectureSpec): TrainableParam[] {
+  return backboneTensors(arch).map(({ name, shape }) => ({ name, shape }));
+}
+
+/** backboneParams with what each tensor is, which decides how a random start draws it. */
+function backboneTensors(arch: ArchitectureSpec): (TrainableParam & { role: InitRole })[] {
   const H = arch.hiddenSize;
-  const out = new Map<string, number[]>();
-  const add = (name: string | undefined, shape: number[]) => {
-    if (name !== undefined && !out.has(name)) out.set(name, shape);
+  const out = new Map<string, { shape: number[]; role: InitRole }>();
+  const add = (name: string | undefined, shape: number[], role: InitRole) => {
+    if (name !== undefined && !out.has(name)) out.set(name, { shape, role });
   };
   const norm = (n: NormSpec) => {
-    add(n.weight, [H]);
-    add(n.bias, [H]);
+    add(n.weight, [H], 'norm_weight');
+    add(n.bias, [H], 'norm_bias');
   };
-  add(arch.embedTokens, [arch.vocabSize, H]);
-  if (arch.positions.kind === 'learned') add(arch.positions.weight, [arch.maxPositions, H]);
+  add(arch.embedTokens, [arch.vocabSize, H], 'matrix');
+  if (arch.positions.kind === 'learned') add(arch.positions.weight, [arch.maxPositions, H], 'matrix');
   arch.blocks.forEach((block, layer) => {
     norm(block.inputNorm);
     norm(block.postAttentionNorm);
     for (const p of allProjections(arch)[layer]!) {
-      add(p.weight, p.layout === 'out_in' ? [p.outFeatures, p.inFeatures] : [p.inFeatures, p.outFeatures]);
-      add(p.bias, [p.outFeatures]);
+      add(p.weight, p.layout === 'out_in' ? [p.outFeatures, p.inFeatures] : [p.inFeatures, p.outFeatures], 'matrix');
+      add(p.bias, [p.outFeatures], 'bias');
     }
   });
   norm(arch.finalNorm);
-  add(arch.lmHead, [arch.vocabSize, H]);
-  return [...out].map(([name, shape]) => ({ name, shape }));
+  add(arch.lmHead, [arch.vocabSize, H], 'matrix');
+  return [...out].map(([name, t]) => ({ name, ...t }));
+}
+
+/**
+ * A model's weights as a fresh transformers model starts, drawn from `seed`.
+ *
+ * @example randomBackbone(arch, 1).get('model.norm.weight') // Float32Array filled with 1
+ */
+export function randomBackbone(arch: ArchitectureSpec, seed: number): Map<string, Float32Array> {
+  return new Map(backboneTensors(arch).map(({ name, shape, role }) => [name, initialTensor(name, shape, role, seed, initialStd(arch, name))]));
 }
 
 /** Bytes for a message: 2.15 GiB, 40.0 MiB, 1000 bytes. */
@@ -108,6 +123,7 @@ export const fullTraining: TrainableKind<FullTrainingOptions, FullLayout> = {
   params: (arch) => backboneParams(arch),
 
   init(arch, l, seed, backbone) {
+    if (l.init === 'random') return randomBackbone(arch, seed);
     if (!backbone) throw new Error('full fine-tuning starts from the base weights, and was given no backbone to read them from');
     return new Map(backboneParams(arch).map(({ name, shape }) => {
       const values = backbone.weight(name);
