@@ -22,7 +22,7 @@ export const LAYERS: Record<string, readonly string[]> = {
   server: ['config.ts', 'engine', 'training', 'deltas', 'model', 'telemetry'],
   training: ['engine', 'deltas', 'model'],
   engine: ['deltas', 'model', 'graph', 'telemetry'],
-  pretrain: ['training', 'model', 'graph'],
+  pretrain: ['engine', 'training', 'deltas', 'model', 'graph'],
   deltas: ['model', 'graph'],
   model: ['graph'],
   graph: [],
