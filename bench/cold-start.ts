@@ -7,6 +7,6 @@ import { startEngine } from '../src/engine/client.js';
 
 const [modelDir, cacheDir, device] = process.argv.slice(2);
 const engine = await startEngine({ modelDir: modelDir!, cacheDir: cacheDir!, device: (device ?? 'cpu') as 'cpu', maxRows: 32, maxContext: 1024, deltaSlots: 32, maxRank: 16, maxVirtualTokens: 64, maxBottleneck: 64, prefillChunk: 256, maxQueue: 64, store: `${cacheDir}/bench-deltas`, trainingShare: 0.25,
-    hostCacheBytes: 2 ** 31, diskCacheDir: `${cacheDir}/deltas` });
+    hostCacheBytes: 2 ** 31, diskCacheDir: `${cacheDir}/deltas`, diskCacheMaxBytes: 2 ** 34 });
 console.log(JSON.stringify({ readyMs: performance.now(), engineLoadMs: engine.info.loadMs }));
 await engine.close();

@@ -102,6 +102,7 @@ const engineOptions = (): EngineOptions => ({
     hostCacheBytes: Number(values['host-cache-bytes']),
   // A fresh disk tier per engine: "cold" means from S3.
   diskCacheDir: freshDiskDir(),
+  diskCacheMaxBytes: 2 ** 34,
 });
 
 const prompt = Array.from({ length: 16 }, (_, i) => (i * 7919 + 11) % 49152);

@@ -94,6 +94,7 @@ const engine = await startEngine({
   store: path.join(scratch, 'store'),
   hostCacheBytes: 2 ** 31,
   diskCacheDir: path.join(scratch, 'disk'),
+  diskCacheMaxBytes: 2 ** 34,
   trainingShare: 0.25,
 });
 

@@ -83,6 +83,7 @@ export const ConfigSchema = z.object({
   hostCacheBytes: positiveInt.default(2 * 1024 ** 3).describe('host-memory cache of parsed deltas, in bytes (least recently used dropped first)'),
   storeTimeoutMs: positiveInt.default(10_000).describe('deadline of each request to an s3:// delta store, its body included; past it the call fails as unavailable (503 with Retry-After)'),
   diskCacheDir: z.string().optional().describe("local disk cache of delta files fetched from an object store; '<cache-dir>/deltas' when absent"),
+  diskCacheMaxBytes: positiveInt.default(10 * 1024 ** 3).describe('bound of the disk cache of delta files, in bytes (least recently used versions removed first; the one just fetched is kept even if larger)'),
   maxDeltaBytes: positiveInt.default(256 * 1024 * 1024).describe('largest delta upload (both files together)'),
   maxTrainingFileBytes: positiveInt.default(64 * 1024 * 1024).describe('largest training file upload (JSONL)'),
   requestTimeoutMs: z.coerce.number().int().min(0).default(300_000).describe('a generation still running this long after it arrived is abandoned (0: never)'),

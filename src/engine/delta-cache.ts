@@ -54,26 +54,43 @@ export class HostDeltaCache {
   }
 }
 
+/** Where the disk tier lives and how many bytes of entries it may hold. */
+export interface DiskCacheOptions {
+  dir: string;
+  maxBytes: number;
+}
+
 /**
  * Verified delta files on local disk, one directory per SHA-256 (`<dir>/<sha256>/`), written to a
  * temporary directory and renamed into place, so a reader sees a whole entry or none. A read
  * checks the digest again and drops an entry that no longer matches. `<dir>/keys/<owner>/<name>@<N>`
  * records which digest a version had when it was cached: versions are immutable, so when the
  * store cannot be asked, that digest says which entry holds the version's bytes.
+ *
+ * The entries' bytes are bounded by `maxBytes`: after a new entry is written, the least recently
+ * used ones (oldest directory mtime; a hit refreshes it) are removed until the rest fit. Several
+ * instances (the engine and loader threads, replicas sharing the directory) may evict at once;
+ * that can only remove a little more than needed, and a reader racing a removal sees a miss.
  */
 export class DiskDeltaCache {
-  constructor(readonly dir: string) {}
+  constructor(
+    readonly dir: string,
+    readonly maxBytes: number,
+  ) {}
 
   async read(sha256: string): Promise<DeltaFiles | undefined> {
     const entry = path.join(this.dir, sha256);
     let files: DeltaFiles;
     try {
-      const [config, weights] = await Promise.all([fs.promises.readFile(path.join(entry, 'adapter_config.json')), fs.promises.readFile(path.join(entry, 'adapter_model.safetensors'))]);
-      files = { config, weights };
+      const [config, weights] = await Promise.all(ENTRY_FILES.map((file) => fs.promises.readFile(path.join(entry, file))));
+      files = { config: config!, weights: weights! };
     } catch {
       return undefined;
     }
-    if (digestFiles(files) === sha256) return files;
+    if (digestFiles(files) === sha256) {
+      await touch(entry);
+      return files;
+    }
     await fs.promises.rm(entry, { recursive: true, force: true });
     return undefined;
   }
@@ -82,13 +99,13 @@ export class DiskDeltaCache {
   async digestOf(name: string): Promise<string | undefined> {
     const file = this.keyFile(name);
     const text = file ? await fs.promises.readFile(file, 'utf8').catch(() => '') : '';
-    return /^[0-9a-f]{64}$/.test(text) ? text : undefined;
+    return SHA256.test(text) ? text : undefined;
   }
 
   async remove(sha256: string, name?: string): Promise<void> {
     const key = name ? this.keyFile(name) : undefined;
     if (key) await fs.promises.rm(key, { force: true });
-    if (!/^[0-9a-f]{64}$/.test(sha256)) return;
+    if (!SHA256.test(sha256)) return;
     await fs.promises.rm(path.join(this.dir, sha256), { recursive: true, force: true });
   }
 
@@ -96,22 +113,81 @@ export class DiskDeltaCache {
   async write(sha256: string, files: DeltaFiles, name?: string): Promise<void> {
     await fs.promises.mkdir(this.dir, { recursive: true }).catch(() => undefined);
     const target = path.join(this.dir, sha256);
-    if (!fs.existsSync(target)) await this.writeEntry(target, files);
+    const existed = fs.existsSync(target);
+    const written = !existed && (await this.writeEntry(target, files));
+    if (existed) await touch(target);
     const key = name ? this.keyFile(name) : undefined;
     if (key && fs.existsSync(target)) await writeSmallFile(key, sha256);
+    if (written) await this.evictBeyondBound(sha256);
   }
 
-  private async writeEntry(target: string, files: DeltaFiles): Promise<void> {
+  /** Whether this call put the entry in place (false when another writer did, or the write failed). */
+  private async writeEntry(target: string, files: DeltaFiles): Promise<boolean> {
     let tmp: string | undefined;
     try {
       tmp = await fs.promises.mkdtemp(path.join(this.dir, '.tmp-'));
       await fs.promises.writeFile(path.join(tmp, 'adapter_config.json'), files.config);
       await fs.promises.writeFile(path.join(tmp, 'adapter_model.safetensors'), files.weights);
       await fs.promises.rename(tmp, target);
+      return true;
     } catch {
       // Another writer got there first (the entry exists), or the disk is full: the cache is optional.
+      return false;
     } finally {
       if (tmp) await fs.promises.rm(tmp, { recursive: true, force: true });
+    }
+  }
+
+  /** Removes the least recently used entries, never `keep` (the one just written), until the rest fit in maxBytes. */
+  private async evictBeyondBound(keep: string): Promise<void> {
+    const entries = await this.entries();
+    let total = entries.reduce((sum, e) => sum + e.bytes, 0);
+    if (total <= this.maxBytes) return;
+    const evicted = new Set<string>();
+    for (const entry of entries.filter((e) => e.sha256 !== keep).sort((a, b) => a.usedMs - b.usedMs)) {
+      if (total <= this.maxBytes) break;
+      const removed = await fs.promises.rm(path.join(this.dir, entry.sha256), { recursive: true, force: true }).then(() => true, () => false);
+      if (!removed) continue;
+      evicted.add(entry.sha256);
+      total -= entry.bytes;
+    }
+    await this.removeKeysOf(evicted);
+  }
+
+  /** Every whole entry with its size and last use; one vanishing mid-scan (another evictor) is skipped. */
+  private async entries(): Promise<{ sha256: string; bytes: number; usedMs: number }[]> {
+    const names = await fs.promises.readdir(this.dir).catch((): string[] => []);
+    const scanned = await Promise.all(
+      names.filter((n) => SHA256.test(n)).map(async (sha256) => {
+        const entry = path.join(this.dir, sha256);
+        try {
+          const [dir, ...files] = await Promise.all([entry, ...ENTRY_FILES.map((f) => path.join(entry, f))].map((p) => fs.promises.stat(p)));
+          return { sha256, bytes: files.reduce((sum, f) => sum + f!.size, 0), usedMs: dir!.mtimeMs };
+        } catch {
+          return undefined;
+        }
+      }),
+    );
+    return scanned.filter((e) => e !== undefined);
+  }
+
+  /**
+   * Drops the key files that record an evicted digest. Only the store-outage fallback reads them,
+   * and a stale one just leads to a miss; this keeps keys/ from growing with every version ever
+   * cached. Reading them all is paid only when something was evicted. A key rewritten for the
+   * same digest meanwhile may go too: the next disk hit records it again.
+   */
+  private async removeKeysOf(evicted: Set<string>): Promise<void> {
+    if (!evicted.size) return;
+    const keys = path.join(this.dir, 'keys');
+    const owners = await fs.promises.readdir(keys).catch((): string[] => []);
+    for (const owner of owners) {
+      const versions = await fs.promises.readdir(path.join(keys, owner)).catch((): string[] => []);
+      for (const version of versions) {
+        const file = path.join(keys, owner, version);
+        const digest = await fs.promises.readFile(file, 'utf8').catch(() => '');
+        if (evicted.has(digest)) await fs.promises.rm(file, { force: true }).catch(() => undefined);
+      }
     }
   }
 
@@ -119,6 +195,15 @@ export class DiskDeltaCache {
     const ref = parseDeltaKey(name);
     return ref ? path.join(this.dir, 'keys', ref.owner, `${ref.name}@${ref.version}`) : undefined;
   }
+}
+
+const ENTRY_FILES = ['adapter_config.json', 'adapter_model.safetensors'] as const;
+const SHA256 = /^[0-9a-f]{64}$/;
+
+/** Marks an entry as just used, for eviction's least-recently-used order; failures are ignored (it may be gone). */
+async function touch(entry: string): Promise<void> {
+  const now = new Date();
+  await fs.promises.utimes(entry, now, now).catch(() => undefined);
 }
 
 /** Writes a small file by rename, so a reader sees all of it or none; failures are ignored (the cache is optional). */
@@ -149,8 +234,8 @@ export interface DeltaCacheStats {
 
 export interface TieredDeltaSourceOptions {
   hostCacheBytes: number;
-  /** The disk tier's directory, from which a deleted version's files are removed. */
-  diskCacheDir?: string;
+  /** The disk tier, from which a deleted version's files are removed (the loader thread writes, and so evicts). */
+  diskCache?: DiskCacheOptions;
   /** How many loaded deltas are held (outside the LRU) until the scheduler makes them resident. */
   holdLimit?: number;
 }
@@ -179,7 +264,7 @@ export class TieredDeltaSource {
     options: TieredDeltaSourceOptions,
   ) {
     this.host = new HostDeltaCache(options.hostCacheBytes);
-    if (options.diskCacheDir) this.disk = new DiskDeltaCache(options.diskCacheDir);
+    if (options.diskCache) this.disk = new DiskDeltaCache(options.diskCache.dir, options.diskCache.maxBytes);
     this.holdLimit = options.holdLimit ?? 64;
   }
 

@@ -15,7 +15,7 @@ const { arch } = checkpoint;
 // Kinds that need the frozen weights at parse time (DoRA) read them from the checkpoint here.
 const baseWeight = (name: string) => readCheckpointWeight(checkpoint, name);
 const store = openDeltaStore(options.store, { s3: { timeoutMs: options.storeTimeoutMs } });
-const disk = options.diskCacheDir ? new DiskDeltaCache(options.diskCacheDir) : undefined;
+const disk = options.diskCache ? new DiskDeltaCache(options.diskCache.dir, options.diskCache.maxBytes) : undefined;
 const port = parentPort!;
 
 port.on('message', (request: LoaderRequest) => {

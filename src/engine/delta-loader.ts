@@ -2,7 +2,7 @@ import { Worker } from 'node:worker_threads';
 import { DeltaValidationError } from '../deltas/errors.js';
 import type { DeltaLimits, ParsedDelta } from '../deltas/kind.js';
 import type { DeltaFiles } from '../deltas/store/types.js';
-import type { FetchTier } from './delta-cache.js';
+import type { DiskCacheOptions, FetchTier } from './delta-cache.js';
 import { Turns } from './turns.js';
 import { threadEntry } from './thread-entry.js';
 
@@ -12,8 +12,8 @@ export interface DeltaLoaderOptions {
   limits: DeltaLimits;
   /** The delta store's location (opened again on the loader thread). */
   store: string;
-  /** Verified files are cached here by SHA-256; absent for a filesystem store (it is local already). */
-  diskCacheDir?: string;
+  /** Verified files are cached there by SHA-256; absent for a filesystem store (it is local already). */
+  diskCache?: DiskCacheOptions;
   /** Deadline of each store request (see S3DeltaStoreOptions.timeoutMs). */
   storeTimeoutMs?: number;
 }

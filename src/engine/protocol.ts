@@ -24,6 +24,8 @@ export interface EngineOptions
   hostCacheBytes: number;
   /** Local disk cache of verified delta files (used for object stores only). */
   diskCacheDir: string;
+  /** Bound of the disk cache's entries, in bytes (least recently used removed first). */
+  diskCacheMaxBytes: number;
   /** Largest share of device time training takes while requests are being served (0..1). */
   trainingShare: number;
 }

@@ -21,13 +21,13 @@ async function main(): Promise<void> {
   const runtime = await ModelRuntime.create(runtimeOptions(options));
   const { arch } = runtime;
   // The disk tier only pays for stores that are not local files already.
-  const diskCacheDir = options.store.startsWith('s3://') ? options.diskCacheDir : undefined;
+  const diskCache = options.store.startsWith('s3://') ? { dir: options.diskCacheDir, maxBytes: options.diskCacheMaxBytes } : undefined;
   // Deltas are fetched, verified, validated and laid out for slots on a thread of their own, and
   // host-cached in slot layout, so making one resident is a copy.
-  const loader = new DeltaLoaderThread({ modelDir: options.modelDir, limits: deltaLimits(options), store: options.store, diskCacheDir, storeTimeoutMs: options.storeTimeoutMs });
+  const loader = new DeltaLoaderThread({ modelDir: options.modelDir, limits: deltaLimits(options), store: options.store, diskCache, storeTimeoutMs: options.storeTimeoutMs });
   const deltas = new TieredDeltaSource((name) => loader.load(name), {
     hostCacheBytes: options.hostCacheBytes,
-    diskCacheDir,
+    diskCache,
     holdLimit: Math.max(options.maxRows, options.deltaSlots),
   });
   let wake: (() => void) | null = null;

@@ -152,6 +152,7 @@ function trainingEngine(modelDir: string, scratch: string, o: PretrainOptions): 
     store: path.join(scratch, 'store'),
     hostCacheBytes: 2 ** 20,
     diskCacheDir: path.join(scratch, 'disk'),
+    diskCacheMaxBytes: 2 ** 30,
     trainingShare: 1,
   });
 }

@@ -9,7 +9,7 @@ import { engineOptions } from './engine-options.js';
 // Every key of each type, checked by the compiler both ways (a missing or extra key fails tsc).
 const ENGINE_KEYS: Record<keyof EngineOptions, true> = {
   modelDir: true, cacheDir: true, device: true, maxRows: true, maxContext: true, deltaSlots: true, maxRank: true, maxVirtualTokens: true, maxBottleneck: true,
-  deltaKinds: true, initialKinds: true, threads: true, prefillChunk: true, maxQueue: true, store: true, storeTimeoutMs: true, hostCacheBytes: true, diskCacheDir: true, trainingShare: true,
+  deltaKinds: true, initialKinds: true, threads: true, prefillChunk: true, maxQueue: true, store: true, storeTimeoutMs: true, hostCacheBytes: true, diskCacheDir: true, diskCacheMaxBytes: true, trainingShare: true,
 };
 const RUNTIME_KEYS: Record<keyof RuntimeOptions, true> = {
   modelDir: true, cacheDir: true, device: true, maxRows: true, maxContext: true, deltaSlots: true, maxRank: true, maxVirtualTokens: true, maxBottleneck: true,
@@ -41,5 +41,6 @@ test('an absent optional setting stays absent (the runtime then picks its own de
   const plain = engineOptions(ConfigSchema.parse({ cacheDir: '/c' }), { modelDir: '/m', store: '/s' });
   assert.ok(!('threads' in plain) && !('deltaKinds' in plain));
   assert.equal(plain.diskCacheDir, '/c/deltas');
+  assert.equal(plain.diskCacheMaxBytes, 10 * 1024 ** 3, 'the disk tier is bounded by default');
   assert.ok(!('threads' in runtimeOptions(plain)));
 });

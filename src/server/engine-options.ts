@@ -35,6 +35,7 @@ export function engineOptions(config: Config, at: EngineLocations): EngineOption
     storeTimeoutMs: config.storeTimeoutMs,
     hostCacheBytes: config.hostCacheBytes,
     diskCacheDir: config.diskCacheDir ?? path.join(config.cacheDir, 'deltas'),
+    diskCacheMaxBytes: config.diskCacheMaxBytes,
     trainingShare: config.trainingShare,
   };
 }

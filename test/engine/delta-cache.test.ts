@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -37,7 +38,7 @@ describe('host delta cache', () => {
   });
 
   it('the disk tier returns verified files only', async () => {
-    const disk = new DiskDeltaCache(path.join(tempDir(), 'deltas'));
+    const disk = new DiskDeltaCache(path.join(tempDir(), 'deltas'), 1 << 20);
     const files = { config: Buffer.from('{"r":1}'), weights: Buffer.from([1, 2, 3]) };
     const sha = (await import('node:crypto')).createHash('sha256').update(files.config).update(files.weights).digest('hex');
     assert.equal(await disk.read(sha), undefined);
@@ -46,6 +47,103 @@ describe('host delta cache', () => {
     fs.writeFileSync(path.join(disk.dir, sha, 'adapter_model.safetensors'), Buffer.from([1, 2, 4]));
     assert.equal(await disk.read(sha), undefined, 'a corrupted entry is a miss');
     assert.equal(fs.existsSync(path.join(disk.dir, sha)), false, 'and is removed');
+  });
+});
+
+describe('disk delta cache bound', () => {
+  /** A version's files, `bytes` of weights filled with `fill`, and their digest. */
+  const version = (fill: number, bytes = 1000) => {
+    const files = { config: Buffer.from(`{"fill":${String(fill).padStart(3, '0')}}`), weights: Buffer.alloc(bytes, fill) };
+    return { files, sha: createHash('sha256').update(files.config).update(files.weights).digest('hex'), bytes: files.config.length + bytes };
+  };
+  const ENTRY = version(0).bytes;
+  /** Bytes of every entry on disk, as eviction counts them. */
+  const entryBytes = (dir: string) =>
+    fs.readdirSync(dir).filter((n) => /^[0-9a-f]{64}$/.test(n)).reduce((sum, sha) => sum + fs.readdirSync(path.join(dir, sha)).reduce((s, f) => s + fs.statSync(path.join(dir, sha, f)).size, 0), 0);
+  /** Marks an entry as last used `secondsAgo`, so the order of use does not hang on the clock's resolution. */
+  const usedAgo = (disk: DiskDeltaCache, sha: string, secondsAgo: number) => {
+    const at = new Date(Date.now() - secondsAgo * 1000);
+    fs.utimesSync(path.join(disk.dir, sha), at, at);
+  };
+
+  it('a new entry evicts the least recently used ones, a read counting as a use, and their keys', async () => {
+    const disk = new DiskDeltaCache(path.join(tempDir(), 'deltas'), 3 * ENTRY);
+    const [a, b, c, d] = [1, 2, 3, 4].map((fill) => version(fill));
+    for (const [i, v] of [a, b, c].entries()) {
+      await disk.write(v!.sha, v!.files, `acme/v${i}@1`);
+      usedAgo(disk, v!.sha, 300 - i * 100); // a oldest, then b, then c
+    }
+    assert.equal(entryBytes(disk.dir), 3 * ENTRY, 'at the bound, nothing is evicted');
+    assert.ok(await disk.read(a!.sha), 'a hit makes a the most recently used');
+
+    await disk.write(d!.sha, d!.files, 'acme/v3@1');
+    assert.equal(await disk.read(b!.sha), undefined, 'b, now the least recently used, was evicted');
+    for (const v of [a, c, d]) assert.ok(await disk.read(v!.sha), 'the others stay');
+    assert.ok(entryBytes(disk.dir) <= 3 * ENTRY);
+
+    // A version whose files were evicted is a miss through its key, not an error.
+    const recorded = await disk.digestOf('acme/v1@1');
+    assert.equal(recorded, undefined, "the evicted entry's key file went with it");
+    assert.equal(fs.existsSync(path.join(disk.dir, 'keys', 'acme', 'v1@1')), false);
+    assert.equal(await disk.digestOf('acme/v0@1'), a!.sha, 'the keys of kept entries stay');
+  });
+
+  it('a key file left pointing at an evicted entry leads to a miss', async () => {
+    const disk = new DiskDeltaCache(path.join(tempDir(), 'deltas'), ENTRY);
+    const [a, b] = [1, 2].map((fill) => version(fill));
+    await disk.write(a!.sha, a!.files, 'acme/a@1');
+    usedAgo(disk, a!.sha, 100);
+    await disk.write(b!.sha, b!.files);
+    // Another replica sharing the directory may have recorded the key after this one's eviction scan.
+    fs.writeFileSync(path.join(disk.dir, 'keys', 'acme', 'a@1'), a!.sha);
+    assert.equal(await disk.digestOf('acme/a@1'), a!.sha);
+    assert.equal(await disk.read(a!.sha), undefined);
+  });
+
+  it('never evicts the entry just written, even when it alone is larger than the bound', async () => {
+    const disk = new DiskDeltaCache(path.join(tempDir(), 'deltas'), 2 * ENTRY);
+    const [a, b] = [1, 2].map((fill) => version(fill));
+    const big = version(3, 3 * ENTRY);
+    await disk.write(a!.sha, a!.files);
+    await disk.write(b!.sha, b!.files);
+    await disk.write(big.sha, big.files, 'acme/big@1');
+    assert.ok(await disk.read(big.sha), 'the new entry is kept');
+    assert.equal(await disk.read(a!.sha), undefined);
+    assert.equal(await disk.read(b!.sha), undefined);
+    assert.equal(entryBytes(disk.dir), big.bytes);
+
+    usedAgo(disk, big.sha, 100);
+    const c = version(4);
+    await disk.write(c.sha, c.files);
+    assert.equal(await disk.read(big.sha), undefined, 'the oversized entry is the first to go once another is written');
+    assert.equal(entryBytes(disk.dir), c.bytes);
+  });
+
+  it('two instances writing one directory while reads run stay within the bound, and reads only hit or miss', async () => {
+    const dir = path.join(tempDir(), 'deltas');
+    const bound = 4 * ENTRY;
+    const [engineSide, loaderSide] = [new DiskDeltaCache(dir, bound), new DiskDeltaCache(dir, bound)];
+    const versions = Array.from({ length: 16 }, (_, i) => version(i + 1));
+    let writing = true;
+    const reads = (async () => {
+      let hits = 0;
+      while (writing) {
+        for (const v of versions) {
+          const files = await engineSide.read(v.sha);
+          if (files) {
+            assert.deepEqual(Buffer.from(files.weights), v.files.weights);
+            hits++;
+          }
+        }
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      return hits;
+    })();
+    await Promise.all(versions.map((v, i) => (i % 2 ? engineSide : loaderSide).write(v.sha, v.files, `acme/v${i}@1`)));
+    writing = false;
+    await reads;
+    assert.ok(entryBytes(dir) <= bound, `${entryBytes(dir)} bytes of entries, over the bound of ${bound}`);
+    assert.deepEqual(fs.readdirSync(dir).filter((n) => n.startsWith('.tmp-')), [], 'no temporary directory is left');
   });
 });
 
