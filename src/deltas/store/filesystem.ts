@@ -31,7 +31,6 @@ import {
   assertVersionRef,
   decodeMeta,
   deltaLabel,
-  digestFiles,
   encodeMeta,
   isValidVersion,
   makeVersion,
@@ -43,7 +42,7 @@ import {
 } from './common.js';
 import { fsyncDirectory, writeFileDurably } from './durable.js';
 import { isValidName } from '../ref.js';
-import { idempotentPut } from './idempotency.js';
+import { putDeltaVersion } from './idempotency.js';
 import { FilesystemObjects } from './objects-fs.js';
 import type { ObjectStore } from './objects.js';
 import type { DeltaFiles, DeltaStore, DeltaVersion, NewDeltaVersion, PutOptions } from './types.js';
@@ -73,13 +72,8 @@ export class FilesystemDeltaStore implements DeltaStore {
     return new FilesystemObjects(path.join(this.root, `.${namespace}`));
   }
 
-  async put(delta: NewDeltaVersion, files: DeltaFiles, options: PutOptions = {}): Promise<DeltaVersion> {
-    assertValidDeltaName('owner', delta.owner);
-    assertValidDeltaName('name', delta.name);
-    const sha256 = digestFiles(files);
-    if (options.idempotencyKey === undefined) return this.putNew(delta, files, sha256);
-    const request = { owner: delta.owner, name: delta.name, key: options.idempotencyKey, sha256 };
-    return idempotentPut(this.objects, request, (v) => this.get(delta.owner, delta.name, v), () => this.putNew(delta, files, sha256));
+  put(delta: NewDeltaVersion, files: DeltaFiles, options: PutOptions = {}): Promise<DeltaVersion> {
+    return putDeltaVersion(this, this.objects, delta, files, options, (sha256) => this.putNew(delta, files, sha256));
   }
 
   private async putNew(delta: NewDeltaVersion, files: DeltaFiles, sha256: string): Promise<DeltaVersion> {

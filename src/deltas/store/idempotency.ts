@@ -9,8 +9,9 @@
  * for different bytes is refused. Keys are scoped to one owner and delta name.
  */
 import crypto from 'node:crypto';
+import { assertValidDeltaName, digestFiles } from './common.js';
 import { jsonBytes, readJson, type ObjectStore } from './objects.js';
-import type { DeltaVersion } from './types.js';
+import type { DeltaFiles, DeltaStore, DeltaVersion, NewDeltaVersion, PutOptions } from './types.js';
 
 /** How long a retry waits for the first attempt (still uploading) before answering "in progress". */
 const WAIT_MS = 30_000;
@@ -34,6 +35,26 @@ export class IdempotencyError extends Error {
     super(message);
     this.name = 'IdempotencyError';
   }
+}
+
+/**
+ * DeltaStore.put for a store whose records live in `objects`: checks the names, digests the
+ * files, and stores them with `putNew` (once per idempotency key, when the options carry one).
+ */
+export async function putDeltaVersion(
+  store: Pick<DeltaStore, 'get'>,
+  objects: ObjectStore,
+  delta: NewDeltaVersion,
+  files: DeltaFiles,
+  options: PutOptions,
+  putNew: (sha256: string) => Promise<DeltaVersion>,
+): Promise<DeltaVersion> {
+  assertValidDeltaName('owner', delta.owner);
+  assertValidDeltaName('name', delta.name);
+  const sha256 = digestFiles(files);
+  if (options.idempotencyKey === undefined) return putNew(sha256);
+  const request = { owner: delta.owner, name: delta.name, key: options.idempotencyKey, sha256 };
+  return idempotentPut(objects, request, (v) => store.get(delta.owner, delta.name, v), () => putNew(sha256));
 }
 
 /**

@@ -27,7 +27,6 @@ import {
   assertVersionRef,
   decodeMeta,
   deltaLabel,
-  digestFiles,
   encodeMeta,
   isValidVersion,
   makeVersion,
@@ -38,7 +37,7 @@ import {
   versionSegment,
 } from './common.js';
 import { isValidName } from '../ref.js';
-import { idempotentPut } from './idempotency.js';
+import { putDeltaVersion } from './idempotency.js';
 import { S3Arbitration, S3Objects, type Claims } from './objects-s3.js';
 import type { ObjectStore } from './objects.js';
 import type { DeltaFiles, DeltaStore, DeltaVersion, NewDeltaVersion, PutOptions } from './types.js';
@@ -132,13 +131,8 @@ export class S3DeltaStore implements DeltaStore {
     return new S3Objects(this.client, this.bucket, `${this.base}.${namespace}/`, this.objects.arbitration, this.objects.timeoutMs);
   }
 
-  async put(delta: NewDeltaVersion, files: DeltaFiles, options: PutOptions = {}): Promise<DeltaVersion> {
-    assertValidDeltaName('owner', delta.owner);
-    assertValidDeltaName('name', delta.name);
-    const sha256 = digestFiles(files);
-    if (options.idempotencyKey === undefined) return this.putNew(delta, files, sha256);
-    const request = { owner: delta.owner, name: delta.name, key: options.idempotencyKey, sha256 };
-    return idempotentPut(this.objects, request, (v) => this.get(delta.owner, delta.name, v), () => this.putNew(delta, files, sha256));
+  put(delta: NewDeltaVersion, files: DeltaFiles, options: PutOptions = {}): Promise<DeltaVersion> {
+    return putDeltaVersion(this, this.objects, delta, files, options, (sha256) => this.putNew(delta, files, sha256));
   }
 
   async get(owner: string, name: string, version?: number): Promise<DeltaVersion | null> {
