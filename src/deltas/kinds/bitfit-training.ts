@@ -21,7 +21,7 @@ import type { TrainingHooks } from '../../model/delta-hooks.js';
 import type { TrainableParam } from '../../model/lower-training.js';
 import type { JsonObject } from '../peft/config-fields.js';
 import { registerTrainableKind, TrainingOptionsError, type TrainableKind, type TrainingBackbone } from '../training.js';
-import { encodeAdapter, ModuleField, readAdapter, targetedModules } from './peft-vector-training.js';
+import { adapterConfig, encodeAdapter, loadStoredValues, ModuleField, readAdapter, targetedModules } from './peft-vector-training.js';
 
 /** `method.bitfit`: which linear layers get a trainable bias (default: all of them). */
 export const BitfitTrainingOptions = z.object({ target_modules: ModuleField }).strict();
@@ -62,29 +62,15 @@ export const bitfitTraining: TrainableKind<BitfitTrainingOptions, BitfitLayout> 
   fromDelta(files, arch, backbone) {
     const { config, tensor } = readAdapter(files);
     const options = layoutFrom(config, arch);
-    const params = bitfitTraining.init(arch, options, 0, backbone); // a targeted layer the file lacks keeps the base bias, as served
-    for (const [name, values] of params) {
-      const stored = tensor(`base_model.model.${name}`);
-      if (stored) values.set(stored);
-    }
+    const params = loadStoredValues(bitfitTraining.init(arch, options, 0, backbone), tensor); // a targeted layer the file lacks keeps the base bias, as served
     return { options, params };
   },
 
   hooks: (arch, l) => bitfitTrainingHooks(l),
 
   write(arch, l, params, meta) {
-    const config = {
-      auto_mapping: null,
-      base_model_name_or_path: meta.baseModel,
-      inference_mode: true,
-      modules_to_save: null,
-      peft_type: 'BITFIT',
-      revision: null,
-      task_type: 'CAUSAL_LM',
-      ...l.targeting,
-    };
-    const tensors = bitfitTraining.params(arch, l).map(({ name, shape }) => ({ key: `base_model.model.${name}`, shape, data: params.get(name)! }));
-    return encodeAdapter(config, tensors);
+    const config = adapterConfig(meta.baseModel, { peft_type: 'BITFIT', ...l.targeting });
+    return encodeAdapter(config, bitfitTraining.params(arch, l), params);
   },
 };
 

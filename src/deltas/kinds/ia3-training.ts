@@ -23,7 +23,7 @@ import type { TrainableParam } from '../../model/lower-training.js';
 import { ConfigFields, type JsonObject } from '../peft/config-fields.js';
 import { registerTrainableKind, TrainingOptionsError, type TrainableKind } from '../training.js';
 import { IA3_DEFAULT_FEEDFORWARD, IA3_DEFAULT_TARGETS, isFeedforward, readFeedforward } from './ia3.js';
-import { encodeAdapter, ModuleField, readAdapter, targetedModules, throwProblems, writtenModules } from './peft-vector-training.js';
+import { adapterConfig, encodeAdapter, loadStoredValues, ModuleField, readAdapter, targetedModules, throwProblems, writtenModules } from './peft-vector-training.js';
 
 /** `method.ia3`: IA3Config's targeting fields, PEFT's names and defaults. */
 export const Ia3TrainingOptions = z.object({ target_modules: ModuleField, feedforward_modules: ModuleField }).strict();
@@ -76,33 +76,22 @@ export const ia3Training: TrainableKind<Ia3TrainingOptions, Ia3Layout> = {
     // The fields the served kind reads (IA3Config has no layers_to_transform), nulls as PEFT fills them.
     const fields = { target_modules: writtenModules(nullable(config['target_modules']), IA3_DEFAULT_TARGETS[arch.family]), feedforward_modules: writtenModules(nullable(config['feedforward_modules']), IA3_DEFAULT_FEEDFORWARD[arch.family]), exclude_modules: config['exclude_modules'] ?? null };
     const options = layoutFrom(fields, arch);
-    const params = ia3Training.init(arch, options, 0); // a targeted module the file lacks keeps ones, as PEFT loads it
-    for (const [name, values] of params) {
-      const stored = tensor(`base_model.model.${name}`);
-      if (stored) values.set(stored);
-    }
+    const params = loadStoredValues(ia3Training.init(arch, options, 0), tensor); // a targeted module the file lacks keeps ones, as PEFT loads it
     return { options, params };
   },
 
   hooks: (arch, l) => ia3TrainingHooks(l),
 
   write(arch, l, params, meta) {
-    const config = {
-      auto_mapping: null,
-      base_model_name_or_path: meta.baseModel,
+    const config = adapterConfig(meta.baseModel, {
+      peft_type: 'IA3',
+      target_modules: l.targetModules,
+      feedforward_modules: l.feedforwardModules,
       exclude_modules: l.excludeModules,
       fan_in_fan_out: arch.blocks[0]?.o.layout === 'in_out', // PEFT sets it for Conv1D (model.py _create_new_module)
-      feedforward_modules: l.feedforwardModules,
-      inference_mode: true,
       init_ia3_weights: true,
-      modules_to_save: null,
-      peft_type: 'IA3',
-      revision: null,
-      target_modules: l.targetModules,
-      task_type: 'CAUSAL_LM',
-    };
-    const tensors = ia3Training.params(arch, l).map(({ name, shape }) => ({ key: `base_model.model.${name}`, shape, data: params.get(name)! }));
-    return encodeAdapter(config, tensors);
+    });
+    return encodeAdapter(config, ia3Training.params(arch, l), params);
   },
 };
 

@@ -24,7 +24,7 @@ import type { TrainableParam } from '../../model/lower-training.js';
 import type { JsonObject } from '../peft/config-fields.js';
 import { registerTrainableKind, TrainingOptionsError, type TrainableKind, type TrainingBackbone } from '../training.js';
 import { LN_TUNING_DEFAULT_TARGETS, normModules } from './ln-tuning.js';
-import { encodeAdapter, ModuleField, readAdapter, targetedModules, writtenModules } from './peft-vector-training.js';
+import { adapterConfig, encodeAdapter, loadStoredValues, ModuleField, readAdapter, targetedModules, writtenModules } from './peft-vector-training.js';
 
 /** `method.ln_tuning`: LNTuningConfig's target_modules, PEFT's name and default. */
 export const LnTuningTrainingOptions = z.object({ target_modules: ModuleField }).strict();
@@ -73,30 +73,15 @@ export const lnTuningTraining: TrainableKind<LnTuningTrainingOptions, LnTuningLa
   fromDelta(files, arch, backbone) {
     const { config, tensor } = readAdapter(files);
     const options = layoutFrom({ target_modules: config['target_modules'] ?? LN_TUNING_DEFAULT_TARGETS[arch.family] ?? null, exclude_modules: config['exclude_modules'] ?? null }, arch);
-    const params = lnTuningTraining.init(arch, options, 0, backbone); // a norm the file lacks keeps the base's, as PEFT loads it
-    for (const [name, values] of params) {
-      const stored = tensor(`base_model.model.${name}`);
-      if (stored) values.set(stored);
-    }
+    const params = loadStoredValues(lnTuningTraining.init(arch, options, 0, backbone), tensor); // a norm the file lacks keeps the base's, as PEFT loads it
     return { options, params };
   },
 
   hooks: (arch, l) => lnTuningTrainingHooks(arch, l),
 
   write(arch, l, params, meta) {
-    const config = {
-      auto_mapping: null,
-      base_model_name_or_path: meta.baseModel,
-      exclude_modules: l.excludeModules,
-      inference_mode: true,
-      modules_to_save: null,
-      peft_type: 'LN_TUNING',
-      revision: null,
-      target_modules: l.targetModules,
-      task_type: 'CAUSAL_LM',
-    };
-    const tensors = lnTuningTraining.params(arch, l).map(({ name, shape }) => ({ key: `base_model.model.${name}`, shape, data: params.get(name)! }));
-    return encodeAdapter(config, tensors);
+    const config = adapterConfig(meta.baseModel, { peft_type: 'LN_TUNING', target_modules: l.targetModules, exclude_modules: l.excludeModules });
+    return encodeAdapter(config, lnTuningTraining.params(arch, l), params);
   },
 };
 

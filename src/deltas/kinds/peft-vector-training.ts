@@ -7,6 +7,7 @@
  */
 import { z } from 'zod';
 import type { ArchitectureSpec, NamedModule } from '../../model/architecture.js';
+import type { TrainableParam } from '../../model/lower-training.js';
 import { encodeSafetensors, parseSafetensors } from '../../model/safetensors.js';
 import { ConfigFields, parseConfigObject, type JsonObject } from '../peft/config-fields.js';
 import { isTargeted, MAX_PATTERN_LENGTH, readTargetRules, type TargetRules } from '../peft/targets.js';
@@ -63,28 +64,48 @@ export function writtenModules(value: ModuleField, defaults: string[] | undefine
   return Array.isArray(resolved) ? [...new Set(resolved)].sort() : resolved;
 }
 
-/** One tensor of an adapter file: PEFT's key (with `base_model.model.`), shape and values. */
-export interface AdapterTensor {
-  key: string;
-  shape: number[];
-  data: Float32Array;
+/**
+ * adapter_config.json's fields for a causal LM as PEFT's save_pretrained writes them for every
+ * method, with the method's own `fields` (peft_type, targeting, its options).
+ */
+export function adapterConfig(baseModel: string, fields: Record<string, unknown>): Record<string, unknown> {
+  return { auto_mapping: null, base_model_name_or_path: baseModel, inference_mode: true, modules_to_save: null, revision: null, task_type: 'CAUSAL_LM', ...fields };
 }
+
+/** PEFT's key of a trainable parameter in adapter_model.safetensors. */
+const adapterKey = (param: string) => `base_model.model.${param}`;
 
 /**
  * adapter_config.json and adapter_model.safetensors as PEFT's save_pretrained writes them: the
- * config with `json.dumps(indent=2, sort_keys=True)`, the weights as F32 with metadata
- * {"format": "pt"}.
+ * config with `json.dumps(indent=2, sort_keys=True)`, each parameter under
+ * `base_model.model.<name>` as F32, with metadata {"format": "pt"}.
  *
- * @example encodeAdapter({ peft_type: 'IA3', ... }, [{ key: 'base_model.model.model.layers.0.mlp.down_proj.ia3_l', shape: [1, 128], data }])
+ * @example encodeAdapter({ peft_type: 'IA3', ... }, [{ name: 'model.layers.0.mlp.down_proj.ia3_l', shape: [1, 128] }], values)
  */
-export function encodeAdapter(config: Record<string, unknown>, tensors: readonly AdapterTensor[]): DeltaFileBytes {
+export function encodeAdapter(config: Record<string, unknown>, params: readonly TrainableParam[], values: ReadonlyMap<string, Float32Array>): DeltaFileBytes {
   const sorted = Object.fromEntries(Object.keys(config).sort().map((k) => [k, config[k]]));
   const record: Parameters<typeof encodeSafetensors>[0] = {};
-  for (const t of tensors) {
-    if (t.data.length !== t.shape.reduce((a, b) => a * b, 1)) throw new RangeError(`${t.key}: ${t.data.length} values for shape [${t.shape}]`);
-    record[t.key] = { dtype: 'F32', shape: t.shape, data: t.data };
+  for (const { name, shape } of params) {
+    const key = adapterKey(name);
+    const data = values.get(name)!;
+    if (data.length !== shape.reduce((a, b) => a * b, 1)) throw new RangeError(`${key}: ${data.length} values for shape [${shape}]`);
+    record[key] = { dtype: 'F32', shape, data };
   }
   return { config: JSON.stringify(sorted, null, 2), weights: encodeSafetensors(record, { format: 'pt' }) };
+}
+
+/**
+ * `params` (a kind's starting values) with each parameter the stored delta holds set to its stored
+ * values, for `fromDelta`; one the file lacks keeps its start, as PEFT loads such a file.
+ *
+ * @example const params = loadStoredValues(kind.init(arch, options, 0), readAdapter(files).tensor);
+ */
+export function loadStoredValues(params: Map<string, Float32Array>, tensor: (key: string) => Float32Array | undefined): Map<string, Float32Array> {
+  for (const [name, values] of params) {
+    const stored = tensor(adapterKey(name));
+    if (stored) values.set(stored);
+  }
+  return params;
 }
 
 /**
