@@ -22,9 +22,9 @@ import type { ArchitectureSpec } from '../../model/architecture.js';
 import type { TrainingHookContext } from '../../model/delta-hooks.js';
 import type { TrainableParam } from '../../model/lower-training.js';
 import { mulberry32, seededNormal } from '../../model/random.js';
-import { encodeSafetensors, parseSafetensors } from '../../model/safetensors.js';
 import { registerTrainableKind, TrainingOptionsError, type TrainableKind } from '../training.js';
 import { prependVirtualTokens } from './prompt-tuning-training.js';
+import { checkVirtualTokenCount, encodeVirtualTokens, linearRow, readVirtualTokens } from './virtual-token-training.js';
 import { PROMPT_EMBEDDINGS } from './virtual-tokens.js';
 
 /** `method.p_tuning`: PEFT's PromptEncoderConfig, with its names and defaults. */
@@ -63,7 +63,7 @@ export const pTuningTraining: TrainableKind<PTuningTrainingOptions, PTuningLayou
 
   resolve(arch, o, limits): PTuningLayout {
     const n = o.num_virtual_tokens;
-    if (n > limits.maxVirtualTokens) throw new TrainingOptionsError('num_virtual_tokens', `${n} exceeds the server's max virtual tokens ${limits.maxVirtualTokens} (--max-virtual-tokens)`);
+    checkVirtualTokenCount(n, limits);
     if (o.encoder_reparameterization_type === 'LSTM') throw new TrainingOptionsError('encoder_reparameterization_type', "'LSTM' is not trainable here; 'MLP' (PEFT's default) is");
     if (o.encoder_num_layers !== 2) throw new TrainingOptionsError('encoder_num_layers', `${o.encoder_num_layers}: PEFT's MLP encoder ignores it and always has 3 Linear layers, so only the default 2 is accepted`);
     if (o.encoder_dropout !== 0) throw new TrainingOptionsError('encoder_dropout', `${o.encoder_dropout}: PEFT applies it in the LSTM encoder only, so the MLP encoder accepts only 0`);
@@ -95,22 +95,17 @@ export const pTuningTraining: TrainableKind<PTuningTrainingOptions, PTuningLayou
   virtualTokens: (l) => l.numVirtualTokens,
 
   fromDelta(files, arch) {
-    const config = JSON.parse(files.config) as Record<string, unknown>;
-    if (config['peft_type'] !== 'P_TUNING') throw new Error(`a p_tuning job continues from a P_TUNING delta, not ${String(config['peft_type'])}`);
-    const weights = parseSafetensors(files.weights, 'adapter_model.safetensors');
-    const [n, d] = weights.header.tensors.get(PROMPT_EMBEDDINGS)?.shape ?? [];
-    if (n === undefined || d !== arch.hiddenSize) throw new Error(`the delta's ${PROMPT_EMBEDDINGS} is not [n, ${arch.hiddenSize}]`);
+    const { config, n, tokens } = readVirtualTokens(files, 'P_TUNING', arch.hiddenSize);
     const hidden = config['encoder_hidden_size'];
     const options = { numVirtualTokens: n, encoderHiddenSize: typeof hidden === 'number' ? hidden : arch.hiddenSize, reparameterize: false };
-    return { options, params: new Map([[P_TUNING_PARAMS.saved, Float32Array.from(weights.view(PROMPT_EMBEDDINGS))]]) };
+    return { options, params: new Map([[P_TUNING_PARAMS.saved, tokens]]) };
   },
 
   hooks: (arch, l) => ({ kind: 'p_tuning', embeddings: (ctx, hidden) => prependVirtualTokens(ctx, hidden, virtualTokensOf(ctx, l), l.numVirtualTokens) }),
 
   write(arch, l, params, meta) {
     const data = l.reparameterize ? mlpHead(arch, l, params) : params.get(P_TUNING_PARAMS.saved)!;
-    const weights = encodeSafetensors({ [PROMPT_EMBEDDINGS]: { dtype: 'F32', shape: [l.numVirtualTokens, arch.hiddenSize], data } }, { format: 'pt' });
-    return { config: pTuningConfigText(arch, l, meta.baseModel), weights };
+    return { config: pTuningConfigText(arch, l, meta.baseModel), weights: encodeVirtualTokens(l.numVirtualTokens, arch.hiddenSize, data) };
   },
 };
 
@@ -128,21 +123,13 @@ function virtualTokensOf(ctx: TrainingHookContext, l: PTuningLayout): string {
 
 /** PromptEncoder.forward(arange(n)) as get_prompt_embedding_to_save runs it, accumulated in float64, stored as float32. */
 function mlpHead(arch: ArchitectureSpec, l: PTuningLayout, params: ReadonlyMap<string, Float32Array>): Float32Array {
-  const [n, d, h] = [l.numVirtualTokens, arch.hiddenSize, l.encoderHiddenSize];
-  const sizes: [number, number][] = [[d, h], [h, h], [h, d]];
+  const [n, d] = [l.numVirtualTokens, arch.hiddenSize];
+  const relu = (v: number) => Math.max(v, 0);
   const out = new Float32Array(n * d);
   for (let p = 0; p < n; p++) {
     let x: Float32Array = params.get(P_TUNING_PARAMS.embedding)!.slice(p * d, (p + 1) * d);
     P_TUNING_PARAMS.layers.forEach(({ weight, bias }, i) => {
-      const [inF, outF] = sizes[i]!;
-      const [w, b] = [params.get(weight)!, params.get(bias)!];
-      const y = new Float32Array(outF);
-      for (let o = 0; o < outF; o++) {
-        let acc = b[o]!;
-        for (let j = 0; j < inF; j++) acc += w[o * inF + j]! * x[j]!;
-        y[o] = i < 2 ? Math.max(acc, 0) : acc;
-      }
-      x = y;
+      x = linearRow(x, params.get(weight)!, params.get(bias)!, i < 2 ? relu : undefined);
     });
     out.set(x, p * d);
   }

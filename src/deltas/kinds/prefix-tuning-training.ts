@@ -22,9 +22,9 @@ import type { ArchitectureSpec } from '../../model/architecture.js';
 import type { TrainingHookContext, TrainingHooks } from '../../model/delta-hooks.js';
 import type { TrainableParam } from '../../model/lower-training.js';
 import { mulberry32, seededNormal } from '../../model/random.js';
-import { encodeSafetensors, parseSafetensors } from '../../model/safetensors.js';
 import { registerTrainableKind, TrainingOptionsError, type TrainableKind } from '../training.js';
 import { PROMPT_EMBEDDINGS } from './prefix-tuning.js';
+import { checkVirtualTokenCount, encodeVirtualTokens, linearRow, readVirtualTokens } from './virtual-token-training.js';
 
 /** `method.prefix_tuning`: PEFT's PrefixTuningConfig (num_virtual_tokens has no default there either). */
 export const PrefixTuningTrainingOptions = z
@@ -73,7 +73,7 @@ export const prefixTuningTraining: TrainableKind<PrefixTuningTrainingOptions, Pr
 
   resolve(arch, o, limits): PrefixTuningLayout {
     const n = o.num_virtual_tokens;
-    if (n > limits.maxVirtualTokens) throw new TrainingOptionsError('num_virtual_tokens', `${n} exceeds the server's max virtual tokens ${limits.maxVirtualTokens} (--max-virtual-tokens)`);
+    checkVirtualTokenCount(n, limits);
     if (o.encoder_hidden_size !== undefined && !o.prefix_projection) throw new TrainingOptionsError('encoder_hidden_size', 'applies only with prefix_projection true (it is the projection MLP\'s hidden size)');
     return { numVirtualTokens: n, prefixProjection: o.prefix_projection, encoderHiddenSize: o.encoder_hidden_size ?? prefixTokenDim(arch), initWeights: o.init_weights };
   },
@@ -109,14 +109,10 @@ export const prefixTuningTraining: TrainableKind<PrefixTuningTrainingOptions, Pr
   virtualTokens: (l) => l.numVirtualTokens,
 
   fromDelta(files, arch) {
-    const config = JSON.parse(files.config) as Record<string, unknown>;
-    if (config['peft_type'] !== 'PREFIX_TUNING') throw new Error(`a prefix_tuning job continues from a PREFIX_TUNING delta, not ${String(config['peft_type'])}`);
-    const weights = parseSafetensors(files.weights, 'adapter_model.safetensors');
-    const [n, width] = weights.header.tensors.get(PROMPT_EMBEDDINGS)?.shape ?? [];
-    if (n === undefined || width !== arch.numLayers * 2 * prefixTokenDim(arch)) throw new Error(`the delta's ${PROMPT_EMBEDDINGS} is not [n, ${arch.numLayers * 2 * prefixTokenDim(arch)}]`);
+    const { config, n, tokens } = readVirtualTokens(files, 'PREFIX_TUNING', arch.numLayers * 2 * prefixTokenDim(arch));
     const hidden = config['encoder_hidden_size'];
     const options: PrefixTuningLayout = { numVirtualTokens: n, prefixProjection: false, encoderHiddenSize: typeof hidden === 'number' ? hidden : prefixTokenDim(arch), initWeights: config['init_weights'] === 'zero' ? 'zero' : null };
-    return { options, params: new Map([[PREFIX_PARAMS.prefix, Float32Array.from(weights.view(PROMPT_EMBEDDINGS))]]) };
+    return { options, params: new Map([[PREFIX_PARAMS.prefix, tokens]]) };
   },
 
   hooks: (arch, l) => prefixTuningHooks(arch, l),
@@ -124,8 +120,7 @@ export const prefixTuningTraining: TrainableKind<PrefixTuningTrainingOptions, Pr
   write(arch, l, params, meta) {
     const width = arch.numLayers * 2 * prefixTokenDim(arch);
     const data = l.prefixProjection ? projectedPrefix(arch, l, params) : params.get(PREFIX_PARAMS.prefix)!;
-    const weights = encodeSafetensors({ [PROMPT_EMBEDDINGS]: { dtype: 'F32', shape: [l.numVirtualTokens, width], data } }, { format: 'pt' });
-    return { config: prefixConfigText(arch, l, meta.baseModel), weights };
+    return { config: prefixConfigText(arch, l, meta.baseModel), weights: encodeVirtualTokens(l.numVirtualTokens, width, data) };
   },
 };
 
@@ -156,22 +151,13 @@ function prefixTuningHooks(arch: ArchitectureSpec, l: PrefixTuningLayout): Train
  * for save_pretrained: Linear → Tanh → Linear, each output accumulated in float64 and stored as float32.
  */
 function projectedPrefix(arch: ArchitectureSpec, l: PrefixTuningLayout, params: ReadonlyMap<string, Float32Array>): Float32Array {
-  const [n, T, E] = [l.numVirtualTokens, prefixTokenDim(arch), l.encoderHiddenSize];
+  const [n, T] = [l.numVirtualTokens, prefixTokenDim(arch)];
   const width = arch.numLayers * 2 * T;
   const [embedding, w1, b1, w2, b2] = [PREFIX_PARAMS.embedding, PREFIX_PARAMS.w1, PREFIX_PARAMS.b1, PREFIX_PARAMS.w2, PREFIX_PARAMS.b2].map((name) => params.get(name)!) as [Float32Array, Float32Array, Float32Array, Float32Array, Float32Array];
   const out = new Float32Array(n * width);
-  const hidden = new Float32Array(E);
   for (let p = 0; p < n; p++) {
-    for (let e = 0; e < E; e++) {
-      let acc = b1[e]!;
-      for (let t = 0; t < T; t++) acc += embedding[p * T + t]! * w1[e * T + t]!;
-      hidden[e] = Math.tanh(acc);
-    }
-    for (let o = 0; o < width; o++) {
-      let acc = b2[o]!;
-      for (let e = 0; e < E; e++) acc += hidden[e]! * w2[o * E + e]!;
-      out[p * width + o] = acc;
-    }
+    const hidden = linearRow(embedding.subarray(p * T, (p + 1) * T), w1, b1, Math.tanh);
+    out.set(linearRow(hidden, w2, b2), p * width);
   }
   return out;
 }

@@ -19,8 +19,9 @@ import { z } from 'zod';
 import type { ArchitectureSpec } from '../../model/architecture.js';
 import type { TrainingHookContext, TrainingHooks } from '../../model/delta-hooks.js';
 import { mulberry32, seededNormal } from '../../model/random.js';
-import { encodeSafetensors, parseSafetensors } from '../../model/safetensors.js';
+import { parseSafetensors } from '../../model/safetensors.js';
 import { registerTrainableKind, TrainingOptionsError, type TrainableKind, type TrainingBackbone } from '../training.js';
+import { checkVirtualTokenCount, encodeVirtualTokens } from './virtual-token-training.js';
 import { PROMPT_EMBEDDINGS } from './virtual-tokens.js';
 
 /** `method.prompt_tuning`: PEFT's PromptTuningConfig, with the issue's names for prompt_tuning_init(_text). */
@@ -72,7 +73,7 @@ export const promptTuningTraining: TrainableKind<PromptTuningTrainingOptions, Pr
 
   resolve(arch, o, limits, backbone): PromptTuningLayout {
     const n = o.num_virtual_tokens;
-    if (n > limits.maxVirtualTokens) throw new TrainingOptionsError('num_virtual_tokens', `${n} exceeds the server's max virtual tokens ${limits.maxVirtualTokens} (--max-virtual-tokens)`);
+    checkVirtualTokenCount(n, limits);
     if (o.init === 'text') {
       if (o.init_text === undefined) throw new TrainingOptionsError('init_text', "is required with init 'text' (PEFT's PromptTuningConfig refuses TEXT without prompt_tuning_init_text)");
       if (!backbone?.tokenizer) throw new TrainingOptionsError('init', "'text' needs the model's tokenizer, and this model directory has none");
@@ -114,9 +115,7 @@ export const promptTuningTraining: TrainableKind<PromptTuningTrainingOptions, Pr
   hooks: (arch, l) => promptTuningHooks(arch, l),
 
   write(arch, l, params, meta) {
-    const embeddings = params.get(PROMPT_TUNING_PARAM)!;
-    const weights = encodeSafetensors({ [PROMPT_EMBEDDINGS]: { dtype: 'F32', shape: [l.numVirtualTokens, arch.hiddenSize], data: embeddings } }, { format: 'pt' });
-    return { config: promptTuningConfigText(arch, l, meta.baseModel), weights };
+    return { config: promptTuningConfigText(arch, l, meta.baseModel), weights: encodeVirtualTokens(l.numVirtualTokens, arch.hiddenSize, params.get(PROMPT_TUNING_PARAM)!) };
   },
 };
 
