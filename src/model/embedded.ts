@@ -7,7 +7,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { DEFAULT_CHAT_TEMPLATE } from './chat-template.js';
+import { byteLevelBpeTokenizerJson, chatMlTokenizerConfigJson } from './byte-level-bpe.js';
 import { initialTensor } from './initial-weights.js';
 import { encodeSafetensors } from './safetensors.js';
 
@@ -53,54 +53,14 @@ export function byteLevelAlphabet(): { byte: number; symbol: string }[] {
 }
 
 function tokenizerJson(): object {
-  const vocab: Record<string, number> = {};
-  byteLevelAlphabet().forEach(({ symbol }, id) => (vocab[symbol] = id));
-  SPECIAL_TOKENS.forEach((token, i) => (vocab[token] = ENDOFTEXT_ID + i));
-  const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
-  return {
-    version: '1.0',
-    truncation: null,
-    padding: null,
-    added_tokens: SPECIAL_TOKENS.map((content, i) => ({
-      id: ENDOFTEXT_ID + i,
-      content,
-      single_word: false,
-      lstrip: false,
-      rstrip: false,
-      normalized: false,
-      special: true,
-    })),
-    normalizer: null,
-    pre_tokenizer: byteLevel,
-    // GPT-2 style: adds no BOS/EOS, so prompts are exactly what the chat template renders.
-    post_processor: { ...byteLevel, trim_offsets: false },
-    decoder: byteLevel,
-    // No merges: every byte is its own token, which needs no training data and covers all UTF-8.
-    model: {
-      type: 'BPE',
-      dropout: null,
-      unk_token: null,
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: false,
-      byte_fallback: false,
-      ignore_merges: true,
-      vocab,
-      merges: [],
-    },
-  };
+  const vocab = [...byteLevelAlphabet().map(({ symbol }) => symbol), ...SPECIAL_TOKENS];
+  const specialIds = SPECIAL_TOKENS.map((_, i) => ENDOFTEXT_ID + i);
+  // No merges: every byte is its own token, which needs no training data and covers all UTF-8.
+  return byteLevelBpeTokenizerJson({ vocab, merges: [], specialIds }, { ignoreMerges: true });
 }
 
 function tokenizerConfigJson(): object {
-  return {
-    bos_token: '<|endoftext|>',
-    eos_token: '<|im_end|>',
-    pad_token: '<|endoftext|>',
-    clean_up_tokenization_spaces: false,
-    model_max_length: 2048,
-    tokenizer_class: 'PreTrainedTokenizerFast',
-    chat_template: DEFAULT_CHAT_TEMPLATE,
-  };
+  return chatMlTokenizerConfigJson(2048);
 }
 
 function configJson(): object {

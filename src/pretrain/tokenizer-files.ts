@@ -6,7 +6,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { DEFAULT_CHAT_TEMPLATE } from '../model/chat-template.js';
+import { byteLevelBpeTokenizerJson, chatMlTokenizerConfigJson } from '../model/byte-level-bpe.js';
 import type { BpeModel } from './bpe-trainer.js';
 
 /**
@@ -32,41 +32,9 @@ export interface TokenizerFileOptions {
  * new Tokenizer(json, {}).encode('In the beginning').ids;
  */
 export function tokenizerJson(model: BpeModel): Record<string, unknown> {
-  const vocab: Record<string, number> = {};
-  model.vocab.forEach((token, id) => (vocab[token] = id));
-  const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true };
-  return {
-    version: '1.0',
-    truncation: null,
-    padding: null,
-    added_tokens: model.specialIds.map((id) => ({
-      id,
-      content: model.vocab[id],
-      single_word: false,
-      lstrip: false,
-      rstrip: false,
-      normalized: false,
-      special: true,
-    })),
-    normalizer: null,
-    pre_tokenizer: byteLevel,
-    post_processor: { ...byteLevel, trim_offsets: false },
-    decoder: byteLevel,
-    model: {
-      type: 'BPE',
-      dropout: null,
-      unk_token: null,
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: false,
-      byte_fallback: false,
-      // Merges are applied by rank, never skipped for whole words found in the vocabulary, so the
-      // runtime reproduces the trainer's segmentation exactly.
-      ignore_merges: false,
-      vocab,
-      merges: model.merges,
-    },
-  };
+  // Merges are applied by rank, never skipped for whole words found in the vocabulary, so the
+  // runtime reproduces the trainer's segmentation exactly.
+  return byteLevelBpeTokenizerJson(model, { ignoreMerges: false });
 }
 
 /**
@@ -76,15 +44,7 @@ export function tokenizerJson(model: BpeModel): Record<string, unknown> {
  * tokenizerConfigJson().eos_token; // '<|im_end|>'
  */
 export function tokenizerConfigJson(options: TokenizerFileOptions = {}): Record<string, unknown> {
-  return {
-    bos_token: '<|endoftext|>',
-    eos_token: '<|im_end|>',
-    pad_token: '<|endoftext|>',
-    clean_up_tokenization_spaces: false,
-    model_max_length: options.modelMaxLength ?? 2048,
-    tokenizer_class: 'PreTrainedTokenizerFast',
-    chat_template: DEFAULT_CHAT_TEMPLATE,
-  };
+  return chatMlTokenizerConfigJson(options.modelMaxLength ?? 2048);
 }
 
 /**
