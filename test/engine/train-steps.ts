@@ -1,13 +1,19 @@
 /**
  * Helpers for the trainable kinds' engine tests (training-ia3, training-bitfit,
- * training-ln-tuning): the frozen backbone a job hands a kind, and a short training run.
+ * training-ln-tuning): a tiny checkpoint, the frozen backbone a job hands a kind, a short
+ * training run, a kind's refusal of options, and a written delta as a directory.
  */
-import { trainableKind, type TrainingBackbone } from '../../src/deltas/training.js';
+import fs from 'node:fs';
+import path from 'node:path';
+import { trainableKind, TrainingOptionsError, type DeltaFileBytes, type TrainingBackbone } from '../../src/deltas/training.js';
+import type { ArchitectureSpec } from '../../src/model/architecture.js';
 import { freshTrainerState, Trainer } from '../../src/engine/trainer.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
+import { seededNormal } from '../../src/model/random.js';
 import { readCheckpointRows, readCheckpointWeight } from '../../src/model/weight-data.js';
 import { microBatches } from '../../src/training/batches.js';
 import { tempDir } from '../helpers.js';
+import { writeTinyCheckpoint, type TinyFamily } from '../oracle/checkpoints.js';
 
 export const LIMITS = { maxRank: 8, maxVirtualTokens: 8, maxBottleneck: 8 };
 
@@ -16,6 +22,46 @@ export const EXAMPLES = [
   { inputIds: [5, 17, 250, 9, 42, 100, 7, 61, 3, 88], labels: [-100, -100, -100, -100, 42, 100, 7, 61, 3, 88] },
   { inputIds: [100, 6, 77, 120, 33, 210, 211], labels: [100, 6, 77, 120, 33, 210, 211] },
 ];
+
+/** A tiny random checkpoint of `family` (seed 3) in a fresh directory. */
+export function tinyModel(family: TinyFamily): string {
+  const dir = tempDir();
+  writeTinyCheckpoint(dir, family, { seed: 3 });
+  return dir;
+}
+
+/** `params` plus `scale`·N(0, 1) noise per element: trained-looking values away from the start. */
+export function perturbed(params: ReadonlyMap<string, Float32Array>, seed: number, scale: number): Map<string, Float32Array> {
+  const normal = seededNormal(seed);
+  return new Map([...params].map(([name, v]) => [name, v.map((x) => x + scale * normal())]));
+}
+
+/**
+ * How `kind` answers options on `arch`: `'<field>: <message>'` of the TrainingOptionsError it
+ * throws, or 'accepted'.
+ *
+ * @example const refusal = refusalOf('bitfit', arch); assert.match(refusal({ target_modules: 'lm_head' }), /^target_modules: /);
+ */
+export function refusalOf(kind: string, arch: ArchitectureSpec): (options: unknown) => string {
+  const trainable = trainableKind(kind);
+  return (options) => {
+    try {
+      trainable.resolve(arch, trainable.options.parse(options), LIMITS);
+    } catch (err) {
+      if (err instanceof TrainingOptionsError) return `${err.field}: ${err.message}`;
+      throw err;
+    }
+    return 'accepted';
+  };
+}
+
+/** A fresh directory holding the written delta's adapter_config.json and adapter_model.safetensors. */
+export function adapterDir(files: DeltaFileBytes): string {
+  const dir = tempDir();
+  fs.writeFileSync(path.join(dir, 'adapter_config.json'), files.config);
+  fs.writeFileSync(path.join(dir, 'adapter_model.safetensors'), files.weights);
+  return dir;
+}
 
 /**
  * The backbone as the job runner gives it (src/server/training-service.ts): the checkpoint's frozen weights.

@@ -7,35 +7,20 @@
  * job read back.
  */
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
 import { describe, it } from 'node:test';
-import { trainableKind, TrainingOptionsError } from '../../src/deltas/training.js';
+import { trainableKind } from '../../src/deltas/training.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
-import { seededNormal } from '../../src/model/random.js';
-import { tempDir } from '../helpers.js';
-import { loadWeightsF32, readConfig, writeTinyCheckpoint, type TinyFamily } from '../oracle/checkpoints.js';
+import { loadWeightsF32, readConfig, type TinyFamily } from '../oracle/checkpoints.js';
 import { bitfitOracle, bitfitOracleFromParams } from '../oracle/kinds/bitfit.js';
 import { checkFirstStep } from '../oracle/training-step.js';
 import { oracleForward } from '../oracle/transformer.js';
-import { backboneOf, EXAMPLES, initialise, LIMITS, trainSteps } from './train-steps.js';
+import { adapterDir, backboneOf, EXAMPLES, initialise, LIMITS, perturbed, refusalOf, tinyModel, trainSteps } from './train-steps.js';
 
 const CASES: { family: TinyFamily; options: { target_modules?: string | string[] } }[] = [
   { family: 'llama', options: {} }, // every linear layer; Llama has no biases: zeros
   { family: 'qwen2', options: { target_modules: ['q_proj', 'k_proj', 'v_proj', 'down_proj'] } }, // base biases on q/k/v only
   { family: 'gpt2', options: { target_modules: 'all-linear' } }, // Conv1D layers, all biased
 ];
-
-function tinyModel(family: TinyFamily): string {
-  const dir = tempDir();
-  writeTinyCheckpoint(dir, family, { seed: 3 });
-  return dir;
-}
-
-const perturbed = (params: ReadonlyMap<string, Float32Array>, seed: number) => {
-  const normal = seededNormal(seed);
-  return new Map([...params].map(([name, v]) => [name, v.map((x) => x + 0.1 * normal())]));
-};
 
 describe('BitFit training', () => {
   for (const { family, options } of CASES) {
@@ -52,7 +37,7 @@ describe('BitFit training', () => {
       // GPT-2's samples must not all fall in the key third of c_attn (at 3 they do). Llama's k_proj
       // biases: at 6 samples one element's step is 1.05e-5 off, its gradient -4.3e-7 (see the report).
       const samples = family === 'gpt2' ? 6 : 3;
-      const report = await checkFirstStep({ kind: 'bitfit', options, modelDir, params: perturbed(params, 5), examples: EXAMPLES, oracleDeltas: (_o, p) => [oracle.delta(p)], limits: LIMITS, samples });
+      const report = await checkFirstStep({ kind: 'bitfit', options, modelDir, params: perturbed(params, 5, 0.1), examples: EXAMPLES, oracleDeltas: (_o, p) => [oracle.delta(p)], limits: LIMITS, samples });
       console.log(`bitfit ${family}`, report);
     });
   }
@@ -65,15 +50,7 @@ describe('BitFit training', () => {
   it('refuses targets that are not linear layers of the blocks, naming the field', () => {
     const { arch } = openCheckpoint(tinyModel('llama'));
     const bitfit = trainableKind('bitfit');
-    const refusal = (o: unknown) => {
-      try {
-        bitfit.resolve(arch, bitfit.options.parse(o), LIMITS);
-      } catch (err) {
-        if (err instanceof TrainingOptionsError) return `${err.field}: ${err.message}`;
-        throw err;
-      }
-      return 'accepted';
-    };
+    const refusal = refusalOf('bitfit', arch);
     assert.match(refusal({ target_modules: 'lm_head' }), /^target_modules: .*linear layers only/);
     assert.match(refusal({ target_modules: ['no_such_proj'] }), /^target_modules: .*selects no module/);
     assert.match(refusal({ target_modules: 'model\\.layers\\.(' }), /^target_modules: /);
@@ -83,12 +60,10 @@ describe('BitFit training', () => {
   it('writes the BITFIT files the oracle reads as the trained biases, and a job continues from them', () => {
     const modelDir = tinyModel('qwen2');
     const { arch, resolved, params } = initialise('bitfit', modelDir, CASES[1]!.options);
-    const trained = perturbed(params, 9);
+    const trained = perturbed(params, 9, 0.1);
     const bitfit = trainableKind('bitfit');
     const files = bitfit.write(arch, resolved, trained, { baseModel: 'tiny-qwen2' });
-    const dir = tempDir();
-    fs.writeFileSync(path.join(dir, 'adapter_config.json'), files.config);
-    fs.writeFileSync(path.join(dir, 'adapter_model.safetensors'), files.weights);
+    const dir = adapterDir(files);
     const config = JSON.parse(files.config);
     assert.deepEqual([config.peft_type, config.target_modules], ['BITFIT', ['down_proj', 'k_proj', 'q_proj', 'v_proj']]);
     const [cfg, base] = [readConfig(modelDir), loadWeightsF32(modelDir)];

@@ -7,35 +7,20 @@
  * save format that the oracle and a continuing job read back.
  */
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
 import { describe, it } from 'node:test';
-import { trainableKind, TrainingOptionsError } from '../../src/deltas/training.js';
+import { trainableKind } from '../../src/deltas/training.js';
 import { openCheckpoint } from '../../src/model/checkpoint.js';
-import { seededNormal } from '../../src/model/random.js';
-import { tempDir } from '../helpers.js';
-import { loadWeightsF32, readConfig, writeTinyCheckpoint, type TinyFamily } from '../oracle/checkpoints.js';
+import { loadWeightsF32, readConfig, type TinyFamily } from '../oracle/checkpoints.js';
 import { lnTuningOracle, lnTuningOracleFromParams } from '../oracle/kinds/ln-tuning.js';
 import { checkFirstStep } from '../oracle/training-step.js';
 import { oracleForward } from '../oracle/transformer.js';
-import { backboneOf, EXAMPLES, initialise, LIMITS, trainSteps } from './train-steps.js';
+import { adapterDir, backboneOf, EXAMPLES, initialise, LIMITS, perturbed, refusalOf, tinyModel, trainSteps } from './train-steps.js';
 
 const CASES: { family: TinyFamily; options: { target_modules?: string | string[] } }[] = [
   { family: 'llama', options: {} }, // PEFT's default: input_layernorm, post_attention_layernorm, norm (RMSNorm)
   { family: 'qwen2', options: { target_modules: ['input_layernorm', 'norm'] } }, // the default is post_attention_layernorm alone
   { family: 'gpt2', options: {} }, // ln_1, ln_2, ln_f: LayerNorm, weight and bias
 ];
-
-function tinyModel(family: TinyFamily): string {
-  const dir = tempDir();
-  writeTinyCheckpoint(dir, family, { seed: 3 });
-  return dir;
-}
-
-const perturbed = (params: ReadonlyMap<string, Float32Array>, seed: number) => {
-  const normal = seededNormal(seed);
-  return new Map([...params].map(([name, v]) => [name, v.map((x) => x + 0.2 * normal())]));
-};
 
 describe('LN tuning training', () => {
   for (const { family, options } of CASES) {
@@ -45,7 +30,7 @@ describe('LN tuning training', () => {
       const oracle = lnTuningOracleFromParams(options.target_modules ?? null, readConfig(modelDir), loadWeightsF32(modelDir));
       assert.deepEqual([...params.keys()].sort(), [...oracle.initial.keys()].sort());
       for (const [name, v] of oracle.initial) assert.deepEqual(params.get(name), v, name);
-      const report = await checkFirstStep({ kind: 'ln_tuning', options, modelDir, params: perturbed(params, 5), examples: EXAMPLES, oracleDeltas: (_o, p) => [oracle.delta(p)], limits: LIMITS, samples: 3 });
+      const report = await checkFirstStep({ kind: 'ln_tuning', options, modelDir, params: perturbed(params, 5, 0.2), examples: EXAMPLES, oracleDeltas: (_o, p) => [oracle.delta(p)], limits: LIMITS, samples: 3 });
       console.log(`ln_tuning ${family}`, report);
     });
   }
@@ -58,15 +43,7 @@ describe('LN tuning training', () => {
   it('refuses modules that are not norms, naming the field', () => {
     const { arch } = openCheckpoint(tinyModel('gpt2'));
     const ln = trainableKind('ln_tuning');
-    const refusal = (o: unknown) => {
-      try {
-        ln.resolve(arch, ln.options.parse(o), LIMITS);
-      } catch (err) {
-        if (err instanceof TrainingOptionsError) return `${err.field}: ${err.message}`;
-        throw err;
-      }
-      return 'accepted';
-    };
+    const refusal = refusalOf('ln_tuning', arch);
     assert.match(refusal({ target_modules: ['ln_1', 'c_fc'] }), /^target_modules: .*transformer\.h\.0\.mlp\.c_fc', a linear module, not a norm/);
     assert.match(refusal({ target_modules: 'all-linear' }), /^target_modules: .*not a norm/);
     assert.match(refusal({ target_modules: 'transformer\\.wte' }), /^target_modules: .*an embedding module, not a norm/);
@@ -78,12 +55,10 @@ describe('LN tuning training', () => {
   it("writes PEFT's LN_TUNING files, which the oracle reads as the trained norms and a job continues from", () => {
     const modelDir = tinyModel('gpt2');
     const { arch, resolved, params } = initialise('ln_tuning', modelDir, {});
-    const trained = perturbed(params, 9);
+    const trained = perturbed(params, 9, 0.2);
     const ln = trainableKind('ln_tuning');
     const files = ln.write(arch, resolved, trained, { baseModel: 'tiny-gpt2' });
-    const dir = tempDir();
-    fs.writeFileSync(path.join(dir, 'adapter_config.json'), files.config);
-    fs.writeFileSync(path.join(dir, 'adapter_model.safetensors'), files.weights);
+    const dir = adapterDir(files);
     const config = JSON.parse(files.config);
     assert.deepEqual([config.peft_type, config.target_modules], ['LN_TUNING', ['ln_1', 'ln_2', 'ln_f']]);
     const [cfg, base] = [readConfig(modelDir), loadWeightsF32(modelDir)];
