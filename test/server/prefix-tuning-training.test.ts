@@ -7,24 +7,11 @@
  * it, are 400s at job creation; a job continues from the trained prefix.
  */
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { logSoftmax } from '../helpers.js';
-import { loadWeightsF32, readConfig } from '../oracle/checkpoints.js';
 import { loadOraclePrefix } from '../oracle/kinds/prefix-tuning.js';
-import { oracleForward } from '../oracle/transformer.js';
-import { assertClose, BASE_DIR, CONTEXT, JobServer, PROBES, row, TASK_JSONL } from './virtual-token-jobs.js';
+import { assertClose, CONTEXT, JobServer, jobRequests, oracleLogprobs, row, TASK_JSONL } from './virtual-token-jobs.js';
 
-const job = (fileId: string, options: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({
-  model: 'tiny-llama',
-  training_file: fileId,
-  name: 'prefixed',
-  method: { type: 'prefix_tuning', prefix_tuning: options },
-  hyperparameters: { max_steps: 20, batch_size: 2, learning_rate: 1e-2, lr_scheduler: 'constant', max_grad_norm: null },
-  seed: 7,
-  ...extra,
-});
+const job = jobRequests('prefix_tuning', 'prefixed', 1e-2);
 
 describe('prefix tuning through the fine-tuning endpoint', () => {
   const s = new JobServer();
@@ -33,46 +20,28 @@ describe('prefix tuning through the fine-tuning endpoint', () => {
   it('trains through the projection, lowers the loss, and round-trips: download, --delta on a restarted server, same logprobs', async () => {
     await s.start();
     const fileId = await s.uploadFile(TASK_JSONL);
-    const { job: done, losses } = await s.train(job(fileId, { num_virtual_tokens: 4, prefix_projection: true, encoder_hidden_size: 16 }));
-    console.log('train loss: step 1', losses[0], 'step 20', losses[19]);
-    assert.equal(losses.length, 20);
-    assert.ok(losses[19]! < losses[0]! - 0.1, `loss fell from ${losses[0]} to ${losses[19]}`);
-    const dir = await s.download(done.fine_tuned_model);
-    const config = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'));
+    const { job: done, dir, config, served } = await s.trainAndDownload(job(fileId, { num_virtual_tokens: 4, prefix_projection: true, encoder_hidden_size: 16 }));
     assert.deepEqual([config.peft_type, config.prefix_projection, config.encoder_hidden_size, config.num_virtual_tokens, config.token_dim, config.num_attention_heads], ['PREFIX_TUNING', true, 16, 4, 32, 2]);
-    const served = await Promise.all(PROBES.map((p) => s.logprobs(done.fine_tuned_model, p)));
 
     // Continuing from the trained prefix starts from its weights: one step at a tiny learning rate stays next to it.
     const { job: continued } = await s.train(job(fileId, { num_virtual_tokens: 4 }, { model: done.fine_tuned_model, name: 'continued', hyperparameters: { max_steps: 1, batch_size: 2, learning_rate: 1e-7 } }));
-    const continuedServed = await Promise.all(PROBES.map((p) => s.logprobs(continued.fine_tuned_model, p)));
-    assertClose(served, continuedServed, 1e-4, 'continued');
+    assertClose(served, await s.probeLogprobs(continued.fine_tuned_model), 1e-4, 'continued');
 
-    await s.close();
-    await s.start({ delta: [`restored=${dir}`] });
-    const restored = await Promise.all(PROBES.map((p) => s.logprobs('restored', p)));
-    assertClose(served, restored, 1e-6, 'restored');
-
+    const restored = await s.restore(dir, served);
     // And what PEFT computes with the downloaded directory (get_prompt's keys and values in the cache).
-    const model = readConfig(BASE_DIR);
-    const weights = loadWeightsF32(BASE_DIR);
-    const oracle = PROBES.map((ids) => oracleForward(model, weights, ids, undefined, [loadOraclePrefix(dir, model)]).slice(0, -1).map((logits, t) => logSoftmax(logits)[ids[t + 1]!]!));
-    assertClose(oracle, restored, 1e-4, 'served');
+    assertClose(oracleLogprobs((model) => loadOraclePrefix(dir, model)), restored, 1e-4, 'served');
   });
 
   it('a prefix that fills the context, or a row that no longer fits after it, is a 400 naming the option or the line', async () => {
     const long = Array.from({ length: 58 }, (_, i) => (i * 7) % 500);
     const fileId = await s.uploadFile([TASK_JSONL, row(long)].join('\n'));
-    const full = await s.call('POST', '/admin/v1/fine_tuning/jobs', job(fileId, { num_virtual_tokens: CONTEXT }));
-    assert.equal(full.status, 400, JSON.stringify(full.json));
-    assert.equal(full.json.error.param, 'method.prefix_tuning.num_virtual_tokens');
-    const rowTooLong = await s.call('POST', '/admin/v1/fine_tuning/jobs', job(fileId, { num_virtual_tokens: 8 }));
-    assert.equal(rowTooLong.status, 400, JSON.stringify(rowTooLong.json));
-    assert.equal(rowTooLong.json.error.param, 'training_file');
-    assert.match(rowTooLong.json.error.message, /line 3: the row has 58 tokens; after the 8 virtual tokens/);
+    assert.equal((await s.refusal(job(fileId, { num_virtual_tokens: CONTEXT }))).param, 'method.prefix_tuning.num_virtual_tokens');
+    const rowTooLong = await s.refusal(job(fileId, { num_virtual_tokens: 8 }));
+    assert.equal(rowTooLong.param, 'training_file');
+    assert.match(rowTooLong.message, /line 3: the row has 58 tokens; after the 8 virtual tokens/);
     for (const [options, param] of [[{ num_virtual_tokens: 4, encoder_hidden_size: 8 }, 'method.prefix_tuning.encoder_hidden_size'], [{ num_virtual_tokens: 4, token_dim: 8 }, 'method.prefix_tuning']] as const) {
-      const res = await s.call('POST', '/admin/v1/fine_tuning/jobs', job(fileId, options));
-      assert.equal(res.status, 400, JSON.stringify(res.json));
-      assert.equal(res.json.error.param, param, JSON.stringify(res.json));
+      const error = await s.refusal(job(fileId, options));
+      assert.equal(error.param, param, JSON.stringify(error));
     }
   });
 });

@@ -1,14 +1,17 @@
 /**
- * What the prompt- and prefix-tuning job tests share: a server on the Llama fixture (restartable
- * with other settings, e.g. `--delta`), the admin calls they make, a two-row memorisation task,
- * and echoed prompt logprobs.
+ * What the prompt-, prefix- and P-tuning job tests share: a server on the Llama fixture
+ * (restartable with other settings, e.g. `--delta`), the admin calls they make, their job
+ * requests, a two-row memorisation task, and the round trip of its delta (echoed prompt logprobs
+ * served, restored with `--delta`, and computed by the oracle).
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ConfigSchema } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server/serve.js';
-import { FIXTURE, tempDir } from '../helpers.js';
+import { FIXTURE, logSoftmax, tempDir } from '../helpers.js';
+import { loadWeightsF32, readConfig } from '../oracle/checkpoints.js';
+import { oracleForward, type OracleDelta } from '../oracle/transformer.js';
 
 type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any
 export const BASE_DIR = path.join(FIXTURE, 'base');
@@ -25,6 +28,24 @@ export const row = (ids: number[], labelled = ids.length) => JSON.stringify({ in
 export const TASK_JSONL = TASK.map(({ prompt, target }) => row([...prompt, ...target], target.length)).join('\n');
 /** Prompts whose logprobs the round trip compares: one from the task, one not. */
 export const PROBES = [[17, 250, 9, 42, 100, 300, 301], [5, 6, 7, 8]];
+
+/**
+ * A job request builder for `method.type` `kind`: 20 steps of 2 rows at a constant
+ * `learningRate`, no clipping, seed 7; `extra` overrides top-level fields.
+ *
+ * @example const job = jobRequests('p_tuning', 'ptuned', 1e-2); await s.train(job(fileId, { num_virtual_tokens: 4 }));
+ */
+export function jobRequests(kind: string, name: string, learningRate: number) {
+  return (fileId: string, options: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({
+    model: 'tiny-llama',
+    training_file: fileId,
+    name,
+    method: { type: kind, [kind]: options },
+    hyperparameters: { max_steps: 20, batch_size: 2, learning_rate: learningRate, lr_scheduler: 'constant', max_grad_norm: null },
+    seed: 7,
+    ...extra,
+  });
+}
 
 /** A server on the fixture, its admin calls, and the job helpers. */
 export class JobServer {
@@ -72,6 +93,41 @@ export class JobServer {
     return { job, losses };
   }
 
+  /** Asserts that creating the job `request` is a 400; returns the error. */
+  async refusal(request: unknown): Promise<Json> {
+    const res = await this.call('POST', '/admin/v1/fine_tuning/jobs', request);
+    assert.equal(res.status, 400, JSON.stringify(res.json));
+    return res.json.error;
+  }
+
+  /**
+   * Trains `request` (20 steps), asserts the loss fell by more than 0.1, and downloads the delta:
+   * the job, the delta's directory and adapter_config.json, and its echoed logprobs of PROBES.
+   */
+  async trainAndDownload(request: unknown): Promise<{ job: Json; dir: string; config: Json; served: number[][] }> {
+    const { job, losses } = await this.train(request);
+    console.log('train loss: step 1', losses[0], 'step 20', losses[19]);
+    assert.equal(losses.length, 20);
+    assert.ok(losses[19]! < losses[0]! - 0.1, `loss fell from ${losses[0]} to ${losses[19]}`);
+    const dir = await this.download(job.fine_tuned_model);
+    const config = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'));
+    return { job, dir, config, served: await this.probeLogprobs(job.fine_tuned_model) };
+  }
+
+  /** Restarts the server with `--delta restored=DIR`; asserts it serves `served` (≤ 1e-6) and returns what it serves. */
+  async restore(dir: string, served: number[][]): Promise<number[][]> {
+    await this.close();
+    await this.start({ delta: [`restored=${dir}`] });
+    const restored = await this.probeLogprobs('restored');
+    assertClose(served, restored, 1e-6, 'restored');
+    return restored;
+  }
+
+  /** Echoed logprobs of each of PROBES. */
+  probeLogprobs(model: string): Promise<number[][]> {
+    return Promise.all(PROBES.map((p) => this.logprobs(model, p)));
+  }
+
   /** GET /v1/deltas/{id}/files/... into a fresh directory. */
   async download(model: string): Promise<string> {
     const dir = tempDir();
@@ -98,4 +154,15 @@ export class JobServer {
  */
 export function assertClose(want: number[][], got: number[][], tolerance: number, what: string): void {
   want.forEach((lp, i) => lp.forEach((v, t) => assert.ok(Math.abs(v - got[i]![t]!) <= tolerance, `probe ${i} token ${t + 1}: ${v} vs ${what} ${got[i]![t]}`)));
+}
+
+/**
+ * The oracle's logprobs of PROBES (tokens 1..) on the fixture with the delta `load` returns for its config.
+ *
+ * @example assertClose(oracleLogprobs(() => oraclePromptTuning(dir)), restored, 1e-4, 'served')
+ */
+export function oracleLogprobs(load: (modelConfig: Json) => OracleDelta): number[][] {
+  const model = readConfig(BASE_DIR);
+  const weights = loadWeightsF32(BASE_DIR);
+  return PROBES.map((ids) => oracleForward(model, weights, ids, undefined, [load(model)]).slice(0, -1).map((logits, t) => logSoftmax(logits)[ids[t + 1]!]!));
 }
