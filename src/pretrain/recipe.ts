@@ -13,7 +13,7 @@ import path from 'node:path';
 import { startEngine, type Engine } from '../engine/client.js';
 import { freshTrainerState, type AdamWHyperparameters } from '../engine/trainer-state.js';
 import '../deltas/kinds/index.js';
-import { fullTraining } from '../deltas/kinds/full-training.js';
+import { backboneParams, fullTraining } from '../deltas/kinds/full-training.js';
 import '../model/families/index.js';
 import type { ArchitectureSpec } from '../model/architecture.js';
 import { openCheckpoint } from '../model/checkpoint.js';
@@ -126,12 +126,13 @@ function writeModelDir(dir: string, o: PretrainOptions, p: Prepared, config: Rec
   fs.writeFileSync(path.join(dir, 'model.safetensors'), weights);
 }
 
-function f32Weights(params: Map<string, Float32Array>, arch: ArchitectureSpec): Uint8Array {
-  return encodeSafetensors(Object.fromEntries(fullTraining.params(arch, { init: 'random', parameters: 0 }).map(({ name, shape }) => [name, { dtype: 'F32' as const, shape, data: params.get(name)! }])), { format: 'pt' });
-}
-
-function f16Weights(params: Map<string, Float32Array>, arch: ArchitectureSpec): Uint8Array {
-  return encodeSafetensors(Object.fromEntries(fullTraining.params(arch, { init: 'random', parameters: 0 }).map(({ name, shape }) => [name, { dtype: 'F16' as const, shape, data: float32ToF16(params.get(name)!) }])), { format: 'pt' });
+/** The weights as safetensors under the checkpoint's names: F32 for the trainer's start, F16 as committed. */
+function encodeWeights(params: Map<string, Float32Array>, arch: ArchitectureSpec, dtype: 'F32' | 'F16'): Uint8Array {
+  const tensors = backboneParams(arch).map(({ name, shape }) => {
+    const data = params.get(name)!;
+    return [name, { dtype, shape, data: dtype === 'F16' ? float32ToF16(data) : data }] as const;
+  });
+  return encodeSafetensors(Object.fromEntries(tensors), { format: 'pt' });
 }
 
 /** An engine over `modelDir` for training only: one serving row, nothing stored. */
@@ -184,7 +185,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainReport> {
     const resolved = fullTraining.resolve(arch, { init: 'random' }, NO_DELTA_LIMITS);
     const start = fullTraining.init(arch, resolved, o.seed);
     const startDir = path.join(scratch, 'start');
-    writeModelDir(startDir, o, p, config, f32Weights(start, arch));
+    writeModelDir(startDir, o, p, config, encodeWeights(start, arch, 'F32'));
 
     const engine = await trainingEngine(startDir, scratch, o);
     const jobId = 'pretrain';
@@ -214,7 +215,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainReport> {
       await engine.close();
     }
 
-    const weights = f16Weights(final, arch);
+    const weights = encodeWeights(final, arch, 'F16');
     const written = fs.mkdtempSync(path.join(path.dirname(path.resolve(o.outDir)), `.${path.basename(o.outDir)}.tmp-`));
     writeModelDir(written, o, p, { ...config, dtype: 'float16', torch_dtype: 'float16' }, weights);
     const f16 = await evaluateModel(written, scratch, o, p, arch);
