@@ -91,6 +91,8 @@ COPY --from=deps /app/node_modules ./node_modules
 COPY package.json ./
 COPY bin ./bin
 COPY --from=build /app/dist ./dist
+# The default model (models/deltaserve-kjv, F16): served when neither --model nor DELTASERVE_MODEL is given.
+COPY models ./models
 # Numeric, so that Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001
 EXPOSE 8000

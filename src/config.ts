@@ -40,7 +40,7 @@ const limit = z.coerce.number().int().min(0);
 
 /** Every setting, with its default. Flags override DELTASERVE_* variables. */
 export const ConfigSchema = z.object({
-  model: z.string().optional().describe('Hugging Face model directory; the embedded default model when absent'),
+  model: z.string().optional().describe('Hugging Face model directory; the pretrained default (models/deltaserve-kjv) when absent'),
   modelName: z.string().min(1).optional().describe("name clients use for the base model; the model directory's basename"),
   delta: z.array(DeltaArg).default([]).describe('[TENANT/]NAME=PEFT_DIR, repeatable; no TENANT/ means the default tenant'),
   publicDeltas: z.array(PublicDeltaArg).default([]).describe('[TENANT/]NAME of a --delta every tenant may use (flag --public-delta, repeatable)'),
@@ -53,7 +53,7 @@ export const ConfigSchema = z.object({
   port: z.coerce.number().int().min(0).max(65535).default(8000).describe('HTTP port (0 picks a free one)'),
   host: z.string().default('127.0.0.1').describe('bind address; only loopback addresses without an auth file'),
   device: z.enum(['cpu', 'webgpu', 'cuda']).default('cpu').describe('ONNX Runtime execution provider: cpu, webgpu (Vulkan) or cuda (installed with ONNXRUNTIME_NODE_INSTALL=cuda12)'),
-  cacheDir: z.string().default(path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'deltaserve')).describe('built graphs and the embedded model'),
+  cacheDir: z.string().default(path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'deltaserve')).describe('built graphs'),
   maxRows: positiveInt.default(16).describe('sequences decoded together (KV-cache rows)'),
   maxContext: positiveInt.default(2048).describe('tokens per sequence, prompt + completion'),
   deltaSlots: positiveInt.default(8).describe('deltas resident on the device at once'),

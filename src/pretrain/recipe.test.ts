@@ -40,13 +40,14 @@ describe('pretraining recipe (miniature corpus)', () => {
   });
 
   it('trains from scratch, writes an F16 model the server can load, and repeats exactly', async () => {
-    const first = await pretrain(options(path.join(scratch, 'a')));
+    // The output's parent need not exist yet (models/ in a fresh checkout).
+    const dir = path.join(scratch, 'models', 'a');
+    const first = await pretrain(options(dir));
     const curve = first.curve.map((p) => p.heldoutBitsPerByte!);
     assert.deepEqual(first.curve.map((p) => p.step), [1, 6, 12]);
     assert.ok(curve[2]! < curve[0]! - 0.3, `held-out bits per byte ${curve.join(' → ')}`);
     assert.ok(Math.abs(first.heldoutBitsPerByteF16 - first.heldoutBitsPerByte) < 0.01, `F16 ${first.heldoutBitsPerByteF16} vs float32 ${first.heldoutBitsPerByte}`);
 
-    const dir = path.join(scratch, 'a');
     const ckpt = openCheckpoint(dir);
     assert.equal(ckpt.arch.vocabSize, 512);
     assert.equal(ckpt.config.dtype, 'float16');

@@ -216,7 +216,10 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainReport> {
     }
 
     const weights = encodeWeights(final, arch, 'F16');
-    const written = fs.mkdtempSync(path.join(path.dirname(path.resolve(o.outDir)), `.${path.basename(o.outDir)}.tmp-`));
+    const parent = path.dirname(path.resolve(o.outDir));
+    fs.mkdirSync(parent, { recursive: true });
+    const written = fs.mkdtempSync(path.join(parent, `.${path.basename(o.outDir)}.tmp-`));
+    fs.chmodSync(written, 0o755); // mkdtemp's 0700 would keep the model from a server running as another user
     writeModelDir(written, o, p, { ...config, dtype: 'float16', torch_dtype: 'float16' }, weights);
     const f16 = await evaluateModel(written, scratch, o, p, arch);
     const report: PretrainReport = {

@@ -14,7 +14,7 @@ import { Telemetry } from '../telemetry/telemetry.js';
 import { openCheckpoint } from '../model/checkpoint.js';
 import { startEngine, type Engine } from '../engine/client.js';
 import { ChatTemplate } from '../model/chat-template.js';
-import { EMBEDDED_MODEL_NAME, ensureEmbeddedModel } from '../model/embedded.js';
+import { DEFAULT_MODEL_NAME, defaultModelDir } from '../model/default-model.js';
 import { TextTokenizer } from '../model/tokenizer.js';
 import fs from 'node:fs';
 import { createApp } from './app.js';
@@ -66,8 +66,8 @@ export interface StartOptions {
  */
 export async function startServer(config: Config, options: StartOptions = {}): Promise<RunningServer> {
   const auth = options.auth !== undefined ? options.auth : config.auth ? loadAuthFile(config.auth) : null;
-  const modelDir = config.model ?? ensureEmbeddedModel(config.cacheDir);
-  const modelName = config.modelName ?? (config.model ? path.basename(path.resolve(config.model)) : EMBEDDED_MODEL_NAME);
+  const modelDir = config.model ?? defaultModelDir();
+  const modelName = config.modelName ?? (config.model ? path.basename(path.resolve(config.model)) : DEFAULT_MODEL_NAME);
   const hasTokenizer = fs.existsSync(path.join(modelDir, 'tokenizer.json'));
   const deltas = new DeltaCatalog();
   const quotas = new TenantQuotas(

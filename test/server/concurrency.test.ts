@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ConfigSchema } from '../../src/config.js';
-import { EMBEDDED_MODEL_NAME } from '../../src/model/embedded.js';
+import { EMBEDDED_MODEL_NAME, ensureEmbeddedModel } from '../../src/model/embedded.js';
 import { startServer, type RunningServer } from '../../src/server/serve.js';
 import { writeTinyLora } from '../oracle/checkpoints.js';
 import { tempDir } from '../helpers.js';
@@ -22,17 +22,13 @@ describe('continuous batching on the embedded model: 16 concurrent requests over
   let server: RunningServer;
   before(async () => {
     const cacheDir = tempDir();
-    // The embedded model is written into the cache on first start; start once to get its directory.
-    const probe = await startServer(ConfigSchema.parse({ port: 0, cacheDir, dataDir: tempDir(), threads: 1 }));
-    await probe.ready;
-    await probe.close();
-    const baseDir = path.join(cacheDir, 'embedded-llama-v1');
+    const baseDir = ensureEmbeddedModel(cacheDir);
     const adapters = DELTAS.map((name, i) => {
       const dir = path.join(cacheDir, 'adapters', name);
       writeTinyLora(dir, 'llama', { seed: 100 + i, r: 4 + (i % 4) * 4, alpha: 8, targetModules: PROJECTIONS, baseDir });
       return `${name}=${dir}`;
     });
-    server = await startServer(ConfigSchema.parse({ port: 0, cacheDir, dataDir: tempDir(), threads: 1, maxRows: 16, deltaSlots: 8, maxContext: 128, delta: adapters }));
+    server = await startServer(ConfigSchema.parse({ port: 0, cacheDir, dataDir: tempDir(), model: baseDir, modelName: EMBEDDED_MODEL_NAME, threads: 1, maxRows: 16, deltaSlots: 8, maxContext: 128, delta: adapters }));
     await server.ready;
   });
   after(() => server.close());
