@@ -154,7 +154,7 @@ describe('full fine-tuning through the admin API', () => {
   it('unknown options and a delta to continue from are 400s naming the field', async () => {
     const file = await uploadFile(JSONL);
     const cases: [Record<string, unknown>, string, RegExp][] = [
-      [{ method: { type: 'full', full: { init: 'random' } } }, 'method.full.init', /base/],
+      [{ method: { type: 'full', full: { init: 'zeros' } } }, 'method.full.init', /base.*random/],
       [{ method: { type: 'full', full: { lr: 1 } } }, 'method.full', /lr/],
       [{ method: { type: 'full', lora: {} } }, 'method', /lora/],
     ];
