@@ -209,7 +209,8 @@ async function bursts(replicas: Replica[]): Promise<void> {
 
 interface Sample {
   seconds: number;
-  replicas: { rssMB: number; heapMB: number | null }[];
+  /** RSS, the HTTP thread's V8 heap, and the engine thread's heap + the memory its objects hold outside it. */
+  replicas: { rssMB: number; heapMB: number | null; engineMB: number | null }[];
   requests: number;
   errors: number;
   provoked429: number;
@@ -220,10 +221,16 @@ function rssMB(pid: number): number {
   return kb / 1024;
 }
 
-async function heapMB(url: string): Promise<number | null> {
+/** The HTTP thread's V8 heap and the engine thread's memory (heap + external), from /metrics. */
+async function metricsMB(url: string): Promise<{ heapMB: number | null; engineMB: number | null }> {
   const text = await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(10_000) }).then((r) => r.text(), () => '');
-  const value = /^v8js_memory_heap_used\S*\s+([0-9.e+]+)/m.exec(text)?.[1];
-  return value === undefined ? null : Number(value) / 2 ** 20;
+  const read = (name: string) => {
+    const value = new RegExp(`^${name}\\S*\\s+([0-9.e+]+)`, 'm').exec(text)?.[1];
+    return value === undefined ? null : Number(value) / 2 ** 20;
+  };
+  const engineHeap = read('deltaserve_engine_memory_heap_used');
+  const engineExternal = read('deltaserve_engine_memory_external');
+  return { heapMB: read('v8js_memory_heap_used'), engineMB: engineHeap === null || engineExternal === null ? null : engineHeap + engineExternal };
 }
 
 /** Least-squares slope of y over x. */
@@ -269,14 +276,14 @@ try {
 
   const started = Date.now();
   const samples: Sample[] = [];
-  console.log(`\n${pad('time', 6)} ${pad('a RSS MB', 9)} ${pad('a heap', 7)} ${pad('b RSS MB', 9)} ${pad('b heap', 7)} ${pad('requests', 9)} ${pad('req/s', 6)} ${pad('errors', 7)} ${pad('429 prov.', 9)}`);
+  console.log(`\n${pad('time', 6)} ${pad('a RSS MB', 9)} ${pad('a heap', 7)} ${pad('a engine', 8)} ${pad('b RSS MB', 9)} ${pad('b heap', 7)} ${pad('b engine', 8)} ${pad('requests', 9)} ${pad('req/s', 6)} ${pad('errors', 7)} ${pad('429 prov.', 9)}`);
   const sample = async () => {
     const seconds = (Date.now() - started) / 1000;
-    const row: Sample = { seconds, replicas: await Promise.all(replicas.map(async (r) => ({ rssMB: rssMB(r.child.pid!), heapMB: await heapMB(r.url) }))), requests, errors, provoked429: provoked };
+    const row: Sample = { seconds, replicas: await Promise.all(replicas.map(async (r) => ({ rssMB: rssMB(r.child.pid!), ...(await metricsMB(r.url)) }))), requests, errors, provoked429: provoked };
     const rate = samples.length ? (row.requests - samples.at(-1)!.requests) / (seconds - samples.at(-1)!.seconds) : 0;
     samples.push(row);
     const [a, b] = row.replicas;
-    console.log(`${pad(`${Math.floor(seconds / 60)}:${String(Math.floor(seconds % 60)).padStart(2, '0')}`, 6)} ${pad(fmt(a!.rssMB), 9)} ${pad(fmt(a!.heapMB), 7)} ${pad(fmt(b!.rssMB), 9)} ${pad(fmt(b!.heapMB), 7)} ${pad(row.requests, 9)} ${pad(rate.toFixed(1), 6)} ${pad(row.errors, 7)} ${pad(row.provoked429, 9)}`);
+    console.log(`${pad(`${Math.floor(seconds / 60)}:${String(Math.floor(seconds % 60)).padStart(2, '0')}`, 6)} ${pad(fmt(a!.rssMB), 9)} ${pad(fmt(a!.heapMB), 7)} ${pad(fmt(a!.engineMB), 8)} ${pad(fmt(b!.rssMB), 9)} ${pad(fmt(b!.heapMB), 7)} ${pad(fmt(b!.engineMB), 8)} ${pad(row.requests, 9)} ${pad(rate.toFixed(1), 6)} ${pad(row.errors, 7)} ${pad(row.provoked429, 9)}`);
   };
   await sample();
   const traffic = [...Array.from({ length: CLIENTS }, () => client(replicas)), churn(replicas, writers), ...(flags['without-training'] ? [] : [trainer(replicas, writers)]), bursts(replicas)];
@@ -301,11 +308,13 @@ try {
 
   const after = samples.filter((s) => s.seconds >= WARMUP_MINUTES * 60);
   const slopes = Object.fromEntries(replicas.map((_, i) => ['ab'[i]!, slope(after.map((s) => [s.seconds / 60, s.replicas[i]!.rssMB]))]));
-  const heapSlopes = Object.fromEntries(replicas.map((_, i) => ['ab'[i]!, slope(after.filter((s) => s.replicas[i]!.heapMB !== null).map((s) => [s.seconds / 60, s.replicas[i]!.heapMB!]))]));
+  const slopeOf = (field: 'heapMB' | 'engineMB') => Object.fromEntries(replicas.map((_, i) => ['ab'[i]!, slope(after.filter((s) => s.replicas[i]![field] !== null).map((s) => [s.seconds / 60, s.replicas[i]![field]!]))]));
+  const heapSlopes = slopeOf('heapMB');
+  const engineSlopes = slopeOf('engineMB');
   const byStatus: Record<string, number> = {};
   for (const statuses of outcomes.values()) for (const [status, count] of statuses) byStatus[status] = (byStatus[status] ?? 0) + count;
   const loadEnd = os.loadavg();
-  console.log(`\nRSS slope after ${WARMUP_MINUTES} min (MB/min): a ${fmt(slopes.a!)}, b ${fmt(slopes.b!)}; heap slope: a ${fmt(heapSlopes.a!)}, b ${fmt(heapSlopes.b!)}`);
+  console.log(`\nRSS slope after ${WARMUP_MINUTES} min (MB/min): a ${fmt(slopes.a!)}, b ${fmt(slopes.b!)}; HTTP heap slope: a ${fmt(heapSlopes.a!)}, b ${fmt(heapSlopes.b!)}; engine thread (heap + external) slope: a ${fmt(engineSlopes.a!)}, b ${fmt(engineSlopes.b!)}`);
   console.log(`requests ${requests}; by status ${JSON.stringify(byStatus)}; errors ${errors} (429s provoked by the bursts: ${provoked})`);
   console.log(`by operation: ${JSON.stringify(Object.fromEntries([...outcomes].map(([op, m]) => [op, Object.fromEntries(m)])))}`);
   console.log(`rows left running or waiting after traffic stopped: a ${stuck.a}, b ${stuck.b}; load average at the end ${loadEnd.map((l) => l.toFixed(2)).join(' ')}`);
@@ -313,7 +322,7 @@ try {
   const failures = [errors > 0 && `${errors} errors`, Object.values(stuck).some((n) => n !== 0) && 'stuck rows', Object.values(slopes).some((s) => !(s < MAX_SLOPE)) && `an RSS slope of ${MAX_SLOPE} MB/min or more`].filter(Boolean);
   console.log(failures.length ? `FAIL: ${failures.join(', ')}` : `PASS: no errors, no stuck rows, RSS slope under ${MAX_SLOPE} MB/min`);
   if (flags.out) {
-    const report = { startedAt: new Date(started).toISOString(), minutes: MINUTES, warmupMinutes: WARMUP_MINUTES, clients: CLIENTS, postgres: Boolean(pg), cpus: os.cpus().length, loadAverage: { start: loadStart, end: loadEnd }, samples, slopesMBPerMin: { rss: slopes, heap: heapSlopes }, requests, byStatus, byOperation: Object.fromEntries([...outcomes].map(([op, m]) => [op, Object.fromEntries(m)])), errors, provoked429: provoked, stuckRows: stuck, examples };
+    const report = { startedAt: new Date(started).toISOString(), minutes: MINUTES, warmupMinutes: WARMUP_MINUTES, clients: CLIENTS, postgres: Boolean(pg), cpus: os.cpus().length, loadAverage: { start: loadStart, end: loadEnd }, samples, slopesMBPerMin: { rss: slopes, heap: heapSlopes, engine: engineSlopes }, requests, byStatus, byOperation: Object.fromEntries([...outcomes].map(([op, m]) => [op, Object.fromEntries(m)])), errors, provoked429: provoked, stuckRows: stuck, examples };
     fs.writeFileSync(flags.out, `${JSON.stringify(report, null, 2)}\n`);
     console.log(`wrote ${flags.out}`);
   }

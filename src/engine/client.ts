@@ -22,6 +22,9 @@ export interface EngineStats extends DeltaCacheStats {
   waitingDeltas: string[];
   /** The delta kinds hooked into the graph now (each one's hooks run in every pass). */
   servedKinds: string[];
+  /** The engine thread's V8 heap in use, and the memory its objects hold outside that heap. */
+  engineHeapBytes: number;
+  engineExternalBytes: number;
 }
 
 /** ready: serving; restarting: the thread died and a new one is starting (requests get 503); failed: it could not be restarted. */

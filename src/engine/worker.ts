@@ -1,3 +1,4 @@
+import v8 from 'node:v8';
 import { parentPort, workerData } from 'node:worker_threads';
 import { TieredDeltaSource } from './delta-cache.js';
 import { DeltaLoaderThread } from './delta-loader.js';
@@ -100,7 +101,7 @@ async function main(): Promise<void> {
           return null;
         });
       case 'stats':
-        return send({ type: 'reply', callId: message.callId, ok: true, value: { ...scheduler.stats, ...deltas.stats, servedKinds: [...runtime.stacks.keys()] } });
+        return send({ type: 'reply', callId: message.callId, ok: true, value: { ...scheduler.stats, ...deltas.stats, servedKinds: [...runtime.stacks.keys()], ...threadMemory() } });
       case 'prefetch_delta':
         return respond(message.callId, async () => {
           await ensureLoaded(message.name);
@@ -174,3 +175,13 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: Error) => send({ type: 'fatal', message: err.message }));
+
+/**
+ * This thread's own V8 heap, and the memory its JavaScript objects hold outside it (typed arrays'
+ * buffers, ONNX Runtime's output tensors): the HTTP thread's figures do not include them, and the
+ * process's RSS cannot tell them from native allocations.
+ */
+function threadMemory(): { engineHeapBytes: number; engineExternalBytes: number } {
+  const heap = v8.getHeapStatistics();
+  return { engineHeapBytes: heap.used_heap_size, engineExternalBytes: heap.external_memory };
+}

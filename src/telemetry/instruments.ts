@@ -10,6 +10,8 @@ export interface ServingSnapshot {
   diskHits: number;
   diskMisses: number;
   storeLoads: number;
+  engineHeapBytes: number;
+  engineExternalBytes: number;
 }
 
 /** Training progress the metrics read at collection time. */
@@ -58,6 +60,8 @@ export function createInstruments(meter: Meter): Instruments {
   // The process's memory (semantic conventions' names), so that a leak shows without a shell on the host.
   meter.createObservableGauge('process.memory.usage', { unit: 'By', description: 'resident set size of the process (all threads)' }).addCallback((r) => r.observe(process.memoryUsage.rss()));
   meter.createObservableGauge('v8js.memory.heap.used', { unit: 'By', description: "V8 heap used by the HTTP thread (the engine thread's heap is its own)" }).addCallback((r) => r.observe(process.memoryUsage().heapUsed));
+  const engineHeap = meter.createObservableGauge('deltaserve.engine.memory.heap.used', { unit: 'By', description: "V8 heap used by the engine thread (v8js.memory.heap.used is the HTTP thread's)" });
+  const engineExternal = meter.createObservableGauge('deltaserve.engine.memory.external', { unit: 'By', description: "memory the engine thread's JavaScript objects hold outside its V8 heap (typed arrays, ONNX Runtime tensors)" });
   meter.addBatchObservableCallback(
     async (result) => {
       const serving = await sources.serving?.().catch(() => undefined);
@@ -66,6 +70,8 @@ export function createInstruments(meter: Meter): Instruments {
         result.observe(runningRows, serving.running);
         result.observe(residentSlots, serving.residentSlots);
         observeCache(result, cacheRequests, serving);
+        result.observe(engineHeap, serving.engineHeapBytes);
+        result.observe(engineExternal, serving.engineExternalBytes);
       }
       const training = sources.training?.();
       if (!training) return;
@@ -76,7 +82,7 @@ export function createInstruments(meter: Meter): Instruments {
       if (training.totalSteps) result.observe(trainingProgress, training.step / training.totalSteps);
       if (training.loss !== null) result.observe(trainingLoss, training.loss);
     },
-    [queueDepth, runningRows, residentSlots, cacheRequests, trainingJobs, trainingStep, trainingProgress, trainingLoss, trainingTokens],
+    [queueDepth, runningRows, residentSlots, cacheRequests, engineHeap, engineExternal, trainingJobs, trainingStep, trainingProgress, trainingLoss, trainingTokens],
   );
   return {
     timeToFirstToken: meter.createHistogram('gen_ai.server.time_to_first_token', { unit: 's', description: 'time from request arrival to the first output token', advice: { explicitBucketBoundaries: TTFT_BUCKETS } }),

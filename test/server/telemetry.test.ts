@@ -115,6 +115,12 @@ describe('telemetry: traces, metrics, /metrics and logs', () => {
     const lora = families.get('vllm:lora_requests_info')!.samples[0]!;
     assert.deepEqual(Object.keys(lora.labels).sort(), ['max_lora', 'running_lora_adapters', 'waiting_lora_adapters']);
     assert.equal(lora.labels['max_lora'], '8');
+    // The engine thread's memory, apart from the HTTP thread's heap (a soak tells a leak's side by them).
+    for (const name of ['deltaserve_engine_memory_heap_used', 'deltaserve_engine_memory_external']) {
+      const family = [...families].find(([key]) => key.startsWith(name))?.[1];
+      assert.equal(family?.type, 'gauge', name);
+      assert.ok(family!.samples[0]!.value > 0, `${name} = ${family!.samples[0]!.value}`);
+    }
   });
 
   it('logs one JSON line per request and per generation, with ids, tenant, model, delta and outcome, and no prompt text', async () => {
