@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { byteLevelBpeTokenizerJson, chatMlTokenizerConfigJson } from './byte-level-bpe.js';
 import { initialTensor } from './initial-weights.js';
+import { generationConfig, llamaConfig } from './llama-config.js';
 import { encodeSafetensors } from './safetensors.js';
 
 export const EMBEDDED_MODEL_NAME = 'deltaserve-embedded-llama';
@@ -23,6 +24,7 @@ const INIT_STD = 0.02;
 const SPECIAL_TOKENS = ['<|endoftext|>', '<|im_start|>', '<|im_end|>'] as const;
 const ENDOFTEXT_ID = 256;
 const IM_END_ID = 258;
+const IDS = { endOfText: ENDOFTEXT_ID, imEnd: IM_END_ID };
 
 const SHAPE = {
   hidden: 256,
@@ -64,39 +66,11 @@ function tokenizerConfigJson(): object {
 }
 
 function configJson(): object {
-  return {
-    architectures: ['LlamaForCausalLM'],
-    attention_bias: false,
-    attention_dropout: 0.0,
-    bos_token_id: ENDOFTEXT_ID,
-    dtype: 'float32',
-    eos_token_id: IM_END_ID,
-    head_dim: SHAPE.headDim,
-    hidden_act: 'silu',
-    hidden_size: SHAPE.hidden,
-    initializer_range: INIT_STD,
-    intermediate_size: SHAPE.intermediate,
-    max_position_embeddings: 2048,
-    mlp_bias: false,
-    model_type: 'llama',
-    num_attention_heads: SHAPE.heads,
-    num_hidden_layers: SHAPE.layers,
-    num_key_value_heads: SHAPE.kvHeads,
-    pad_token_id: ENDOFTEXT_ID,
-    pretraining_tp: 1,
-    rms_norm_eps: 1e-5,
-    rope_parameters: { rope_theta: 10000, rope_type: 'default' },
-    // transformers 4.x reads rope_theta at the top level; 5.x reads rope_parameters.
-    rope_theta: 10000,
-    tie_word_embeddings: true,
-    use_cache: true,
-    vocab_size: SHAPE.vocab,
-  };
+  return llamaConfig(SHAPE, SHAPE.vocab, IDS, 2048);
 }
 
 function generationConfigJson(): object {
-  // Chat turns end with <|im_end|>; <|endoftext|> also stops plain completion.
-  return { bos_token_id: ENDOFTEXT_ID, eos_token_id: [IM_END_ID, ENDOFTEXT_ID], pad_token_id: ENDOFTEXT_ID };
+  return generationConfig(IDS);
 }
 
 /** Every weight's [out, in] shape (or [n] for norms), in HF Llama naming. */

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import '../model/families/index.js';
 import { backboneParams } from '../deltas/kinds/full-training.js';
 import { describeArchitecture } from '../model/families/registry.js';
-import { generationConfig, llamaConfig, MODEL_SHAPES, parameterCount } from './model-shapes.js';
+import { generationConfig, llamaConfig } from '../model/llama-config.js';
+import { MODEL_SHAPES, parameterCount } from './model-shapes.js';
 
 const ids = { endOfText: 256, imEnd: 258 };
 

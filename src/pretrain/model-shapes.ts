@@ -4,14 +4,7 @@
  * RoPE. The tokenizer fixes the vocabulary; the shape fixes the rest.
  */
 
-export interface ModelShape {
-  hidden: number;
-  intermediate: number;
-  layers: number;
-  heads: number;
-  kvHeads: number;
-  headDim: number;
-}
+import type { ModelShape } from '../model/llama-config.js';
 
 /** Named sizes, smallest first; `npm run pretrain -- --size NAME`. */
 export const MODEL_SHAPES: Record<string, ModelShape> = {
@@ -30,52 +23,4 @@ export function parameterCount(shape: ModelShape, vocab: number): number {
   const attention = h * heads * d * 2 + h * kvHeads * d * 2;
   const perLayer = attention + 3 * h * f + 2 * h;
   return vocab * h + layers * perLayer + h;
-}
-
-/** Ids the model's config names (the tokenizer's special tokens, src/pretrain/tokenizer-files.ts). */
-export interface SpecialIds {
-  endOfText: number;
-  imEnd: number;
-}
-
-/**
- * config.json of a LlamaForCausalLM with this shape, in float32 (the trainer's dtype; the
- * committed model rewrites `dtype` when it stores F16).
- *
- * @example llamaConfig(MODEL_SHAPES.xs!, 4096, { endOfText: 256, imEnd: 258 }, 1024).num_hidden_layers // 4
- */
-export function llamaConfig(shape: ModelShape, vocab: number, ids: SpecialIds, maxPositions: number): Record<string, unknown> {
-  return {
-    architectures: ['LlamaForCausalLM'],
-    attention_bias: false,
-    attention_dropout: 0.0,
-    bos_token_id: ids.endOfText,
-    dtype: 'float32',
-    eos_token_id: ids.imEnd,
-    head_dim: shape.headDim,
-    hidden_act: 'silu',
-    hidden_size: shape.hidden,
-    initializer_range: 0.02,
-    intermediate_size: shape.intermediate,
-    max_position_embeddings: maxPositions,
-    mlp_bias: false,
-    model_type: 'llama',
-    num_attention_heads: shape.heads,
-    num_hidden_layers: shape.layers,
-    num_key_value_heads: shape.kvHeads,
-    pad_token_id: ids.endOfText,
-    pretraining_tp: 1,
-    rms_norm_eps: 1e-5,
-    rope_parameters: { rope_theta: 10000, rope_type: 'default' },
-    // transformers 4.x reads rope_theta at the top level; 5.x reads rope_parameters.
-    rope_theta: 10000,
-    tie_word_embeddings: true,
-    use_cache: true,
-    vocab_size: vocab,
-  };
-}
-
-/** generation_config.json: chat turns end with <|im_end|>; <|endoftext|> also stops plain completion. */
-export function generationConfig(ids: SpecialIds): Record<string, unknown> {
-  return { bos_token_id: ids.endOfText, eos_token_id: [ids.imEnd, ids.endOfText], pad_token_id: ids.endOfText };
 }

@@ -18,6 +18,7 @@ import '../model/families/index.js';
 import type { ArchitectureSpec } from '../model/architecture.js';
 import { openCheckpoint } from '../model/checkpoint.js';
 import { describeArchitecture } from '../model/families/registry.js';
+import { generationConfig, llamaConfig, type ModelShape, type SpecialIds } from '../model/llama-config.js';
 import { encodeSafetensors, float32ToF16 } from '../model/safetensors.js';
 import { TextTokenizer } from '../model/tokenizer.js';
 import { readCheckpointRows, readCheckpointWeight } from '../model/weight-data.js';
@@ -25,7 +26,7 @@ import { microBatches, stepExamples } from '../training/batches.js';
 import type { TrainingExample } from '../training/dataset.js';
 import { learningRate } from '../training/schedule.js';
 import { bitsPerByte, utf8Bytes } from './bits-per-byte.js';
-import { generationConfig, llamaConfig, parameterCount, type ModelShape, type SpecialIds } from './model-shapes.js';
+import { parameterCount } from './model-shapes.js';
 import { lineUnits, packUnits, targetTokens } from './windows.js';
 
 export interface PretrainOptions {
